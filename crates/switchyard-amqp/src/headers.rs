@@ -1,0 +1,90 @@
+//! Typed access to AMQP message headers.
+
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+/// Builds a header table.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(FieldTable);
+
+impl Headers {
+    /// Starts from existing headers (e.g. to keep a command's headers on republish).
+    pub fn from_table(table: Option<&FieldTable>) -> Self {
+        Self(table.cloned().unwrap_or_default())
+    }
+
+    /// Sets a string header.
+    pub fn str(mut self, key: &str, value: &str) -> Self {
+        self.0.insert(
+            ShortString::from(key),
+            AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
+        );
+        self
+    }
+
+    /// Sets an integer header.
+    pub fn int(mut self, key: &str, value: i64) -> Self {
+        self.0
+            .insert(ShortString::from(key), AMQPValue::LongLongInt(value));
+        self
+    }
+
+    /// Removes a header.
+    pub fn without(self, key: &str) -> Self {
+        let mut map = self.0.inner().clone();
+        map.remove(key);
+        Self(FieldTable::from(map))
+    }
+
+    /// The table, for `BasicProperties::with_headers`.
+    pub fn build(self) -> FieldTable {
+        self.0
+    }
+}
+
+/// Reads headers of a received message.
+pub trait HeaderRead {
+    /// A string header, if present and textual.
+    fn header_str(&self, key: &str) -> Option<String>;
+    /// An integer header, if present and numeric.
+    fn header_int(&self, key: &str) -> Option<i64>;
+}
+
+impl HeaderRead for Option<FieldTable> {
+    fn header_str(&self, key: &str) -> Option<String> {
+        match self.as_ref()?.inner().get(key)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
+    fn header_int(&self, key: &str) -> Option<i64> {
+        match self.as_ref()?.inner().get(key)? {
+            AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+            AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+            AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+            AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+            AMQPValue::LongInt(v) => Some(i64::from(*v)),
+            AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+            AMQPValue::LongLongInt(v) => Some(*v),
+            AMQPValue::Timestamp(v) => i64::try_from(*v).ok(),
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let t = Some(Headers::default().str("a", "x").int("n", 3).build());
+        assert_eq!(t.header_str("a").as_deref(), Some("x"));
+        assert_eq!(t.header_int("n"), Some(3));
+        assert_eq!(t.header_int("a"), None);
+        let t = Some(Headers::from_table(t.as_ref()).without("a").build());
+        assert_eq!(t.header_str("a"), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! A publisher that reports success only after the broker confirmed the message.
+//!
+//! All publishes of a process share one confirm-mode channel per connection generation; each
+//! caller awaits its own confirm, so many publishes are in flight at once (pipelined confirms)
+//! without a round trip each. A `mandatory` publish that comes back is a failure, never a
+//! silent loss.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation};
+use tokio::sync::Mutex;
+
+use crate::broker::Broker;
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// Target exchange.
+    pub exchange: &'a str,
+    /// Routing key.
+    pub routing_key: &'a str,
+    /// Body.
+    pub body: &'a [u8],
+    /// Properties, headers included.
+    pub properties: BasicProperties,
+    /// Whether an unroutable message must come back (and so count as failed).
+    pub mandatory: bool,
+}
+
+/// Why a publish did not succeed. Every variant means: the broker did not take
+/// responsibility for the message; the caller must not assume it was delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// No connection, or the channel failed.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused the message (e.g. a full queue with reject-publish).
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    /// The message could not be routed and came back.
+    #[error("message returned as unroutable: {0}")]
+    Returned(String),
+    /// No confirm within the timeout (e.g. the broker is blocked by a resource alarm).
+    #[error("no confirm within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A confirmed publisher. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    broker: Broker,
+    channel: Arc<Mutex<Option<(u64, Channel)>>>,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    /// A publisher on `broker`; a publish fails if not confirmed within `confirm_timeout`.
+    pub fn new(broker: Broker, confirm_timeout: Duration) -> Self {
+        Self {
+            broker,
+            channel: Arc::new(Mutex::new(None)),
+            confirm_timeout,
+        }
+    }
+
+    async fn channel(&self, deadline: Instant) -> Result<Channel, PublishError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let session = self
+            .broker
+            .session_within(remaining)
+            .await
+            .ok_or_else(|| PublishError::Unavailable("no broker connection".into()))?;
+        let mut slot = self.channel.lock().await;
+        if let Some((generation, ch)) = slot.as_ref()
+            && *generation == session.generation
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        let ch = session
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        *slot = Some((session.generation, ch.clone()));
+        Ok(ch)
+    }
+
+    async fn forget(&self, ch: &Channel) {
+        let mut slot = self.channel.lock().await;
+        if slot.as_ref().is_some_and(|(_, c)| c.id() == ch.id()) {
+            *slot = None;
+        }
+    }
+
+    /// Publishes and waits for the broker's confirm.
+    pub async fn publish(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let deadline = started + self.confirm_timeout;
+        let ch = self.channel(deadline).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let confirm = tokio::time::timeout(remaining, async {
+            ch.basic_publish(
+                msg.exchange.into(),
+                msg.routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: msg.mandatory,
+                    immediate: false,
+                },
+                msg.body,
+                msg.properties,
+            )
+            .await?
+            .await
+        })
+        .await;
+        let outcome = match confirm {
+            Err(_) => Err(PublishError::Timeout(self.confirm_timeout)),
+            Ok(Err(e)) => {
+                self.forget(&ch).await;
+                Err(PublishError::Unavailable(e.to_string()))
+            }
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(ret)))) | Ok(Ok(Confirmation::Nack(Some(ret)))) => {
+                Err(PublishError::Returned(ret.reply_text.to_string()))
+            }
+            Ok(Ok(Confirmation::Nack(None))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                self.forget(&ch).await;
+                Err(PublishError::Unavailable("channel not in confirm mode".into()))
+            }
+        };
+        let label = if outcome.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("switchyard_publish_confirm_seconds", "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+}

@@ -1,0 +1,252 @@
+//! The broker topology of the contract, declared idempotently by every component at start and
+//! by `switchyard topology apply`.
+//!
+//! ```text
+//! switchyard.commands (topic, alternate exchange switchyard.unroutable)
+//!   {kind}.{provider}.*  -> switchyard.work.{kind}.{provider}   quorum, delivery limit,
+//!                                                               dead-letters to switchyard.dead
+//! switchyard.retry (headers: kind + tier)
+//!   -> switchyard.retry.{kind}.{tier}  quorum, queue TTL = tier, dead-letters back to
+//!                                      switchyard.commands with the original routing key
+//! switchyard.dead (topic)
+//!   {kind}.#  -> switchyard.dlq.{kind}  quorum
+//! switchyard.events (topic): the core app binds its own queues
+//! ```
+//!
+//! One work queue per (kind, provider) keeps a slow provider from delaying another's commands;
+//! one retry queue per delay keeps every message in a queue at the same TTL, so expiry never
+//! waits behind a longer delay (no head-of-line blocking).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+use switchyard_core::Name;
+
+/// Where commands are published.
+pub const COMMANDS_EXCHANGE: &str = "switchyard.commands";
+/// Where lifecycle events are published.
+pub const EVENTS_EXCHANGE: &str = "switchyard.events";
+/// Where commands nobody routes end up, instead of vanishing.
+pub const UNROUTABLE_EXCHANGE: &str = "switchyard.unroutable";
+/// The queue behind [`UNROUTABLE_EXCHANGE`].
+pub const UNROUTABLE_QUEUE: &str = "switchyard.unroutable";
+/// Dead letters, routed by the command's routing key to the kind's DLQ.
+pub const DEAD_EXCHANGE: &str = "switchyard.dead";
+/// Delayed retries, routed by headers to the kind's delay tier.
+pub const RETRY_EXCHANGE: &str = "switchyard.retry";
+/// Header naming the kind of a delayed retry.
+pub const KIND_HEADER: &str = "x-switchyard-kind";
+/// Header naming the delay tier of a delayed retry.
+pub const TIER_HEADER: &str = "x-switchyard-tier";
+
+/// `switchyard.work.{kind}.{provider}`.
+pub fn work_queue(kind: &Name, provider: &Name) -> String {
+    format!("switchyard.work.{kind}.{provider}")
+}
+
+/// `switchyard.dlq.{kind}`.
+pub fn dead_letter_queue(kind: &Name) -> String {
+    format!("switchyard.dlq.{kind}")
+}
+
+/// `switchyard.retry.{kind}.{tier}`.
+pub fn retry_queue(kind: &Name, tier: Duration) -> String {
+    format!("switchyard.retry.{kind}.{}", tier_label(tier))
+}
+
+/// A compact, stable label for a delay: `250ms`, `5s`, `2m`, `1h`.
+pub fn tier_label(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// What a component needs declared.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    providers: BTreeMap<Name, BTreeSet<Name>>,
+    tiers: Vec<Duration>,
+    delivery_limit: u32,
+}
+
+fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+fn s(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()))
+}
+
+impl Topology {
+    /// An empty topology: the shared exchanges only.
+    pub fn new(tiers: Vec<Duration>, delivery_limit: u32) -> Self {
+        Self {
+            providers: BTreeMap::new(),
+            tiers,
+            delivery_limit,
+        }
+    }
+
+    /// Adds a kind (its DLQ and delay tiers) without providers.
+    pub fn with_kind(mut self, kind: &Name) -> Self {
+        self.providers.entry(kind.clone()).or_default();
+        self
+    }
+
+    /// Adds the work queue of a provider (and its kind).
+    pub fn with_provider(mut self, kind: &Name, provider: &Name) -> Self {
+        self.providers
+            .entry(kind.clone())
+            .or_default()
+            .insert(provider.clone());
+        self
+    }
+
+    /// The delay tiers, shortest first.
+    pub fn tiers(&self) -> &[Duration] {
+        &self.tiers
+    }
+
+    /// The kinds and their providers.
+    pub fn providers(&self) -> &BTreeMap<Name, BTreeSet<Name>> {
+        &self.providers
+    }
+
+    /// Declares everything; safe to repeat.
+    pub async fn declare(&self, ch: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let qdurable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let quorum = ("x-queue-type", s("quorum"));
+        let at_least_once = [
+            ("x-dead-letter-strategy", s("at-least-once")),
+            ("x-overflow", s("reject-publish")),
+        ];
+
+        ch.exchange_declare(UNROUTABLE_EXCHANGE.into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await?;
+        ch.queue_declare(UNROUTABLE_QUEUE.into(), qdurable, args(std::slice::from_ref(&quorum)))
+            .await?;
+        ch.queue_bind(
+            UNROUTABLE_QUEUE.into(),
+            UNROUTABLE_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            COMMANDS_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable,
+            args(&[("alternate-exchange", s(UNROUTABLE_EXCHANGE))]),
+        )
+        .await?;
+        ch.exchange_declare(EVENTS_EXCHANGE.into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await?;
+        ch.exchange_declare(DEAD_EXCHANGE.into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await?;
+        ch.exchange_declare(RETRY_EXCHANGE.into(), ExchangeKind::Headers, durable, FieldTable::default())
+            .await?;
+
+        for (kind, providers) in &self.providers {
+            let dlq = dead_letter_queue(kind);
+            ch.queue_declare(dlq.as_str().into(), qdurable, args(std::slice::from_ref(&quorum)))
+                .await?;
+            ch.queue_bind(
+                dlq.as_str().into(),
+                DEAD_EXCHANGE.into(),
+                format!("{kind}.#").into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+
+            for tier in &self.tiers {
+                let q = retry_queue(kind, *tier);
+                let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
+                let mut a = vec![
+                    quorum.clone(),
+                    ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
+                    ("x-dead-letter-exchange", s(COMMANDS_EXCHANGE)),
+                ];
+                a.extend(at_least_once.iter().cloned());
+                ch.queue_declare(q.as_str().into(), qdurable, args(&a)).await?;
+                ch.queue_bind(
+                    q.as_str().into(),
+                    RETRY_EXCHANGE.into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    args(&[
+                        ("x-match", s("all")),
+                        (KIND_HEADER, s(kind.as_str())),
+                        (TIER_HEADER, s(&tier_label(*tier))),
+                    ]),
+                )
+                .await?;
+            }
+
+            for provider in providers {
+                let q = work_queue(kind, provider);
+                let mut a = vec![
+                    quorum.clone(),
+                    ("x-delivery-limit", AMQPValue::LongLongInt(i64::from(self.delivery_limit))),
+                    ("x-dead-letter-exchange", s(DEAD_EXCHANGE)),
+                ];
+                a.extend(at_least_once.iter().cloned());
+                ch.queue_declare(q.as_str().into(), qdurable, args(&a)).await?;
+                ch.queue_bind(
+                    q.as_str().into(),
+                    COMMANDS_EXCHANGE.into(),
+                    format!("{kind}.{provider}.*").into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_labels_are_compact() {
+        assert_eq!(tier_label(Duration::from_millis(250)), "250ms");
+        assert_eq!(tier_label(Duration::from_secs(5)), "5s");
+        assert_eq!(tier_label(Duration::from_secs(120)), "2m");
+        assert_eq!(tier_label(Duration::from_secs(3600)), "1h");
+        assert_eq!(tier_label(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn names_derive_from_the_kind() {
+        let k: Name = "payment".parse().unwrap();
+        let p: Name = "stripe".parse().unwrap();
+        assert_eq!(work_queue(&k, &p), "switchyard.work.payment.stripe");
+        assert_eq!(dead_letter_queue(&k), "switchyard.dlq.payment");
+        assert_eq!(retry_queue(&k, Duration::from_secs(30)), "switchyard.retry.payment.30s");
+    }
+}

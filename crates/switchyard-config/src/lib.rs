@@ -1,0 +1,453 @@
+//! Switchyard's configuration, in layers: built-in defaults, then `switchyard.toml` (path from
+//! `--config` or `SWITCHYARD_CONFIG`), then `SWITCHYARD_<SECTION>__<KEY>` environment variables
+//! (plus the contract's `SWITCHYARD_AMQP_URL` and `SWITCHYARD_DATABASE_URL`).
+//!
+//! Everything is validated when loaded, so a bad configuration stops a process at start-up
+//! with a message naming the key. Unknown keys are errors. Secrets are [`Secret`]s. This crate
+//! knows the *shape* of provider entries; each kind's crate validates its providers' own
+//! options.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use switchyard_core::{Name, Secret};
+
+mod provider;
+
+pub use provider::{ProviderConfig, ProviderOptions};
+
+/// The environment variable naming the config file.
+pub const CONFIG_ENV: &str = "SWITCHYARD_CONFIG";
+/// The default broker URL of the contract.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The development-only idempotency secret; a warning is logged while it is in use.
+pub const DEV_IDEMPOTENCY_SECRET: &str = "switchyard-development-namespace";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Parsing or merging a layer failed; figment's message names the key and its source.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is well-formed but not acceptable.
+    #[error("configuration: {key}: {message}")]
+    Invalid {
+        /// The offending key, e.g. `providers[0].base_url`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// An invalid value at `key`.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration of a Switchyard process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The broker connection.
+    #[serde(default)]
+    pub amqp: AmqpConfig,
+    /// The HTTP ingress.
+    #[serde(default)]
+    pub ingress: IngressConfig,
+    /// Worker processes.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// The retry schedule and its delay tiers.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Defaults for every outbound provider call.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+    /// Logs and traces.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// The providers, in code or `type = "http"`.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// `[amqp]`: the broker connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// Broker URL (`SWITCHYARD_AMQP_URL`); may hold a password, so it is a secret.
+    pub url: Secret<String>,
+    /// Heartbeat interval: a dead connection is detected within about two of these.
+    pub heartbeat_secs: u16,
+    /// Unacknowledged deliveries per consumer channel.
+    pub prefetch: u16,
+    /// How long a publish may wait for the broker's confirm before it counts as failed.
+    pub confirm_timeout_ms: u64,
+    /// Upper bound of the jittered reconnect backoff.
+    pub reconnect_max_ms: u64,
+    /// Redeliveries of one message before the broker dead-letters it (crash-loop guard).
+    pub delivery_limit: u32,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new(DEFAULT_AMQP_URL.to_owned()),
+            heartbeat_secs: 10,
+            prefetch: 64,
+            confirm_timeout_ms: 5_000,
+            reconnect_max_ms: 5_000,
+            delivery_limit: 5,
+        }
+    }
+}
+
+/// `[ingress]`: the HTTP front door.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Accepted bearer tokens.
+    pub tokens: Vec<Secret<String>>,
+    /// Accept requests without a token: local development only.
+    pub auth_disabled: bool,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Seconds a client is told to wait (`Retry-After`) when the broker cannot confirm.
+    pub retry_after_secs: u32,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tokens: Vec::new(),
+            auth_disabled: false,
+            max_body_bytes: 256 * 1024,
+            retry_after_secs: 2,
+        }
+    }
+}
+
+/// `[worker]`: integration workers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Address for `/healthz`, `/readyz` and `/metrics`; each kind has its own default.
+    pub listen: Option<SocketAddr>,
+    /// Concurrent provider calls per provider, unless the provider sets its own.
+    pub concurrency: usize,
+    /// On SIGTERM, how long in-flight work may take before it is left for redelivery.
+    pub shutdown_grace_ms: u64,
+    /// Secret namespace of the idempotency keys sent to providers: the same on every worker.
+    pub idempotency_secret: Secret<String>,
+    /// Quick in-process retries of fast transient failures before a delayed retry.
+    pub quick_retries: u32,
+    /// Pause before a quick retry.
+    pub quick_retry_delay_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            concurrency: 64,
+            shutdown_grace_ms: 15_000,
+            idempotency_secret: Secret::new(DEV_IDEMPOTENCY_SECRET.to_owned()),
+            quick_retries: 1,
+            quick_retry_delay_ms: 100,
+        }
+    }
+}
+
+/// `[retry]`: capped exponential backoff with full jitter, waiting in delay tiers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts before a transient failure is final, unless the provider sets its own.
+    pub max_attempts: u32,
+    /// Backoff of the first retry.
+    #[serde(with = "humantime_serde")]
+    pub base: Duration,
+    /// Backoff never grows past this.
+    #[serde(with = "humantime_serde")]
+    pub cap: Duration,
+    /// The delay queues: a retry waits in the shortest tier at least as long as its backoff.
+    #[serde(with = "tiers")]
+    pub tiers: Vec<Duration>,
+}
+
+mod tiers {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|d| humantime_serde::re::humantime::format_duration(*d).to_string())
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| humantime_serde::re::humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Self {
+            max_attempts: 8,
+            base: s(1),
+            cap: s(600),
+            tiers: vec![s(1), s(5), s(30), s(120), s(600), s(3600)],
+        }
+    }
+}
+
+/// `[outbound]`: defaults for every provider call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Time to establish a connection.
+    pub connect_timeout_ms: u64,
+    /// Total time of one attempt, body included, unless the provider sets its own.
+    pub timeout_ms: u64,
+    /// Largest response body read from a provider.
+    pub max_response_bytes: usize,
+    /// Allow providers on loopback addresses (tests, `switchyard up`).
+    pub allow_loopback: bool,
+    /// Allow providers on private, link-local and similar addresses.
+    pub allow_private: bool,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 3_000,
+            timeout_ms: 10_000,
+            max_response_bytes: 1024 * 1024,
+            allow_loopback: false,
+            allow_private: false,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, human-readable when it is.
+    #[default]
+    Auto,
+    /// Always JSON lines.
+    Json,
+    /// Always human-readable.
+    Pretty,
+}
+
+/// `[telemetry]`: logs (traces and metrics follow in their own issue).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directives; `RUST_LOG` wins when set.
+    pub log_filter: Option<String>,
+}
+
+impl Config {
+    /// Loads the layers: defaults, then the file (`path`, else `SWITCHYARD_CONFIG`, else
+    /// `./switchyard.toml` when it exists), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let file: Option<PathBuf> = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+            .or_else(|| {
+                let p = PathBuf::from("switchyard.toml");
+                p.exists().then_some(p)
+            });
+        if let Some(f) = &file
+            && !f.exists()
+        {
+            return Err(ConfigError::invalid(
+                "--config",
+                format!("config file {} does not exist", f.display()),
+            ));
+        }
+        Self::from_figment(Self::figment(file.as_deref()))
+    }
+
+    /// Parses a configuration from TOML text plus the environment (for tests and `up`).
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::base().merge(Toml::string(toml)).merge(env_layer()))
+    }
+
+    fn base() -> Figment {
+        Figment::from(Serialized::defaults(serde_json::json!({})))
+    }
+
+    fn figment(file: Option<&Path>) -> Figment {
+        let mut f = Self::base();
+        if let Some(file) = file {
+            f = f.merge(Toml::file(file));
+        }
+        f.merge(env_layer())
+    }
+
+    fn from_figment(f: Figment) -> Result<Self, ConfigError> {
+        let config: Config = f.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.amqp.heartbeat_secs == 0 {
+            return Err(ConfigError::invalid("amqp.heartbeat_secs", "must be at least 1"));
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(ConfigError::invalid("amqp.prefetch", "must be at least 1"));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(ConfigError::invalid("worker.concurrency", "must be at least 1"));
+        }
+        if self.worker.idempotency_secret.expose().is_empty() {
+            return Err(ConfigError::invalid("worker.idempotency_secret", "must not be empty"));
+        }
+        if !self.ingress.auth_disabled && self.ingress.tokens.iter().any(|t| t.expose().is_empty()) {
+            return Err(ConfigError::invalid("ingress.tokens", "a token must not be empty"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(ConfigError::invalid("retry.max_attempts", "must be at least 1"));
+        }
+        if self.retry.tiers.is_empty() {
+            return Err(ConfigError::invalid("retry.tiers", "at least one delay tier is needed"));
+        }
+        if self.retry.tiers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ConfigError::invalid("retry.tiers", "tiers must be strictly increasing"));
+        }
+        if self.retry.tiers.iter().any(|t| t.as_millis() == 0) {
+            return Err(ConfigError::invalid("retry.tiers", "a tier must be at least 1ms"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            p.validate(i)?;
+            if !seen.insert((p.kind.clone(), p.name.clone())) {
+                return Err(ConfigError::invalid(
+                    format!("providers[{i}].name"),
+                    format!("provider {:?} of kind {:?} is declared twice", p.name, p.kind),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The providers of `kind`, with their index in `providers` (for error messages).
+    pub fn providers_of<'a>(
+        &'a self,
+        kind: &'a Name,
+    ) -> impl Iterator<Item = (usize, &'a ProviderConfig)> + 'a {
+        self.providers.iter().enumerate().filter(move |(_, p)| p.kind == *kind)
+    }
+
+    /// Whether the development idempotency secret is still in use.
+    pub fn uses_dev_idempotency_secret(&self) -> bool {
+        self.worker.idempotency_secret.expose() == DEV_IDEMPOTENCY_SECRET
+    }
+}
+
+/// `SWITCHYARD_<SECTION>__<KEY>` variables, plus the contract's two URL variables.
+fn env_layer() -> Figment {
+    Figment::new()
+        .merge(
+            Env::prefixed("SWITCHYARD_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        )
+        .merge(
+            Env::raw()
+                .only(&["SWITCHYARD_AMQP_URL"])
+                .map(|_| "amqp.url".into()),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_are_the_contract() {
+        Jail::expect_with(|_| {
+            let c = Config::from_toml_str("").unwrap();
+            assert_eq!(c.amqp.url.expose(), DEFAULT_AMQP_URL);
+            assert_eq!(c.amqp.heartbeat_secs, 10);
+            assert_eq!(c.ingress.max_body_bytes, 256 * 1024);
+            assert!(c.uses_dev_idempotency_secret());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SWITCHYARD_AMQP_URL", "amqp://u:p@broker:5672/x");
+            jail.set_env("SWITCHYARD_INGRESS__MAX_BODY_BYTES", "1024");
+            jail.set_env("SWITCHYARD_RETRY__MAX_ATTEMPTS", "3");
+            let c = Config::from_toml_str("[retry]\nmax_attempts = 5\n").unwrap();
+            assert_eq!(c.amqp.url.expose(), "amqp://u:p@broker:5672/x");
+            assert_eq!(c.ingress.max_body_bytes, 1024);
+            assert_eq!(c.retry.max_attempts, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        Jail::expect_with(|jail| {
+            let e = Config::from_toml_str("[amqp]\nhartbeat_secs = 3\n").unwrap_err();
+            assert!(e.to_string().contains("hartbeat_secs"), "{e}");
+            jail.set_env("SWITCHYARD_WORKER__CONCURENCY", "3");
+            let e = Config::from_toml_str("").unwrap_err();
+            assert!(e.to_string().contains("concurency"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tiers_parse_and_must_increase() {
+        Jail::expect_with(|_| {
+            let c = Config::from_toml_str("[retry]\ntiers = [\"100ms\", \"2s\", \"1m\"]\n").unwrap();
+            assert_eq!(c.retry.tiers[0], Duration::from_millis(100));
+            assert_eq!(c.retry.tiers[2], Duration::from_secs(60));
+            let e = Config::from_toml_str("[retry]\ntiers = [\"2s\", \"1s\"]\n").unwrap_err();
+            assert!(e.to_string().contains("retry.tiers"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        Jail::expect_with(|_| {
+            let c = Config::from_toml_str("[ingress]\ntokens = [\"tok_canary\"]\n").unwrap();
+            assert!(!format!("{c:?}").contains("tok_canary"));
+            assert!(!format!("{c:?}").contains("guest:guest"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,278 @@
+//! Commands: what a core application asks Switchyard to do (contract section 1).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::name::{Name, RoutingKey};
+
+/// At most this many metadata entries.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+/// An idempotency key is 1 to this many characters.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Free-form string pairs echoed on every event: at most 32 entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "BTreeMap<String, String>")]
+pub struct Metadata(
+    #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))] BTreeMap<String, String>,
+);
+
+impl Metadata {
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl TryFrom<BTreeMap<String, String>> for Metadata {
+    type Error = String;
+    fn try_from(m: BTreeMap<String, String>) -> Result<Self, Self::Error> {
+        if m.len() > MAX_METADATA_ENTRIES {
+            return Err(format!(
+                "metadata has {} entries, at most {MAX_METADATA_ENTRIES} are allowed",
+                m.len()
+            ));
+        }
+        Ok(Self(m))
+    }
+}
+
+/// An idempotency key: 1 to 255 characters. The same key always means the same command.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(
+    #[schemars(length(min = 1, max = 255))] String,
+);
+
+impl IdempotencyKey {
+    /// The key as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let n = s.chars().count();
+        if n == 0 || n > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(format!(
+                "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters, got {n}"
+            ));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(k: IdempotencyKey) -> Self {
+        k.0
+    }
+}
+
+/// A command as it travels on `switchyard.commands` (the v1 envelope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Switchyard command v1")]
+pub struct Command {
+    /// Unique per command.
+    pub id: Uuid,
+    /// Integration kind; must match the routing key.
+    pub kind: Name,
+    /// Provider; must match the routing key.
+    pub provider: Name,
+    /// Operation; must match the routing key.
+    pub operation: Name,
+    /// Operation input, validated against the operation's JSON Schema.
+    pub payload: Map<String, Value>,
+    /// The same key always means the same command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// Schedule-to-close: past it the command ends `failed` with class `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// Echoed on every event.
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
+    /// Set by the publisher.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A command as the HTTP ingress accepts it: `id` and `created_at` may be omitted.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandDraft {
+    /// Optional: derived from `idempotency_key` (UUIDv5), else a fresh UUIDv7.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    /// Integration kind.
+    pub kind: Name,
+    /// Provider.
+    pub provider: Name,
+    /// Operation.
+    pub operation: Name,
+    /// Operation input.
+    pub payload: Map<String, Value>,
+    /// The same key always means the same command.
+    #[serde(default)]
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// Schedule-to-close.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    /// Echoed on every event.
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Optional: defaults to the time the ingress received it.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Why a message is not a valid command. Carries the id when it was readable, so a `failed`
+/// event can still be emitted for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidCommand {
+    /// The command id, when it could be read from the body.
+    pub id: Option<Uuid>,
+    /// The offending field as a dotted path (`payload.amount`), when known.
+    pub field: Option<String>,
+    /// What is wrong, safe to show to the sender.
+    pub message: String,
+}
+
+impl InvalidCommand {
+    /// An error about one field.
+    pub fn field(id: Option<Uuid>, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Decodes JSON into `T`, reporting the path of the offending field.
+pub fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, InvalidCommand> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        InvalidCommand {
+            id: None,
+            field: (path != "." && !path.is_empty()).then_some(path),
+            message: inner.to_string(),
+        }
+    })
+}
+
+/// Reads `id` from a body that failed to decode, so the failure can still be reported.
+pub fn sniff_id(bytes: &[u8]) -> Option<Uuid> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Uuid,
+    }
+    serde_json::from_slice::<IdOnly>(bytes).ok().map(|x| x.id)
+}
+
+impl Command {
+    /// Decodes a command from an AMQP body and checks it against the routing key it came with.
+    pub fn decode(bytes: &[u8], routing_key: &str) -> Result<Self, InvalidCommand> {
+        let command: Command = decode_json(bytes).map_err(|mut e| {
+            e.id = sniff_id(bytes);
+            e
+        })?;
+        let rk = command.routing_key().to_string();
+        if rk != routing_key {
+            return Err(InvalidCommand::field(
+                Some(command.id),
+                "kind",
+                format!("routing key {routing_key:?} does not match the body's {rk:?}"),
+            ));
+        }
+        Ok(command)
+    }
+
+    /// Where this command is routed.
+    pub fn routing_key(&self) -> RoutingKey {
+        RoutingKey {
+            kind: self.kind.clone(),
+            provider: self.provider.clone(),
+            operation: self.operation.clone(),
+        }
+    }
+
+    /// The body as published: compact JSON.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Whether the deadline has passed at `now`.
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.deadline.is_some_and(|d| d <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Value {
+        serde_json::json!({
+            "id": "0190b3f4-7f6e-7c3a-9d2e-3b1f2a4c5d6e",
+            "kind": "payment", "provider": "stripe", "operation": "charge",
+            "payload": {"amount": 100},
+            "metadata": {"order": "42"},
+            "created_at": "2026-11-25T10:00:00Z"
+        })
+    }
+
+    #[test]
+    fn decodes_and_checks_the_routing_key() {
+        let bytes = serde_json::to_vec(&body()).unwrap();
+        let c = Command::decode(&bytes, "payment.stripe.charge").unwrap();
+        assert_eq!(c.metadata.entries()["order"], "42");
+        let e = Command::decode(&bytes, "payment.adyen.charge").unwrap_err();
+        assert_eq!(e.id, Some(c.id));
+    }
+
+    #[test]
+    fn reports_the_offending_field_and_the_id() {
+        let mut b = body();
+        b["provider"] = "Stripe!".into();
+        let e = Command::decode(&serde_json::to_vec(&b).unwrap(), "x").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("provider"));
+        assert!(e.id.is_some());
+        let e = Command::decode(b"\x00\xffgarbage", "x").unwrap_err();
+        assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_oversized_metadata() {
+        let mut b = body();
+        b["surprise"] = 1.into();
+        assert!(Command::decode(&serde_json::to_vec(&b).unwrap(), "payment.stripe.charge").is_err());
+        let mut b = body();
+        let meta: Map<String, Value> = (0..33).map(|i| (format!("k{i}"), "v".into())).collect();
+        b["metadata"] = meta.into();
+        let e = Command::decode(&serde_json::to_vec(&b).unwrap(), "payment.stripe.charge")
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("metadata"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{{\"payload\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(Command::decode(deep.as_bytes(), "a.b.c").is_err());
+    }
+}

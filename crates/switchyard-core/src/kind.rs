@@ -1,0 +1,102 @@
+//! Integration kinds and their operations' payload schemas.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::command::InvalidCommand;
+use crate::name::Name;
+
+/// One operation of a kind, with the JSON Schema its payload must satisfy.
+#[derive(Debug, Clone)]
+pub struct OperationSpec {
+    /// The operation name, e.g. `charge`.
+    pub name: Name,
+    /// The payload's JSON Schema, generated from the kind crate's Rust type.
+    pub schema: Value,
+}
+
+impl OperationSpec {
+    /// The spec of an operation whose payload is the Rust type `T`.
+    pub fn of<T: schemars::JsonSchema>(name: &str) -> Self {
+        Self {
+            // Operation names are literals in the kind crates; a bad one is a programming error
+            // caught by every test that builds the kind.
+            name: Name::new(name).unwrap_or_else(|e| panic!("operation name: {e}")),
+            schema: schemars::schema_for!(T).to_value(),
+        }
+    }
+}
+
+/// An integration kind: its name and its operations.
+#[derive(Debug, Clone)]
+pub struct KindSpec {
+    /// The kind name, e.g. `payment`.
+    pub name: Name,
+    /// The operations every provider of this kind may offer.
+    pub operations: Vec<OperationSpec>,
+}
+
+impl KindSpec {
+    /// The operation called `name`, if the kind defines it.
+    pub fn operation(&self, name: &str) -> Option<&OperationSpec> {
+        self.operations.iter().find(|o| o.name == *name)
+    }
+}
+
+/// Compiled payload schemas of every kind's operations.
+#[derive(Debug, Default)]
+pub struct PayloadValidator {
+    validators: HashMap<(Name, Name), jsonschema::Validator>,
+}
+
+/// A schema that does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("schema of {kind}.{operation} does not compile: {message}")]
+pub struct BadSchema {
+    kind: Name,
+    operation: Name,
+    message: String,
+}
+
+impl PayloadValidator {
+    /// Compiles the schemas of `kinds`.
+    pub fn new<'a>(kinds: impl IntoIterator<Item = &'a KindSpec>) -> Result<Self, BadSchema> {
+        let mut validators = HashMap::new();
+        for kind in kinds {
+            for op in &kind.operations {
+                let v = jsonschema::validator_for(&op.schema).map_err(|e| BadSchema {
+                    kind: kind.name.clone(),
+                    operation: op.name.clone(),
+                    message: e.to_string(),
+                })?;
+                validators.insert((kind.name.clone(), op.name.clone()), v);
+            }
+        }
+        Ok(Self { validators })
+    }
+
+    /// Validates a payload. An operation the kind does not define (one a generic provider
+    /// declares in configuration) accepts any JSON object.
+    pub fn validate(
+        &self,
+        kind: &Name,
+        operation: &Name,
+        payload: &Value,
+    ) -> Result<(), InvalidCommand> {
+        let Some(v) = self.validators.get(&(kind.clone(), operation.clone())) else {
+            return Ok(());
+        };
+        match v.iter_errors(payload).next() {
+            None => Ok(()),
+            Some(err) => {
+                let pointer = err.instance_path().to_string();
+                let field = std::iter::once("payload")
+                    .chain(pointer.split('/').filter(|s| !s.is_empty()))
+                    .collect::<Vec<_>>()
+                    .join(".");
+                Err(InvalidCommand::field(None, field, err.to_string()))
+            }
+        }
+    }
+}

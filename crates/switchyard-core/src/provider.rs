@@ -1,0 +1,99 @@
+//! The provider trait: one implementation per vendor API (or the generic HTTP provider).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::command::Command;
+use crate::error::{ErrorClass, ErrorInfo};
+use crate::name::Name;
+
+/// One call to a provider for one attempt of a command.
+#[derive(Debug, Clone)]
+pub struct ProviderCall {
+    /// The command being executed.
+    pub command: Arc<Command>,
+    /// The 1-based attempt number.
+    pub attempt: u32,
+    /// Sent as the provider's idempotency key: identical on every attempt and replay.
+    pub idempotency_key: Uuid,
+    /// W3C trace context to propagate, when there is one.
+    pub traceparent: Option<String>,
+}
+
+/// How a successful call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderOutcome {
+    /// The provider finished: `completed`.
+    Completed {
+        /// The outcome, in the kind's result shape.
+        result: Value,
+        /// The provider's id for the work.
+        reference: Option<String>,
+    },
+    /// The provider accepted long-running work: `waiting`.
+    Waiting {
+        /// The provider's id for the work, used to correlate its completion.
+        reference: String,
+    },
+}
+
+/// A classified provider failure. Classification happens once, next to the HTTP call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ProviderError {
+    /// The class: decides retry or dead-letter.
+    pub class: ErrorClass,
+    /// Short machine-readable code.
+    pub code: String,
+    /// Redacted explanation.
+    pub message: String,
+    /// The provider's HTTP status, when there was a response.
+    pub http_status: Option<u16>,
+    /// The provider's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.class, self.code, self.message)
+    }
+}
+
+impl ProviderError {
+    /// A failure of `class` with no HTTP status.
+    pub fn new(class: ErrorClass, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            code: code.into(),
+            message: message.into(),
+            http_status: None,
+            retry_after: None,
+        }
+    }
+
+    /// The event and dead-letter view of this error.
+    pub fn info(&self) -> ErrorInfo {
+        ErrorInfo {
+            class: self.class,
+            code: self.code.clone(),
+            message: self.message.clone(),
+            http_status: self.http_status,
+        }
+    }
+}
+
+/// A provider of one kind: maps a command to the vendor's API and the answer back.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// The `{provider}` segment of routing keys.
+    fn name(&self) -> &Name;
+
+    /// The operations this provider offers.
+    fn operations(&self) -> &[Name];
+
+    /// Performs one attempt. Implementations classify every failure.
+    async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError>;
+}

@@ -9,6 +9,7 @@
 mod broker;
 mod consumer;
 mod headers;
+pub mod messages;
 mod publisher;
 pub mod topology;
 

@@ -387,6 +387,8 @@ fn env_layer() -> Figment {
 }
 
 #[cfg(test)]
+// figment::Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

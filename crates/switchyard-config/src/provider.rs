@@ -87,16 +87,16 @@ impl ProviderConfig {
     pub(crate) fn validate(&self, index: usize) -> Result<(), ConfigError> {
         let key = Self::key(index);
         for (k, v) in &self.options.0 {
-            if let (true, Value::String(url)) = (k.ends_with("url"), v) {
-                if url.to_ascii_lowercase().starts_with("http://") {
-                    return Err(ConfigError::invalid(
-                        format!("{key}.{k}"),
-                        format!(
-                            "plain http:// is refused ({url:?}); provider URLs must be https:// \
-                             (use ca_file to trust a local CA)"
-                        ),
-                    ));
-                }
+            if let (true, Value::String(url)) = (k.ends_with("url"), v)
+                && url.to_ascii_lowercase().starts_with("http://")
+            {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{k}"),
+                    format!(
+                        "plain http:// is refused ({url:?}); provider URLs must be https:// \
+                         (use ca_file to trust a local CA)"
+                    ),
+                ));
             }
         }
         if self.max_attempts == Some(0) {
@@ -121,6 +121,8 @@ impl ProviderConfig {
 }
 
 #[cfg(test)]
+// figment::Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use crate::Config;
     use figment::Jail;

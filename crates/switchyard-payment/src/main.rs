@@ -1,0 +1,8 @@
+//! `switchyard-payment`: the payment worker.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    switchyard_worker::main(Arc::new(switchyard_payment::Payment))
+}

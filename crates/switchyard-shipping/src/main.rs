@@ -1,0 +1,8 @@
+//! `switchyard-shipping`: the shipping worker.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    switchyard_worker::main(Arc::new(switchyard_shipping::Shipping))
+}

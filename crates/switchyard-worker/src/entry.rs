@@ -1,0 +1,56 @@
+//! The shared `main` of the per-kind worker binaries.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use switchyard_config::Config;
+
+use crate::kind::Kind;
+
+/// A Switchyard integration worker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file (else SWITCHYARD_CONFIG, else ./switchyard.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Parses arguments and configuration, then runs the worker of `kind` until SIGTERM.
+pub fn main(kind: Arc<dyn Kind>) -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln_stderr(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    switchyard_telemetry::init_logging(&config.telemetry);
+    switchyard_http::install_crypto_provider();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = switchyard_telemetry::shutdown_on_signals();
+        match crate::runtime::run(kind, config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "worker failed");
+                let _ = writeln_stderr(&format!("error: {e:#}"));
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn writeln_stderr(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stderr(), "{line}")
+}

@@ -1,0 +1,167 @@
+//! The generic `type = "http"` provider of the contract (section 6): a new integration by
+//! configuration alone.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use switchyard_config::{ConfigError, ProviderConfig};
+use switchyard_core::{ErrorClass, Name, Provider, ProviderCall, ProviderError, ProviderOutcome, Secret};
+use switchyard_http::{OutboundClient, OutboundRequest, classify, validate_provider_url};
+use url::Url;
+
+use crate::kind::ProviderContext;
+
+/// The generic provider's own options in its `[[providers]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    /// `POST {base_url}/{operation}`.
+    base_url: String,
+    /// Environment variable holding the Standard Webhooks secret (`whsec_...`).
+    #[serde(default)]
+    webhook_secret_env: Option<String>,
+    /// Environment variable holding a bearer token sent to the provider.
+    #[serde(default)]
+    bearer_token_env: Option<String>,
+}
+
+/// A provider described only by configuration.
+#[derive(Debug, Clone)]
+pub struct GenericHttpProvider {
+    name: Name,
+    operations: Vec<Name>,
+    base_url: Url,
+    client: OutboundClient,
+    bearer: Option<Arc<Secret<String>>>,
+}
+
+fn secret_from_env(key: String, var: &str) -> Result<Secret<String>, ConfigError> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+        Ok(_) => Err(ConfigError::invalid(key, format!("environment variable {var} is empty"))),
+        Err(_) => Err(ConfigError::invalid(key, format!("environment variable {var} is not set"))),
+    }
+}
+
+impl GenericHttpProvider {
+    /// Builds the provider from its entry; errors name the offending key.
+    pub fn from_config(
+        config: &ProviderConfig,
+        index: usize,
+        ctx: &ProviderContext,
+    ) -> Result<Self, ConfigError> {
+        let key = ProviderConfig::key(index);
+        let opts: Options = config.parse_options(index)?;
+        let mut base_url = validate_provider_url(&format!("{key}.base_url"), &opts.base_url)
+            .map_err(|e| ConfigError::invalid(format!("{key}.base_url"), e.to_string()))?;
+        if !base_url.path().ends_with('/') {
+            base_url.set_path(&format!("{}/", base_url.path()));
+        }
+        if config.operations.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.operations"),
+                "a generic http provider must list its operations",
+            ));
+        }
+        let bearer = opts
+            .bearer_token_env
+            .as_deref()
+            .map(|var| secret_from_env(format!("{key}.bearer_token_env"), var))
+            .transpose()?
+            .map(Arc::new);
+        if let Some(var) = opts.webhook_secret_env.as_deref() {
+            // An empty or missing webhook secret would make every signature check meaningless.
+            secret_from_env(format!("{key}.webhook_secret_env"), var)?;
+        }
+        let client = OutboundClient::new(&ctx.outbound)
+            .map_err(|e| ConfigError::invalid(format!("{key}.ca_file"), e.to_string()))?;
+        Ok(Self {
+            name: config.name.clone(),
+            operations: config.operations.clone(),
+            base_url,
+            client,
+            bearer,
+        })
+    }
+
+    fn headers(&self, call: &ProviderCall) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        set(&mut h, "idempotency-key", &call.idempotency_key.to_string());
+        set(&mut h, "x-switchyard-command-id", &call.command.id.to_string());
+        if let Some(tp) = &call.traceparent {
+            set(&mut h, "traceparent", tp);
+        }
+        if let Some(token) = &self.bearer
+            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        {
+            v.set_sensitive(true);
+            h.insert(AUTHORIZATION, v);
+        }
+        h
+    }
+}
+
+fn invalid_response(message: impl Into<String>) -> ProviderError {
+    ProviderError::new(ErrorClass::Permanent, "invalid_response", message)
+}
+
+#[async_trait::async_trait]
+impl Provider for GenericHttpProvider {
+    fn name(&self) -> &Name {
+        &self.name
+    }
+
+    fn operations(&self) -> &[Name] {
+        &self.operations
+    }
+
+    async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
+        let url = self
+            .base_url
+            .join(call.command.operation.as_str())
+            .map_err(|e| invalid_response(format!("cannot build the operation URL: {e}")))?;
+        // serde_json's map is ordered, so the same payload is the same bytes on every attempt.
+        let body = Bytes::from(serde_json::to_vec(&call.command.payload).unwrap_or_default());
+        let exchange = self
+            .client
+            .send(OutboundRequest {
+                method: Method::POST,
+                url,
+                headers: self.headers(call),
+                body,
+                timeout: None,
+            })
+            .await?;
+        classify(exchange.status, &exchange.headers, &exchange.body)?;
+        let json: Value = if exchange.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&exchange.body)
+                .map_err(|e| invalid_response(format!("2xx answer is not JSON: {e}")))?
+        };
+        let reference = json
+            .get("reference")
+            .or_else(|| json.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if exchange.status == StatusCode::ACCEPTED {
+            let reference = reference
+                .ok_or_else(|| invalid_response("202 Accepted without a \"reference\""))?;
+            return Ok(ProviderOutcome::Waiting { reference });
+        }
+        Ok(ProviderOutcome::Completed {
+            result: json,
+            reference,
+        })
+    }
+}

@@ -1,0 +1,343 @@
+//! What happens to one delivery: decode, validate, call, report, and only then acknowledge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
+use switchyard_amqp::messages::{
+    self, ATTEMPT_HEADER, ATTEMPTS_HEADER, ERROR_CLASS_HEADER, ERROR_HEADER, FAILED_AT_HEADER,
+    SOURCE_HEADER, TRACEPARENT_HEADER,
+};
+use switchyard_amqp::topology::{DEAD_EXCHANGE, KIND_HEADER, RETRY_EXCHANGE, TIER_HEADER, tier_label};
+use switchyard_amqp::{Delivery, HeaderRead, Headers, Outgoing, PublishError, Publisher};
+use switchyard_core::command::sniff_id;
+use switchyard_core::{
+    Command, ErrorClass, ErrorInfo, Event, IdempotencyNamespace, Lifecycle, Name, PayloadValidator,
+    ProviderCall, ProviderError, ProviderOutcome, RoutingKey,
+};
+use tower::ServiceExt;
+use tracing::{Instrument, info_span, warn};
+
+use crate::retry::RetrySchedule;
+use crate::stack::ProviderStack;
+
+/// A provider ready to be called.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub stack: ProviderStack,
+    pub operations: Vec<Name>,
+    pub max_attempts: u32,
+}
+
+/// Everything a delivery needs; shared by all of a worker's consumers.
+#[derive(Debug)]
+pub(crate) struct Handler {
+    pub kind: Name,
+    pub providers: HashMap<Name, Slot>,
+    pub validator: PayloadValidator,
+    pub publisher: Publisher,
+    pub namespace: IdempotencyNamespace,
+    pub schedule: RetrySchedule,
+}
+
+/// The broker action a delivery ends with, decided once the outcome is durably reported.
+enum Disposition {
+    Ack,
+    /// Reporting failed: leave the delivery for redelivery.
+    Requeue(PublishError),
+}
+
+impl Handler {
+    pub async fn handle(self: Arc<Self>, delivery: Delivery) {
+        let started = Instant::now();
+        metrics::gauge!("switchyard_inflight", "kind" => self.kind.to_string()).increment(1.0);
+        let span = info_span!(
+            "delivery",
+            kind = %self.kind,
+            routing_key = %delivery.routing_key,
+            command_id = tracing::field::Empty
+        );
+        let disposition = self.process(&delivery).instrument(span).await;
+        let acked = match disposition {
+            Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+            Disposition::Requeue(e) => {
+                warn!(error = %e, "could not report the outcome; leaving the command for redelivery");
+                // A short pause so a broker that refuses publishes is not hammered.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = acked {
+            // The channel is gone: the broker redelivers the message, and every effect of
+            // processing it again is idempotent.
+            warn!(error = %e, "could not settle the delivery; it will be redelivered");
+        }
+        metrics::gauge!("switchyard_inflight", "kind" => self.kind.to_string()).decrement(1.0);
+        metrics::histogram!("switchyard_delivery_duration_seconds", "kind" => self.kind.to_string())
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    async fn process(&self, delivery: &Delivery) -> Disposition {
+        let headers = &delivery.properties.headers().clone();
+        let previous = u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(0)).unwrap_or(0);
+        let traceparent = headers.header_str(TRACEPARENT_HEADER);
+        let tp = traceparent.as_deref();
+
+        let (command, slot) = match self.decode(delivery) {
+            Ok(x) => x,
+            Err(invalid) => return self.reject_invalid(delivery, invalid, previous, tp).await,
+        };
+        tracing::Span::current().record("command_id", tracing::field::display(command.id));
+        let now = Utc::now();
+        let lifecycle = Lifecycle::of(&command);
+
+        if command.is_expired_at(now) {
+            let error = ErrorInfo::new(ErrorClass::Expired, "deadline", "the command's deadline passed before it could run");
+            let event = lifecycle.reject(previous, error.clone(), now);
+            return self.dead_letter(delivery, &command.provider, &error, previous, &event, tp).await;
+        }
+        let attempt_no = previous + 1;
+        let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
+        let (attempt, processing) = lifecycle.begin(attempt_no, now);
+        let call = ProviderCall {
+            command: Arc::new(command.clone()),
+            attempt: attempt_no,
+            idempotency_key: self.namespace.provider_key(command.id, &command.operation),
+            traceparent: traceparent.clone(),
+        };
+        // Report `processing` while the provider works: both must be done before the outcome.
+        let report = async {
+            if first_sight {
+                messages::publish_event(&self.publisher, &lifecycle.pending(now), tp).await?;
+            }
+            messages::publish_event(&self.publisher, &processing, tp).await
+        };
+        let call_started = Instant::now();
+        let (reported, outcome) = tokio::join!(report, slot.stack.clone().oneshot(call));
+        let labels = [
+            ("kind", self.kind.to_string()),
+            ("provider", command.provider.to_string()),
+        ];
+        metrics::histogram!("switchyard_attempt_duration_seconds", &labels)
+            .record(call_started.elapsed().as_secs_f64());
+        let outcome_label = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => e.class.as_str(),
+        };
+        metrics::counter!("switchyard_attempts_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string(), "outcome" => outcome_label).increment(1);
+        if let Err(e) = reported {
+            return Disposition::Requeue(e);
+        }
+
+        let now = Utc::now();
+        match outcome {
+            Ok(ProviderOutcome::Completed { result, reference }) => {
+                let event = attempt.complete(result, reference, now);
+                self.finish(&event, tp).await
+            }
+            Ok(ProviderOutcome::Waiting { reference }) => {
+                let (_waiting, event) = attempt.wait(reference, now);
+                self.finish(&event, tp).await
+            }
+            Err(e) if e.class.is_retryable() && attempt_no < slot.max_attempts => {
+                let delay = self.schedule.delay(attempt_no, e.retry_after);
+                let tier = self.schedule.tier_for(delay);
+                let next = now + chrono::Duration::from_std(tier).unwrap_or_default();
+                if command.deadline.is_some_and(|d| next > d) {
+                    let error = expired_during_retry(&e);
+                    let event = attempt.fail(error.clone(), now);
+                    return self.dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp).await;
+                }
+                if let Err(err) = self.schedule_retry(delivery, attempt_no, tier).await {
+                    return Disposition::Requeue(err);
+                }
+                metrics::counter!("switchyard_retries_scheduled_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
+                let event = attempt.retry(e.info(), next, now);
+                self.finish(&event, tp).await
+            }
+            Err(e) => {
+                let mut error = e.info();
+                if e.class.is_retryable() {
+                    error.message = format!("gave up after {attempt_no} attempts: {}", error.message);
+                }
+                let event = attempt.fail(error.clone(), now);
+                self.dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp).await
+            }
+        }
+    }
+
+    fn decode(&self, delivery: &Delivery) -> Result<(Command, &Slot), switchyard_core::InvalidCommand> {
+        let command = Command::decode(&delivery.data, delivery.routing_key.as_str())?;
+        let slot = self.providers.get(&command.provider).ok_or_else(|| {
+            switchyard_core::InvalidCommand::field(
+                Some(command.id),
+                "provider",
+                format!("no provider {:?} of kind {:?} is configured", command.provider.as_str(), self.kind.as_str()),
+            )
+        })?;
+        if !slot.operations.contains(&command.operation) {
+            return Err(switchyard_core::InvalidCommand::field(
+                Some(command.id),
+                "operation",
+                format!("provider {:?} has no operation {:?}", command.provider.as_str(), command.operation.as_str()),
+            ));
+        }
+        self.validator
+            .validate(&command.kind, &command.operation, &serde_json::Value::Object(command.payload.clone()))
+            .map_err(|mut e| {
+                e.id = Some(command.id);
+                e
+            })?;
+        Ok((command, slot))
+    }
+
+    async fn finish(&self, event: &Event, tp: Option<&str>) -> Disposition {
+        match messages::publish_event(&self.publisher, event, tp).await {
+            Ok(()) => {
+                if event.status.is_terminal() {
+                    metrics::counter!("switchyard_commands_total", "kind" => event.kind.to_string(), "provider" => event.provider.to_string(), "status" => event.status.as_str()).increment(1);
+                }
+                Disposition::Ack
+            }
+            Err(e) => Disposition::Requeue(e),
+        }
+    }
+
+    /// An undecodable or invalid command: dead-lettered once, with a `failed` event when its
+    /// id is readable. Never retried, never requeued.
+    async fn reject_invalid(
+        &self,
+        delivery: &Delivery,
+        invalid: switchyard_core::InvalidCommand,
+        previous: u32,
+        tp: Option<&str>,
+    ) -> Disposition {
+        let message = match &invalid.field {
+            Some(f) => format!("{f}: {}", invalid.message),
+            None => invalid.message.clone(),
+        };
+        let error = ErrorInfo::new(ErrorClass::Invalid, "invalid_command", truncate(&message, 500));
+        warn!(error = %error.message, "invalid command, dead-lettering");
+        let id = invalid.id.or_else(|| sniff_id(&delivery.data));
+        let rk: Option<RoutingKey> = delivery.routing_key.as_str().parse().ok();
+        let provider = rk.as_ref().map(|r| r.provider.clone());
+        let event = id.zip(rk).map(|(id, rk)| {
+            // A shell of the command, enough to address the event: the real body is unusable.
+            let shell = Command {
+                id,
+                kind: rk.kind,
+                provider: rk.provider,
+                operation: rk.operation,
+                payload: Default::default(),
+                idempotency_key: None,
+                deadline: None,
+                metadata: Default::default(),
+                created_at: Utc::now(),
+            };
+            Lifecycle::of(&shell).reject(previous, error.clone(), Utc::now())
+        });
+        let provider = provider.unwrap_or_else(|| self.kind.clone());
+        match event {
+            Some(e) => self.dead_letter(delivery, &provider, &error, previous, &e, tp).await,
+            None => match self.publish_dead_letter(delivery, &provider, &error, previous).await {
+                Ok(()) => Disposition::Ack,
+                Err(e) => Disposition::Requeue(e),
+            },
+        }
+    }
+
+    async fn publish_dead_letter(
+        &self,
+        delivery: &Delivery,
+        provider: &Name,
+        error: &ErrorInfo,
+        attempts: u32,
+    ) -> Result<(), PublishError> {
+        let headers = Headers::from_table(delivery.properties.headers().as_ref())
+            .str(ERROR_CLASS_HEADER, error.class.as_str())
+            .str(ERROR_HEADER, &truncate(&format!("{}: {}", error.code, error.message), 1000))
+            .int(ATTEMPTS_HEADER, i64::from(attempts))
+            .str(FAILED_AT_HEADER, &Utc::now().to_rfc3339());
+        // Keep the routing key when it is usable, so the kind's DLQ binding catches it.
+        let rk = if delivery.routing_key.as_str().starts_with(&format!("{}.", self.kind)) {
+            delivery.routing_key.to_string()
+        } else {
+            format!("{}.{provider}.invalid", self.kind)
+        };
+        self.publisher
+            .publish(Outgoing {
+                exchange: DEAD_EXCHANGE,
+                routing_key: &rk,
+                body: &delivery.data,
+                properties: delivery.properties.clone().with_headers(headers.build()),
+                mandatory: true,
+            })
+            .await?;
+        metrics::counter!("switchyard_dead_letters_total", "kind" => self.kind.to_string(), "provider" => provider.to_string(), "class" => error.class.as_str()).increment(1);
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        provider: &Name,
+        error: &ErrorInfo,
+        attempts: u32,
+        event: &Event,
+        tp: Option<&str>,
+    ) -> Disposition {
+        if let Err(e) = self.publish_dead_letter(delivery, provider, error, attempts).await {
+            return Disposition::Requeue(e);
+        }
+        self.finish(event, tp).await
+    }
+
+    /// Parks a copy in the delay tier; the tier's TTL dead-letters it back to the work queue.
+    async fn schedule_retry(
+        &self,
+        delivery: &Delivery,
+        attempts: u32,
+        tier: Duration,
+    ) -> Result<(), PublishError> {
+        let headers = Headers::from_table(delivery.properties.headers().as_ref())
+            .int(ATTEMPT_HEADER, i64::from(attempts))
+            .str(KIND_HEADER, self.kind.as_str())
+            .str(TIER_HEADER, &tier_label(tier));
+        self.publisher
+            .publish(Outgoing {
+                exchange: RETRY_EXCHANGE,
+                routing_key: delivery.routing_key.as_str(),
+                body: &delivery.data,
+                properties: delivery.properties.clone().with_headers(headers.build()),
+                mandatory: true,
+            })
+            .await
+    }
+}
+
+fn expired_during_retry(e: &ProviderError) -> ErrorInfo {
+    let mut info = e.info();
+    info.class = ErrorClass::Expired;
+    info.message = format!("the deadline passes before the next attempt; last error: {}", info.message);
+    info
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+

@@ -1,0 +1,177 @@
+//! Integration kinds and the providers configured for them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_config::{Config, ConfigError, ProviderConfig};
+use switchyard_core::{KindSpec, Name, Provider};
+use switchyard_http::OutboundSettings;
+
+use crate::generic::GenericHttpProvider;
+
+/// An integration kind, implemented once by each kind's crate.
+///
+/// Adding a kind is a new crate implementing this trait; queue, retry and dead-letter names,
+/// config entries and metric labels all derive from [`KindSpec::name`].
+pub trait Kind: Send + Sync + 'static {
+    /// The kind's name and its operations' payload schemas.
+    fn spec(&self) -> KindSpec;
+
+    /// Where this kind's worker serves `/healthz`, `/readyz` and `/metrics` by default.
+    fn default_listen(&self) -> SocketAddr;
+
+    /// Builds a provider written in code from its `[[providers]]` entry, or `None` when this
+    /// kind has no provider of that `type`.
+    fn code_provider(
+        &self,
+        config: &ProviderConfig,
+        index: usize,
+        ctx: &ProviderContext,
+    ) -> Result<Option<Arc<dyn Provider>>, ConfigError>;
+}
+
+/// What a provider needs from the rest of the configuration to build itself.
+#[derive(Debug, Clone)]
+pub struct ProviderContext {
+    /// Outbound settings with the provider's own overrides (timeouts, `ca_file`) applied.
+    pub outbound: OutboundSettings,
+}
+
+/// A configured provider with its effective limits.
+#[derive(Debug, Clone)]
+pub struct ProviderEntry {
+    /// The provider.
+    pub provider: Arc<dyn Provider>,
+    /// Attempts before a transient failure is final.
+    pub max_attempts: u32,
+    /// Concurrent calls.
+    pub concurrency: usize,
+    /// Total time of one attempt.
+    pub timeout: Duration,
+}
+
+fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
+    let o = &config.outbound;
+    OutboundSettings {
+        connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(o.connect_timeout_ms)),
+        timeout: Duration::from_millis(p.timeout_ms.unwrap_or(o.timeout_ms)),
+        max_response_bytes: o.max_response_bytes,
+        allow_loopback: o.allow_loopback,
+        allow_private: o.allow_private,
+        ca_files: p.ca_file.iter().cloned().collect(),
+        ..OutboundSettings::default()
+    }
+}
+
+/// Builds every provider of `kind` in `config`. Fails on the first entry that is wrong, with
+/// a message naming it.
+pub fn build_providers(kind: &dyn Kind, config: &Config) -> Result<Vec<ProviderEntry>, ConfigError> {
+    let spec = kind.spec();
+    let mut out = Vec::new();
+    for (index, p) in config.providers_of(&spec.name) {
+        let ctx = ProviderContext {
+            outbound: outbound_for(config, p),
+        };
+        let provider: Arc<dyn Provider> = if p.provider_type == *"http" {
+            Arc::new(GenericHttpProvider::from_config(p, index, &ctx)?)
+        } else {
+            kind.code_provider(p, index, &ctx)?.ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{}.type", ProviderConfig::key(index)),
+                    format!(
+                        "kind {:?} has no provider of type {:?} (\"http\" is always available)",
+                        spec.name.as_str(),
+                        p.provider_type.as_str()
+                    ),
+                )
+            })?
+        };
+        out.push(ProviderEntry {
+            provider,
+            max_attempts: p.max_attempts.unwrap_or(config.retry.max_attempts),
+            concurrency: p.concurrency.unwrap_or(config.worker.concurrency),
+            timeout: ctx.outbound.timeout,
+        });
+    }
+    Ok(out)
+}
+
+/// Every kind, its providers and their operations: what the ingress accepts.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    kinds: Vec<(KindSpec, BTreeMap<Name, Vec<Name>>)>,
+}
+
+/// Why a command's address is not in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotInCatalog {
+    /// No such kind.
+    #[error("unknown kind {0:?}")]
+    Kind(String),
+    /// The kind has no such provider.
+    #[error("kind {0:?} has no provider {1:?}")]
+    Provider(String, String),
+    /// The provider has no such operation.
+    #[error("provider {0:?} has no operation {1:?}")]
+    Operation(String, String),
+}
+
+impl NotInCatalog {
+    /// The command field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Kind(_) => "kind",
+            Self::Provider(..) => "provider",
+            Self::Operation(..) => "operation",
+        }
+    }
+}
+
+impl Catalog {
+    /// Builds the catalog from the configuration, constructing every provider (so a bad
+    /// entry fails here, at start-up).
+    pub fn build(kinds: &[Arc<dyn Kind>], config: &Config) -> Result<Self, ConfigError> {
+        let kinds = kinds
+            .iter()
+            .map(|k| {
+                let providers = build_providers(k.as_ref(), config)?
+                    .into_iter()
+                    .map(|e| (e.provider.name().clone(), e.provider.operations().to_vec()))
+                    .collect();
+                Ok((k.spec(), providers))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Self { kinds })
+    }
+
+    /// The kinds' specs.
+    pub fn specs(&self) -> impl Iterator<Item = &KindSpec> {
+        self.kinds.iter().map(|(s, _)| s)
+    }
+
+    /// Every (kind, provider) pair.
+    pub fn providers(&self) -> impl Iterator<Item = (&Name, &Name)> {
+        self.kinds
+            .iter()
+            .flat_map(|(s, ps)| ps.keys().map(move |p| (&s.name, p)))
+    }
+
+    /// Checks that `kind.provider.operation` exists.
+    pub fn check(&self, kind: &Name, provider: &Name, operation: &Name) -> Result<(), NotInCatalog> {
+        let (_, providers) = self
+            .kinds
+            .iter()
+            .find(|(s, _)| s.name == *kind)
+            .ok_or_else(|| NotInCatalog::Kind(kind.to_string()))?;
+        let ops = providers
+            .get(provider)
+            .ok_or_else(|| NotInCatalog::Provider(kind.to_string(), provider.to_string()))?;
+        if ops.contains(operation) {
+            Ok(())
+        } else {
+            Err(NotInCatalog::Operation(provider.to_string(), operation.to_string()))
+        }
+    }
+}

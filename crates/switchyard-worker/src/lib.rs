@@ -1,0 +1,26 @@
+//! The worker runtime, generic over the integration kind.
+//!
+//! A kind's binary (`switchyard-payment`, ...) is a few lines: it hands its [`Kind`] to
+//! [`run`]. The runtime consumes every provider's work queue, decodes and validates each
+//! command, calls the provider through a tower stack (concurrency limit, quick retry,
+//! per-attempt timeout), reports every step as an event and decides the broker action: ack,
+//! delayed retry through a delay tier, or dead-letter. A delivery is acknowledged only after
+//! its outcome's event (and any republish) is confirmed by the broker.
+//!
+//! It owns no vendor knowledge: providers written in code live in their kind's crate; the
+//! generic `type = "http"` provider of the contract lives here because every kind can use it.
+
+mod entry;
+mod generic;
+mod handler;
+mod kind;
+mod retry;
+mod runtime;
+mod stack;
+
+pub use entry::main;
+pub use generic::GenericHttpProvider;
+pub use kind::{Catalog, Kind, NotInCatalog, ProviderContext, ProviderEntry, build_providers};
+pub use retry::RetrySchedule;
+pub use runtime::{WorkerHandle, run, start};
+pub use stack::{ProviderStack, StackSettings, provider_stack};

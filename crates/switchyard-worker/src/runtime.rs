@@ -1,0 +1,147 @@
+//! Starting and stopping a kind's worker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchyard_amqp::topology::work_queue;
+use switchyard_amqp::{Broker, BrokerSettings, ConsumeSettings, Publisher, Topology, consume};
+use switchyard_config::Config;
+use switchyard_core::{IdempotencyNamespace, PayloadValidator};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::handler::{Handler, Slot};
+use crate::kind::{Kind, build_providers};
+use crate::retry::RetrySchedule;
+use crate::stack::{StackSettings, provider_stack};
+
+/// A running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub ops_addr: SocketAddr,
+    /// The broker connection (readiness, tests).
+    pub broker: Broker,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops consuming, lets in-flight work finish within the grace period, and closes.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the worker stopped (after its shutdown token was cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the worker of `kind`: returns once its ops endpoint listens; the broker connection
+/// comes up in the background (readiness tells when).
+pub async fn start(
+    kind: Arc<dyn Kind>,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<WorkerHandle> {
+    let spec = kind.spec();
+    let entries = build_providers(kind.as_ref(), config)?;
+    if entries.is_empty() {
+        warn!(kind = %spec.name, "no providers configured for this kind: the worker will idle");
+    }
+    if config.uses_dev_idempotency_secret() {
+        warn!("worker.idempotency_secret is the development default: set it in production");
+    }
+    let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
+        .with_kind(&spec.name);
+    for e in &entries {
+        topology = topology.with_provider(&spec.name, e.provider.name());
+    }
+    let broker = Broker::start(
+        BrokerSettings {
+            url: config.amqp.url.expose().clone(),
+            heartbeat_secs: config.amqp.heartbeat_secs,
+            reconnect_max: Duration::from_millis(config.amqp.reconnect_max_ms),
+            connection_name: format!("switchyard-{}", spec.name),
+        },
+        topology,
+    )?;
+    let publisher = Publisher::new(broker.clone(), Duration::from_millis(config.amqp.confirm_timeout_ms));
+
+    let providers: HashMap<_, _> = entries
+        .iter()
+        .map(|e| {
+            let stack = provider_stack(
+                e.provider.clone(),
+                &StackSettings {
+                    concurrency: e.concurrency,
+                    timeout: e.timeout,
+                    quick_retries: config.worker.quick_retries,
+                    quick_retry_delay: Duration::from_millis(config.worker.quick_retry_delay_ms),
+                },
+            );
+            let slot = Slot {
+                stack,
+                operations: e.provider.operations().to_vec(),
+                max_attempts: e.max_attempts,
+            };
+            (e.provider.name().clone(), slot)
+        })
+        .collect();
+    let handler = Arc::new(Handler {
+        kind: spec.name.clone(),
+        providers,
+        validator: PayloadValidator::new([&spec])?,
+        publisher,
+        namespace: IdempotencyNamespace::from_secret(&config.worker.idempotency_secret),
+        schedule: RetrySchedule::new(config.retry.base, config.retry.cap, config.retry.tiers.clone()),
+    });
+
+    let listen = config.worker.listen.unwrap_or_else(|| kind.default_listen());
+    let ready_broker = broker.clone();
+    let router = switchyard_telemetry::ops_router(Arc::new(move || ready_broker.is_ready()));
+    let (ops_addr, server) = switchyard_telemetry::serve(listen, router, shutdown.clone())
+        .await
+        .with_context(|| format!("{} worker ops endpoint", spec.name))?;
+    info!(kind = %spec.name, %ops_addr, providers = entries.len(), "worker started");
+
+    let mut consumers = JoinSet::new();
+    for e in &entries {
+        let h = handler.clone();
+        consumers.spawn(consume(
+            broker.clone(),
+            ConsumeSettings {
+                queue: work_queue(&spec.name, e.provider.name()),
+                prefetch: config.amqp.prefetch,
+                grace: Duration::from_millis(config.worker.shutdown_grace_ms),
+            },
+            shutdown.clone(),
+            move |d| h.clone().handle(d),
+        ));
+    }
+    let b = broker.clone();
+    let task = tokio::spawn(async move {
+        while consumers.join_next().await.is_some() {}
+        b.close().await;
+        let _ = server.await;
+        info!("worker stopped");
+    });
+    Ok(WorkerHandle {
+        ops_addr,
+        broker,
+        shutdown,
+        task,
+    })
+}
+
+/// Runs the worker of `kind` until `shutdown` is cancelled (SIGTERM in the binaries).
+pub async fn run(kind: Arc<dyn Kind>, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(kind, &config, shutdown).await?.wait().await;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! The tower stack every provider call goes through, composed outermost first:
+//! concurrency limit (per provider) -> quick retry of fast transient failures -> per-attempt
+//! timeout -> the provider. Slow failures and `Retry-After` are not retried here: they wait in a
+//! delay tier instead, so no delivery is held for long.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use switchyard_core::{ErrorClass, Provider, ProviderCall, ProviderError, ProviderOutcome};
+use tower::retry::Policy;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceBuilder};
+
+/// A provider wrapped in its stack; clone it freely (clones share the concurrency limit).
+pub type ProviderStack = BoxCloneSyncService<ProviderCall, ProviderOutcome, ProviderError>;
+
+/// How a provider's stack is tuned.
+#[derive(Debug, Clone)]
+pub struct StackSettings {
+    /// Concurrent calls to this provider.
+    pub concurrency: usize,
+    /// Total time of one attempt.
+    pub timeout: Duration,
+    /// Quick in-process retries.
+    pub quick_retries: u32,
+    /// Pause before a quick retry.
+    pub quick_retry_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Call(Arc<dyn Provider>);
+
+impl Service<ProviderCall> for Call {
+    type Response = ProviderOutcome;
+    type Error = ProviderError;
+    type Future = BoxFuture<'static, Result<ProviderOutcome, ProviderError>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ProviderCall) -> Self::Future {
+        let p = self.0.clone();
+        Box::pin(async move { p.call(&req).await })
+    }
+}
+
+/// Retries only fast transient failures (connection refused, a 502/503 without
+/// `Retry-After`), a few times, quickly. Timeouts are not fast: retrying them here would hold
+/// the delivery for another full timeout.
+#[derive(Debug, Clone)]
+struct QuickRetry {
+    left: u32,
+    delay: Duration,
+}
+
+impl Policy<ProviderCall, ProviderOutcome, ProviderError> for QuickRetry {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        _: &mut ProviderCall,
+        result: &mut Result<ProviderOutcome, ProviderError>,
+    ) -> Option<Self::Future> {
+        match result {
+            Err(e) if self.left > 0 && e.class == ErrorClass::Transient && e.retry_after.is_none() => {
+                self.left -= 1;
+                metrics::counter!("switchyard_quick_retries_total").increment(1);
+                Some(tokio::time::sleep(self.delay))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &ProviderCall) -> Option<ProviderCall> {
+        Some(req.clone())
+    }
+}
+
+fn classify_box(e: BoxError) -> ProviderError {
+    match e.downcast::<ProviderError>() {
+        Ok(pe) => *pe,
+        Err(e) if e.is::<tower::timeout::error::Elapsed>() => ProviderError::new(
+            ErrorClass::Timeout,
+            "timeout",
+            "the provider did not answer within the attempt timeout",
+        ),
+        Err(e) => ProviderError::new(ErrorClass::Transient, "internal", e.to_string()),
+    }
+}
+
+/// Wraps `provider` in its stack.
+pub fn provider_stack(provider: Arc<dyn Provider>, settings: &StackSettings) -> ProviderStack {
+    let svc = ServiceBuilder::new()
+        .concurrency_limit(settings.concurrency.max(1))
+        .retry(QuickRetry {
+            left: settings.quick_retries,
+            delay: settings.quick_retry_delay,
+        })
+        .map_err(classify_box)
+        .timeout(settings.timeout)
+        .service(Call(provider));
+    BoxCloneSyncService::new(svc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use switchyard_core::{Command, Name};
+    use tower::ServiceExt;
+
+    #[derive(Debug)]
+    struct Scripted {
+        name: Name,
+        calls: AtomicU32,
+        script: Vec<Result<(), ProviderError>>,
+        hang: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Scripted {
+        fn name(&self) -> &Name {
+            &self.name
+        }
+        fn operations(&self) -> &[Name] {
+            &[]
+        }
+        async fn call(&self, _: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
+            if self.hang {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            match self.script.get(n).cloned().unwrap_or(Ok(())) {
+                Ok(()) => Ok(ProviderOutcome::Completed {
+                    result: serde_json::Value::Null,
+                    reference: None,
+                }),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn call() -> ProviderCall {
+        let command: Command = serde_json::from_value(serde_json::json!({
+            "id": "0190b3f4-7f6e-7c3a-9d2e-3b1f2a4c5d6e", "kind": "payment", "provider": "p",
+            "operation": "charge", "payload": {}, "created_at": "2026-11-25T10:00:00Z"
+        }))
+        .unwrap();
+        ProviderCall {
+            command: Arc::new(command),
+            attempt: 1,
+            idempotency_key: uuid::Uuid::nil(),
+            traceparent: None,
+        }
+    }
+
+    fn settings() -> StackSettings {
+        StackSettings {
+            concurrency: 4,
+            timeout: Duration::from_millis(200),
+            quick_retries: 1,
+            quick_retry_delay: Duration::from_millis(1),
+        }
+    }
+
+    fn provider(script: Vec<Result<(), ProviderError>>, hang: bool) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            name: "p".parse().unwrap(),
+            calls: AtomicU32::new(0),
+            script,
+            hang,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_fast_transient_failure_is_retried_once_in_process() {
+        let e503 = ProviderError::new(ErrorClass::Transient, "http_503", "x");
+        let p = provider(vec![Err(e503.clone())], false);
+        let out = provider_stack(p.clone(), &settings()).oneshot(call()).await;
+        assert!(out.is_ok());
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+
+        let p = provider(vec![Err(e503.clone()), Err(e503)], false);
+        let out = provider_stack(p.clone(), &settings()).oneshot(call()).await;
+        assert_eq!(out.unwrap_err().code, "http_503");
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn permanent_and_retry_after_failures_are_not_retried_here() {
+        let perm = ProviderError::new(ErrorClass::Permanent, "http_400", "x");
+        let p = provider(vec![Err(perm)], false);
+        assert!(provider_stack(p.clone(), &settings()).oneshot(call()).await.is_err());
+        assert_eq!(p.calls.load(Ordering::SeqCst), 1);
+
+        let mut slow = ProviderError::new(ErrorClass::Transient, "http_429", "x");
+        slow.retry_after = Some(Duration::from_secs(2));
+        let p = provider(vec![Err(slow)], false);
+        assert!(provider_stack(p.clone(), &settings()).oneshot(call()).await.is_err());
+        assert_eq!(p.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hanging_provider_times_out_and_is_classified() {
+        let p = provider(vec![], true);
+        let started = std::time::Instant::now();
+        let e = provider_stack(p.clone(), &settings()).oneshot(call()).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(p.calls.load(Ordering::SeqCst), 1, "timeouts are not quick-retried");
+    }
+}

@@ -89,7 +89,13 @@ impl Broker {
         let (tx, rx) = watch::channel(State::Down);
         let shutdown = CancellationToken::new();
         let topology = Arc::new(topology);
-        tokio::spawn(supervise(uri, settings, topology.clone(), tx, shutdown.clone()));
+        tokio::spawn(supervise(
+            uri,
+            settings,
+            topology.clone(),
+            tx,
+            shutdown.clone(),
+        ));
         Ok(Self {
             state: rx,
             shutdown,
@@ -127,7 +133,10 @@ impl Broker {
 
     /// Waits up to `timeout` for a session.
     pub async fn session_within(&self, timeout: Duration) -> Option<Arc<Session>> {
-        tokio::time::timeout(timeout, self.session()).await.ok()?.ok()
+        tokio::time::timeout(timeout, self.session())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Waits until ready or `timeout` passes; returns readiness.

@@ -50,7 +50,8 @@ pub async fn consume<F, Fut>(
         };
         let opened = async {
             let ch = session.connection.create_channel().await?;
-            ch.basic_qos(settings.prefetch, BasicQosOptions::default()).await?;
+            ch.basic_qos(settings.prefetch, BasicQosOptions::default())
+                .await?;
             let consumer = ch
                 .basic_consume(
                     settings.queue.as_str().into(),

@@ -132,7 +132,9 @@ impl Publisher {
             Ok(Ok(Confirmation::Nack(None))) => Err(PublishError::Nacked),
             Ok(Ok(Confirmation::NotRequested)) => {
                 self.forget(&ch).await;
-                Err(PublishError::Unavailable("channel not in confirm mode".into()))
+                Err(PublishError::Unavailable(
+                    "channel not in confirm mode".into(),
+                ))
             }
         };
         let label = if outcome.is_ok() { "ok" } else { "error" };

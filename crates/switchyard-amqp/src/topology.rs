@@ -37,10 +37,12 @@ pub const UNROUTABLE_QUEUE: &str = "switchyard.unroutable";
 pub const DEAD_EXCHANGE: &str = "switchyard.dead";
 /// Delayed retries, routed by headers to the kind's delay tier.
 pub const RETRY_EXCHANGE: &str = "switchyard.retry";
-/// Header naming the kind of a delayed retry.
-pub const KIND_HEADER: &str = "x-switchyard-kind";
+/// Header naming the kind of a delayed retry. Not `x-` prefixed on purpose: the headers
+/// exchange ignores `x-` binding arguments when matching, which would copy every retry into
+/// every tier.
+pub const KIND_HEADER: &str = "switchyard-retry-kind";
 /// Header naming the delay tier of a delayed retry.
-pub const TIER_HEADER: &str = "x-switchyard-tier";
+pub const TIER_HEADER: &str = "switchyard-retry-tier";
 
 /// `switchyard.work.{kind}.{provider}`.
 pub fn work_queue(kind: &Name, provider: &Name) -> String {
@@ -77,6 +79,7 @@ pub struct Topology {
     providers: BTreeMap<Name, BTreeSet<Name>>,
     tiers: Vec<Duration>,
     delivery_limit: u32,
+    taps: Vec<(String, String)>,
 }
 
 fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
@@ -98,7 +101,16 @@ impl Topology {
             providers: BTreeMap::new(),
             tiers,
             delivery_limit,
+            taps: Vec::new(),
         }
+    }
+
+    /// Adds a subscriber queue on `switchyard.events` with `binding` (e.g. `payment.#`). It is
+    /// durable, so it survives broker restarts, and expires after ten idle minutes, so
+    /// short-lived subscribers (tests, `switchyard up`) leave nothing behind.
+    pub fn with_event_tap(mut self, queue: impl Into<String>, binding: impl Into<String>) -> Self {
+        self.taps.push((queue.into(), binding.into()));
+        self
     }
 
     /// Adds a kind (its DLQ and delay tiers) without providers.
@@ -142,10 +154,19 @@ impl Topology {
             ("x-overflow", s("reject-publish")),
         ];
 
-        ch.exchange_declare(UNROUTABLE_EXCHANGE.into(), ExchangeKind::Fanout, durable, FieldTable::default())
-            .await?;
-        ch.queue_declare(UNROUTABLE_QUEUE.into(), qdurable, args(std::slice::from_ref(&quorum)))
-            .await?;
+        ch.exchange_declare(
+            UNROUTABLE_EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_declare(
+            UNROUTABLE_QUEUE.into(),
+            qdurable,
+            args(std::slice::from_ref(&quorum)),
+        )
+        .await?;
         ch.queue_bind(
             UNROUTABLE_QUEUE.into(),
             UNROUTABLE_EXCHANGE.into(),
@@ -161,17 +182,36 @@ impl Topology {
             args(&[("alternate-exchange", s(UNROUTABLE_EXCHANGE))]),
         )
         .await?;
-        ch.exchange_declare(EVENTS_EXCHANGE.into(), ExchangeKind::Topic, durable, FieldTable::default())
-            .await?;
-        ch.exchange_declare(DEAD_EXCHANGE.into(), ExchangeKind::Topic, durable, FieldTable::default())
-            .await?;
-        ch.exchange_declare(RETRY_EXCHANGE.into(), ExchangeKind::Headers, durable, FieldTable::default())
-            .await?;
+        ch.exchange_declare(
+            EVENTS_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            DEAD_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.exchange_declare(
+            RETRY_EXCHANGE.into(),
+            ExchangeKind::Headers,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
 
         for (kind, providers) in &self.providers {
             let dlq = dead_letter_queue(kind);
-            ch.queue_declare(dlq.as_str().into(), qdurable, args(std::slice::from_ref(&quorum)))
-                .await?;
+            ch.queue_declare(
+                dlq.as_str().into(),
+                qdurable,
+                args(std::slice::from_ref(&quorum)),
+            )
+            .await?;
             ch.queue_bind(
                 dlq.as_str().into(),
                 DEAD_EXCHANGE.into(),
@@ -190,7 +230,8 @@ impl Topology {
                     ("x-dead-letter-exchange", s(COMMANDS_EXCHANGE)),
                 ];
                 a.extend(at_least_once.iter().cloned());
-                ch.queue_declare(q.as_str().into(), qdurable, args(&a)).await?;
+                ch.queue_declare(q.as_str().into(), qdurable, args(&a))
+                    .await?;
                 ch.queue_bind(
                     q.as_str().into(),
                     RETRY_EXCHANGE.into(),
@@ -209,11 +250,15 @@ impl Topology {
                 let q = work_queue(kind, provider);
                 let mut a = vec![
                     quorum.clone(),
-                    ("x-delivery-limit", AMQPValue::LongLongInt(i64::from(self.delivery_limit))),
+                    (
+                        "x-delivery-limit",
+                        AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+                    ),
                     ("x-dead-letter-exchange", s(DEAD_EXCHANGE)),
                 ];
                 a.extend(at_least_once.iter().cloned());
-                ch.queue_declare(q.as_str().into(), qdurable, args(&a)).await?;
+                ch.queue_declare(q.as_str().into(), qdurable, args(&a))
+                    .await?;
                 ch.queue_bind(
                     q.as_str().into(),
                     COMMANDS_EXCHANGE.into(),
@@ -223,6 +268,22 @@ impl Topology {
                 )
                 .await?;
             }
+        }
+        for (queue, binding) in &self.taps {
+            ch.queue_declare(
+                queue.as_str().into(),
+                qdurable,
+                args(&[("x-expires", AMQPValue::LongLongInt(600_000))]),
+            )
+            .await?;
+            ch.queue_bind(
+                queue.as_str().into(),
+                EVENTS_EXCHANGE.into(),
+                binding.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -247,6 +308,9 @@ mod tests {
         let p: Name = "stripe".parse().unwrap();
         assert_eq!(work_queue(&k, &p), "switchyard.work.payment.stripe");
         assert_eq!(dead_letter_queue(&k), "switchyard.dlq.payment");
-        assert_eq!(retry_queue(&k, Duration::from_secs(30)), "switchyard.retry.payment.30s");
+        assert_eq!(
+            retry_queue(&k, Duration::from_secs(30)),
+            "switchyard.retry.payment.30s"
+        );
     }
 }

@@ -202,7 +202,9 @@ mod tiers {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
-            .map(|s| humantime_serde::re::humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .map(|s| {
+                humantime_serde::re::humantime::parse_duration(s).map_err(serde::de::Error::custom)
+            })
             .collect()
     }
 }
@@ -318,31 +320,56 @@ impl Config {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.amqp.heartbeat_secs == 0 {
-            return Err(ConfigError::invalid("amqp.heartbeat_secs", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "amqp.heartbeat_secs",
+                "must be at least 1",
+            ));
         }
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::invalid("amqp.prefetch", "must be at least 1"));
         }
         if self.worker.concurrency == 0 {
-            return Err(ConfigError::invalid("worker.concurrency", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "worker.concurrency",
+                "must be at least 1",
+            ));
         }
         if self.worker.idempotency_secret.expose().is_empty() {
-            return Err(ConfigError::invalid("worker.idempotency_secret", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "worker.idempotency_secret",
+                "must not be empty",
+            ));
         }
-        if !self.ingress.auth_disabled && self.ingress.tokens.iter().any(|t| t.expose().is_empty()) {
-            return Err(ConfigError::invalid("ingress.tokens", "a token must not be empty"));
+        if !self.ingress.auth_disabled && self.ingress.tokens.iter().any(|t| t.expose().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "ingress.tokens",
+                "a token must not be empty",
+            ));
         }
         if self.retry.max_attempts == 0 {
-            return Err(ConfigError::invalid("retry.max_attempts", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "retry.max_attempts",
+                "must be at least 1",
+            ));
         }
         if self.retry.tiers.is_empty() {
-            return Err(ConfigError::invalid("retry.tiers", "at least one delay tier is needed"));
+            return Err(ConfigError::invalid(
+                "retry.tiers",
+                "at least one delay tier is needed",
+            ));
         }
         if self.retry.tiers.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(ConfigError::invalid("retry.tiers", "tiers must be strictly increasing"));
+            return Err(ConfigError::invalid(
+                "retry.tiers",
+                "tiers must be strictly increasing",
+            ));
         }
         if self.retry.tiers.iter().any(|t| t.as_millis() == 0) {
-            return Err(ConfigError::invalid("retry.tiers", "a tier must be at least 1ms"));
+            return Err(ConfigError::invalid(
+                "retry.tiers",
+                "a tier must be at least 1ms",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
@@ -350,7 +377,10 @@ impl Config {
             if !seen.insert((p.kind.clone(), p.name.clone())) {
                 return Err(ConfigError::invalid(
                     format!("providers[{i}].name"),
-                    format!("provider {:?} of kind {:?} is declared twice", p.name, p.kind),
+                    format!(
+                        "provider {:?} of kind {:?} is declared twice",
+                        p.name, p.kind
+                    ),
                 ));
             }
         }
@@ -362,7 +392,10 @@ impl Config {
         &'a self,
         kind: &'a Name,
     ) -> impl Iterator<Item = (usize, &'a ProviderConfig)> + 'a {
-        self.providers.iter().enumerate().filter(move |(_, p)| p.kind == *kind)
+        self.providers
+            .iter()
+            .enumerate()
+            .filter(move |(_, p)| p.kind == *kind)
     }
 
     /// Whether the development idempotency secret is still in use.
@@ -434,7 +467,8 @@ mod tests {
     #[test]
     fn tiers_parse_and_must_increase() {
         Jail::expect_with(|_| {
-            let c = Config::from_toml_str("[retry]\ntiers = [\"100ms\", \"2s\", \"1m\"]\n").unwrap();
+            let c =
+                Config::from_toml_str("[retry]\ntiers = [\"100ms\", \"2s\", \"1m\"]\n").unwrap();
             assert_eq!(c.retry.tiers[0], Duration::from_millis(100));
             assert_eq!(c.retry.tiers[2], Duration::from_secs(60));
             let e = Config::from_toml_str("[retry]\ntiers = [\"2s\", \"1s\"]\n").unwrap_err();

@@ -100,13 +100,22 @@ impl ProviderConfig {
             }
         }
         if self.max_attempts == Some(0) {
-            return Err(ConfigError::invalid(format!("{key}.max_attempts"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                format!("{key}.max_attempts"),
+                "must be at least 1",
+            ));
         }
         if self.concurrency == Some(0) {
-            return Err(ConfigError::invalid(format!("{key}.concurrency"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                format!("{key}.concurrency"),
+                "must be at least 1",
+            ));
         }
         if self.timeout_ms == Some(0) {
-            return Err(ConfigError::invalid(format!("{key}.timeout_ms"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                format!("{key}.timeout_ms"),
+                "must be at least 1",
+            ));
         }
         if let Some(ca) = &self.ca_file
             && !ca.exists()

@@ -50,9 +50,7 @@ impl TryFrom<BTreeMap<String, String>> for Metadata {
 /// An idempotency key: 1 to 255 characters. The same key always means the same command.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
-pub struct IdempotencyKey(
-    #[schemars(length(min = 1, max = 255))] String,
-);
+pub struct IdempotencyKey(#[schemars(length(min = 1, max = 255))] String);
 
 impl IdempotencyKey {
     /// The key as a string slice.
@@ -261,18 +259,24 @@ mod tests {
     fn rejects_unknown_fields_and_oversized_metadata() {
         let mut b = body();
         b["surprise"] = 1.into();
-        assert!(Command::decode(&serde_json::to_vec(&b).unwrap(), "payment.stripe.charge").is_err());
+        assert!(
+            Command::decode(&serde_json::to_vec(&b).unwrap(), "payment.stripe.charge").is_err()
+        );
         let mut b = body();
         let meta: Map<String, Value> = (0..33).map(|i| (format!("k{i}"), "v".into())).collect();
         b["metadata"] = meta.into();
-        let e = Command::decode(&serde_json::to_vec(&b).unwrap(), "payment.stripe.charge")
-            .unwrap_err();
+        let e =
+            Command::decode(&serde_json::to_vec(&b).unwrap(), "payment.stripe.charge").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("metadata"));
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        let deep = format!("{{\"payload\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            "{{\"payload\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         assert!(Command::decode(deep.as_bytes(), "a.b.c").is_err());
     }
 }

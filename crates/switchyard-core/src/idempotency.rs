@@ -52,7 +52,10 @@ mod tests {
         let refund: Name = "refund".parse().unwrap();
         assert_eq!(ns.provider_key(id, &charge), ns.provider_key(id, &charge));
         assert_ne!(ns.provider_key(id, &charge), ns.provider_key(id, &refund));
-        assert_ne!(ns.provider_key(id, &charge), other.provider_key(id, &charge));
+        assert_ne!(
+            ns.provider_key(id, &charge),
+            other.provider_key(id, &charge)
+        );
         let key = IdempotencyKey::try_from("order-42".to_owned()).unwrap();
         assert_eq!(ns.command_id(&key), ns.command_id(&key));
         assert_eq!(ns.command_id(&key).get_version_num(), 5);

@@ -120,7 +120,12 @@ impl<'a> Attempt<'a> {
     }
 
     /// `retrying`: the next attempt is due at `next_attempt_at`.
-    pub fn retry(self, error: ErrorInfo, next_attempt_at: DateTime<Utc>, at: DateTime<Utc>) -> Event {
+    pub fn retry(
+        self,
+        error: ErrorInfo,
+        next_attempt_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Event {
         let mut e = event(self.command, self.n, Status::Retrying, at);
         e.error = Some(error);
         e.next_attempt_at = Some(next_attempt_at);

@@ -20,7 +20,9 @@ pub struct Name(String);
 
 /// Why a string is not a [`Name`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a valid name: expected 1 to 63 characters of [a-z0-9_], starting with a letter")]
+#[error(
+    "{0:?} is not a valid name: expected 1 to 63 characters of [a-z0-9_], starting with a letter"
+)]
 pub struct InvalidName(pub String);
 
 impl Name {
@@ -34,7 +36,11 @@ impl Name {
             && bytes
                 .iter()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
-        if valid { Ok(Self(s)) } else { Err(InvalidName(s)) }
+        if valid {
+            Ok(Self(s))
+        } else {
+            Err(InvalidName(s))
+        }
     }
 
     /// The name as a string slice.
@@ -152,7 +158,16 @@ mod tests {
         for ok in ["a", "payment", "send_sms", "v2", &"a".repeat(63)] {
             assert!(Name::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "1abc", "_x", "pay-ment", "pay.ment", "é", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "A",
+            "1abc",
+            "_x",
+            "pay-ment",
+            "pay.ment",
+            "é",
+            &"a".repeat(64),
+        ] {
             assert!(Name::new(bad).is_err(), "{bad}");
         }
     }

@@ -9,8 +9,12 @@ use http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_config::{ConfigError, ProviderConfig};
-use switchyard_core::{ErrorClass, Name, Provider, ProviderCall, ProviderError, ProviderOutcome, Secret};
-use switchyard_http::{OutboundClient, OutboundRequest, classify, validate_provider_url};
+use switchyard_core::{
+    ErrorClass, Name, Provider, ProviderCall, ProviderError, ProviderOutcome, Secret,
+};
+use switchyard_http::{
+    OutboundClient, OutboundRequest, classify, parse_retry_after, validate_provider_url,
+};
 use url::Url;
 
 use crate::kind::ProviderContext;
@@ -42,8 +46,14 @@ pub struct GenericHttpProvider {
 fn secret_from_env(key: String, var: &str) -> Result<Secret<String>, ConfigError> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-        Ok(_) => Err(ConfigError::invalid(key, format!("environment variable {var} is empty"))),
-        Err(_) => Err(ConfigError::invalid(key, format!("environment variable {var} is not set"))),
+        Ok(_) => Err(ConfigError::invalid(
+            key,
+            format!("environment variable {var} is empty"),
+        )),
+        Err(_) => Err(ConfigError::invalid(
+            key,
+            format!("environment variable {var} is not set"),
+        )),
     }
 }
 
@@ -97,7 +107,11 @@ impl GenericHttpProvider {
             }
         };
         set(&mut h, "idempotency-key", &call.idempotency_key.to_string());
-        set(&mut h, "x-switchyard-command-id", &call.command.id.to_string());
+        set(
+            &mut h,
+            "x-switchyard-command-id",
+            &call.command.id.to_string(),
+        );
         if let Some(tp) = &call.traceparent {
             set(&mut h, "traceparent", tp);
         }
@@ -142,6 +156,21 @@ impl Provider for GenericHttpProvider {
                 timeout: None,
             })
             .await?;
+        if exchange.status == StatusCode::CONFLICT {
+            // A request with the same idempotency key is still executing at the provider
+            // (RELIABILITY I2): back off and ask again with the same key, never dead-letter.
+            let mut e = ProviderError::new(
+                ErrorClass::Transient,
+                "in_progress",
+                "the provider is still executing a request with this idempotency key",
+            );
+            e.http_status = Some(409);
+            e.retry_after = exchange
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+            return Err(e);
+        }
         classify(exchange.status, &exchange.headers, &exchange.body)?;
         let json: Value = if exchange.body.is_empty() {
             Value::Null

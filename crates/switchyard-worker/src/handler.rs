@@ -10,7 +10,9 @@ use switchyard_amqp::messages::{
     self, ATTEMPT_HEADER, ATTEMPTS_HEADER, ERROR_CLASS_HEADER, ERROR_HEADER, FAILED_AT_HEADER,
     SOURCE_HEADER, TRACEPARENT_HEADER,
 };
-use switchyard_amqp::topology::{DEAD_EXCHANGE, KIND_HEADER, RETRY_EXCHANGE, TIER_HEADER, tier_label};
+use switchyard_amqp::topology::{
+    DEAD_EXCHANGE, KIND_HEADER, RETRY_EXCHANGE, TIER_HEADER, tier_label,
+};
 use switchyard_amqp::{Delivery, HeaderRead, Headers, Outgoing, PublishError, Publisher};
 use switchyard_core::command::sniff_id;
 use switchyard_core::{
@@ -100,9 +102,15 @@ impl Handler {
         let lifecycle = Lifecycle::of(&command);
 
         if command.is_expired_at(now) {
-            let error = ErrorInfo::new(ErrorClass::Expired, "deadline", "the command's deadline passed before it could run");
+            let error = ErrorInfo::new(
+                ErrorClass::Expired,
+                "deadline",
+                "the command's deadline passed before it could run",
+            );
             let event = lifecycle.reject(previous, error.clone(), now);
-            return self.dead_letter(delivery, &command.provider, &error, previous, &event, tp).await;
+            return self
+                .dead_letter(delivery, &command.provider, &error, previous, &event, tp)
+                .await;
         }
         let attempt_no = previous + 1;
         let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
@@ -154,7 +162,9 @@ impl Handler {
                 if command.deadline.is_some_and(|d| next > d) {
                     let error = expired_during_retry(&e);
                     let event = attempt.fail(error.clone(), now);
-                    return self.dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp).await;
+                    return self
+                        .dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp)
+                        .await;
                 }
                 if let Err(err) = self.schedule_retry(delivery, attempt_no, tier).await {
                     return Disposition::Requeue(err);
@@ -166,32 +176,49 @@ impl Handler {
             Err(e) => {
                 let mut error = e.info();
                 if e.class.is_retryable() {
-                    error.message = format!("gave up after {attempt_no} attempts: {}", error.message);
+                    error.message =
+                        format!("gave up after {attempt_no} attempts: {}", error.message);
                 }
                 let event = attempt.fail(error.clone(), now);
-                self.dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp).await
+                self.dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp)
+                    .await
             }
         }
     }
 
-    fn decode(&self, delivery: &Delivery) -> Result<(Command, &Slot), switchyard_core::InvalidCommand> {
+    fn decode(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<(Command, &Slot), switchyard_core::InvalidCommand> {
         let command = Command::decode(&delivery.data, delivery.routing_key.as_str())?;
         let slot = self.providers.get(&command.provider).ok_or_else(|| {
             switchyard_core::InvalidCommand::field(
                 Some(command.id),
                 "provider",
-                format!("no provider {:?} of kind {:?} is configured", command.provider.as_str(), self.kind.as_str()),
+                format!(
+                    "no provider {:?} of kind {:?} is configured",
+                    command.provider.as_str(),
+                    self.kind.as_str()
+                ),
             )
         })?;
         if !slot.operations.contains(&command.operation) {
             return Err(switchyard_core::InvalidCommand::field(
                 Some(command.id),
                 "operation",
-                format!("provider {:?} has no operation {:?}", command.provider.as_str(), command.operation.as_str()),
+                format!(
+                    "provider {:?} has no operation {:?}",
+                    command.provider.as_str(),
+                    command.operation.as_str()
+                ),
             ));
         }
         self.validator
-            .validate(&command.kind, &command.operation, &serde_json::Value::Object(command.payload.clone()))
+            .validate(
+                &command.kind,
+                &command.operation,
+                &serde_json::Value::Object(command.payload.clone()),
+            )
             .map_err(|mut e| {
                 e.id = Some(command.id);
                 e
@@ -224,7 +251,11 @@ impl Handler {
             Some(f) => format!("{f}: {}", invalid.message),
             None => invalid.message.clone(),
         };
-        let error = ErrorInfo::new(ErrorClass::Invalid, "invalid_command", truncate(&message, 500));
+        let error = ErrorInfo::new(
+            ErrorClass::Invalid,
+            "invalid_command",
+            truncate(&message, 500),
+        );
         warn!(error = %error.message, "invalid command, dead-lettering");
         let id = invalid.id.or_else(|| sniff_id(&delivery.data));
         let rk: Option<RoutingKey> = delivery.routing_key.as_str().parse().ok();
@@ -246,8 +277,14 @@ impl Handler {
         });
         let provider = provider.unwrap_or_else(|| self.kind.clone());
         match event {
-            Some(e) => self.dead_letter(delivery, &provider, &error, previous, &e, tp).await,
-            None => match self.publish_dead_letter(delivery, &provider, &error, previous).await {
+            Some(e) => {
+                self.dead_letter(delivery, &provider, &error, previous, &e, tp)
+                    .await
+            }
+            None => match self
+                .publish_dead_letter(delivery, &provider, &error, previous)
+                .await
+            {
                 Ok(()) => Disposition::Ack,
                 Err(e) => Disposition::Requeue(e),
             },
@@ -263,11 +300,18 @@ impl Handler {
     ) -> Result<(), PublishError> {
         let headers = Headers::from_table(delivery.properties.headers().as_ref())
             .str(ERROR_CLASS_HEADER, error.class.as_str())
-            .str(ERROR_HEADER, &truncate(&format!("{}: {}", error.code, error.message), 1000))
+            .str(
+                ERROR_HEADER,
+                &truncate(&format!("{}: {}", error.code, error.message), 1000),
+            )
             .int(ATTEMPTS_HEADER, i64::from(attempts))
             .str(FAILED_AT_HEADER, &Utc::now().to_rfc3339());
         // Keep the routing key when it is usable, so the kind's DLQ binding catches it.
-        let rk = if delivery.routing_key.as_str().starts_with(&format!("{}.", self.kind)) {
+        let rk = if delivery
+            .routing_key
+            .as_str()
+            .starts_with(&format!("{}.", self.kind))
+        {
             delivery.routing_key.to_string()
         } else {
             format!("{}.{provider}.invalid", self.kind)
@@ -294,7 +338,10 @@ impl Handler {
         event: &Event,
         tp: Option<&str>,
     ) -> Disposition {
-        if let Err(e) = self.publish_dead_letter(delivery, provider, error, attempts).await {
+        if let Err(e) = self
+            .publish_dead_letter(delivery, provider, error, attempts)
+            .await
+        {
             return Disposition::Requeue(e);
         }
         self.finish(event, tp).await
@@ -326,7 +373,10 @@ impl Handler {
 fn expired_during_retry(e: &ProviderError) -> ErrorInfo {
     let mut info = e.info();
     info.class = ErrorClass::Expired;
-    info.message = format!("the deadline passes before the next attempt; last error: {}", info.message);
+    info.message = format!(
+        "the deadline passes before the next attempt; last error: {}",
+        info.message
+    );
     info
 }
 
@@ -340,4 +390,3 @@ fn truncate(s: &str, max: usize) -> String {
     }
     format!("{}…", &s[..end])
 }
-

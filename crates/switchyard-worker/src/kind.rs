@@ -55,7 +55,9 @@ pub struct ProviderEntry {
 fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
     let o = &config.outbound;
     OutboundSettings {
-        connect_timeout: Duration::from_millis(p.connect_timeout_ms.unwrap_or(o.connect_timeout_ms)),
+        connect_timeout: Duration::from_millis(
+            p.connect_timeout_ms.unwrap_or(o.connect_timeout_ms),
+        ),
         timeout: Duration::from_millis(p.timeout_ms.unwrap_or(o.timeout_ms)),
         max_response_bytes: o.max_response_bytes,
         allow_loopback: o.allow_loopback,
@@ -67,7 +69,10 @@ fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
 
 /// Builds every provider of `kind` in `config`. Fails on the first entry that is wrong, with
 /// a message naming it.
-pub fn build_providers(kind: &dyn Kind, config: &Config) -> Result<Vec<ProviderEntry>, ConfigError> {
+pub fn build_providers(
+    kind: &dyn Kind,
+    config: &Config,
+) -> Result<Vec<ProviderEntry>, ConfigError> {
     let spec = kind.spec();
     let mut out = Vec::new();
     for (index, p) in config.providers_of(&spec.name) {
@@ -159,7 +164,12 @@ impl Catalog {
     }
 
     /// Checks that `kind.provider.operation` exists.
-    pub fn check(&self, kind: &Name, provider: &Name, operation: &Name) -> Result<(), NotInCatalog> {
+    pub fn check(
+        &self,
+        kind: &Name,
+        provider: &Name,
+        operation: &Name,
+    ) -> Result<(), NotInCatalog> {
         let (_, providers) = self
             .kinds
             .iter()
@@ -171,7 +181,10 @@ impl Catalog {
         if ops.contains(operation) {
             Ok(())
         } else {
-            Err(NotInCatalog::Operation(provider.to_string(), operation.to_string()))
+            Err(NotInCatalog::Operation(
+                provider.to_string(),
+                operation.to_string(),
+            ))
         }
     }
 }

@@ -58,8 +58,8 @@ pub async fn start(
     if config.uses_dev_idempotency_secret() {
         warn!("worker.idempotency_secret is the development default: set it in production");
     }
-    let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
-        .with_kind(&spec.name);
+    let mut topology =
+        Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit).with_kind(&spec.name);
     for e in &entries {
         topology = topology.with_provider(&spec.name, e.provider.name());
     }
@@ -72,7 +72,10 @@ pub async fn start(
         },
         topology,
     )?;
-    let publisher = Publisher::new(broker.clone(), Duration::from_millis(config.amqp.confirm_timeout_ms));
+    let publisher = Publisher::new(
+        broker.clone(),
+        Duration::from_millis(config.amqp.confirm_timeout_ms),
+    );
 
     let providers: HashMap<_, _> = entries
         .iter()
@@ -100,10 +103,17 @@ pub async fn start(
         validator: PayloadValidator::new([&spec])?,
         publisher,
         namespace: IdempotencyNamespace::from_secret(&config.worker.idempotency_secret),
-        schedule: RetrySchedule::new(config.retry.base, config.retry.cap, config.retry.tiers.clone()),
+        schedule: RetrySchedule::new(
+            config.retry.base,
+            config.retry.cap,
+            config.retry.tiers.clone(),
+        ),
     });
 
-    let listen = config.worker.listen.unwrap_or_else(|| kind.default_listen());
+    let listen = config
+        .worker
+        .listen
+        .unwrap_or_else(|| kind.default_listen());
     let ready_broker = broker.clone();
     let router = switchyard_telemetry::ops_router(Arc::new(move || ready_broker.is_ready()));
     let (ops_addr, server) = switchyard_telemetry::serve(listen, router, shutdown.clone())
@@ -141,7 +151,11 @@ pub async fn start(
 }
 
 /// Runs the worker of `kind` until `shutdown` is cancelled (SIGTERM in the binaries).
-pub async fn run(kind: Arc<dyn Kind>, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    kind: Arc<dyn Kind>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     start(kind, &config, shutdown).await?.wait().await;
     Ok(())
 }

@@ -36,7 +36,10 @@ impl Service<ProviderCall> for Call {
     type Error = ProviderError;
     type Future = BoxFuture<'static, Result<ProviderOutcome, ProviderError>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -64,7 +67,9 @@ impl Policy<ProviderCall, ProviderOutcome, ProviderError> for QuickRetry {
         result: &mut Result<ProviderOutcome, ProviderError>,
     ) -> Option<Self::Future> {
         match result {
-            Err(e) if self.left > 0 && e.class == ErrorClass::Transient && e.retry_after.is_none() => {
+            Err(e)
+                if self.left > 0 && e.class == ErrorClass::Transient && e.retry_after.is_none() =>
+            {
                 self.left -= 1;
                 metrics::counter!("switchyard_quick_retries_total").increment(1);
                 Some(tokio::time::sleep(self.delay))
@@ -192,13 +197,23 @@ mod tests {
     async fn permanent_and_retry_after_failures_are_not_retried_here() {
         let perm = ProviderError::new(ErrorClass::Permanent, "http_400", "x");
         let p = provider(vec![Err(perm)], false);
-        assert!(provider_stack(p.clone(), &settings()).oneshot(call()).await.is_err());
+        assert!(
+            provider_stack(p.clone(), &settings())
+                .oneshot(call())
+                .await
+                .is_err()
+        );
         assert_eq!(p.calls.load(Ordering::SeqCst), 1);
 
         let mut slow = ProviderError::new(ErrorClass::Transient, "http_429", "x");
         slow.retry_after = Some(Duration::from_secs(2));
         let p = provider(vec![Err(slow)], false);
-        assert!(provider_stack(p.clone(), &settings()).oneshot(call()).await.is_err());
+        assert!(
+            provider_stack(p.clone(), &settings())
+                .oneshot(call())
+                .await
+                .is_err()
+        );
         assert_eq!(p.calls.load(Ordering::SeqCst), 1);
     }
 
@@ -206,9 +221,16 @@ mod tests {
     async fn a_hanging_provider_times_out_and_is_classified() {
         let p = provider(vec![], true);
         let started = std::time::Instant::now();
-        let e = provider_stack(p.clone(), &settings()).oneshot(call()).await.unwrap_err();
+        let e = provider_stack(p.clone(), &settings())
+            .oneshot(call())
+            .await
+            .unwrap_err();
         assert_eq!(e.class, ErrorClass::Timeout);
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(p.calls.load(Ordering::SeqCst), 1, "timeouts are not quick-retried");
+        assert_eq!(
+            p.calls.load(Ordering::SeqCst),
+            1,
+            "timeouts are not quick-retried"
+        );
     }
 }

@@ -1,0 +1,346 @@
+//! `switchyard bench`: drives N commands through the whole path (confirmed AMQP publish ->
+//! the `switchyard-payment` worker process -> an HTTPS call to the `switchyard-sandbox`
+//! process -> the `completed` event consumed here) and prints throughput, end-to-end latency
+//! and each process's peak RSS.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use hdrhistogram::Histogram;
+use switchyard_amqp::lapin::options::{BasicAckOptions, QueueDeclareOptions, QueuePurgeOptions};
+use switchyard_amqp::lapin::types::FieldTable;
+use switchyard_amqp::messages::publish_command;
+use switchyard_amqp::topology::work_queue;
+use switchyard_amqp::{
+    Broker, BrokerSettings, ConsumeSettings, Headers, Publisher, Topology, consume,
+};
+use switchyard_core::{Command, Event, Name, Status};
+use tokio::process::{Child, Command as Process};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::say;
+use crate::up::{BROKER_HELP, amqp_url, broker_reachable};
+
+/// Options of `switchyard bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Commands to send.
+    pub commands: usize,
+    /// Approximate size of each command's payload.
+    pub payload_bytes: usize,
+    /// Publishes awaiting their confirm at once.
+    pub window: usize,
+    /// Worker concurrency towards the sandbox (and its prefetch).
+    pub concurrency: usize,
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found next to {}: build every binary first (`cargo build --release --bins`)",
+            name,
+            exe.display()
+        );
+    }
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Peak resident set size of a process, from /proc (Linux).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn wait_for_file(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn payload(bytes: usize) -> serde_json::Map<String, serde_json::Value> {
+    let base = serde_json::json!({
+        "amount": 1999, "currency": "usd", "payment_method": "pm_card_visa",
+        "customer": "cus_bench",
+    });
+    let mut map = match base {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let used = serde_json::to_vec(&map)
+        .map(|v| v.len())
+        .unwrap_or_default();
+    let pad = bytes.saturating_sub(used + 20).min(1000);
+    map.insert("description".into(), "x".repeat(pad).into());
+    map
+}
+
+struct Children(Vec<(&'static str, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
+    let url = amqp_url();
+    if !broker_reachable(&url).await {
+        bail!("{BROKER_HELP}");
+    }
+    let dir = tempfile_dir()?;
+    let sandbox_port = free_port()?;
+    let worker_port = free_port()?;
+    let mut children = Children(Vec::new());
+
+    let sandbox = Process::new(sibling("switchyard-sandbox")?)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{sandbox_port}"),
+            "--cert-dir",
+        ])
+        .arg(dir.join("sandbox"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting switchyard-sandbox")?;
+    children.0.push(("switchyard-sandbox", sandbox));
+    let ca = dir.join("sandbox").join("ca.pem");
+    if !wait_for_file(&ca, Duration::from_secs(20)).await {
+        bail!("the sandbox did not start");
+    }
+
+    let config = format!(
+        "[amqp]\nprefetch = {c}\n[worker]\nlisten = \"127.0.0.1:{worker_port}\"\nconcurrency = {c}\n\
+         [outbound]\nallow_loopback = true\n[telemetry]\nlog_filter = \"warn\"\n\
+         [[providers]]\nname = \"bench\"\nkind = \"payment\"\ntype = \"http\"\n\
+         base_url = \"https://localhost:{sandbox_port}/generic/payment\"\noperations = [\"charge\"]\n\
+         ca_file = \"{}\"\n",
+        ca.display(),
+        c = opts.concurrency,
+    );
+    let config_path = dir.join("bench.toml");
+    std::fs::write(&config_path, config)?;
+    let worker = Process::new(sibling("switchyard-payment")?)
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting switchyard-payment")?;
+    children.0.push(("switchyard-payment", worker));
+
+    let kind: Name = "payment".parse()?;
+    let provider: Name = "bench".parse()?;
+    let tap = format!("switchyard.bench.{}", Uuid::new_v4().simple());
+    let broker = Broker::start(
+        BrokerSettings {
+            url,
+            heartbeat_secs: 10,
+            reconnect_max: Duration::from_secs(2),
+            connection_name: "switchyard-bench".into(),
+        },
+        Topology::new(switchyard_config::RetryConfig::default().tiers, 5)
+            .with_provider(&kind, &provider)
+            .with_event_tap(tap.clone(), "payment.bench.completed")
+            .with_event_tap(tap.clone(), "payment.bench.failed"),
+    )?;
+    let session = broker
+        .session_within(Duration::from_secs(20))
+        .await
+        .context("connecting to the broker")?;
+    let ch = session.connection.create_channel().await?;
+    ch.queue_purge(
+        work_queue(&kind, &provider).as_str().into(),
+        QueuePurgeOptions::default(),
+    )
+    .await?;
+    // Wait for the worker to consume its queue.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = ch
+            .queue_declare(
+                work_queue(&kind, &provider).as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        if q.consumer_count() > 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the worker did not start consuming within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let sent: Arc<Mutex<HashMap<Uuid, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(opts.commands)));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, Status, Instant)>();
+    let stop = CancellationToken::new();
+    tokio::spawn(consume(
+        broker.clone(),
+        ConsumeSettings {
+            queue: tap,
+            prefetch: 1000,
+            grace: Duration::from_secs(1),
+        },
+        stop.clone(),
+        move |d| {
+            let tx = tx.clone();
+            async move {
+                let at = Instant::now();
+                if let Ok(e) = Event::decode(&d.data) {
+                    let _ = tx.send((e.command_id, e.status, at));
+                }
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+            }
+        },
+    ));
+
+    let publisher = Publisher::new(broker.clone(), Duration::from_secs(30));
+    let window = Arc::new(Semaphore::new(opts.window.max(1)));
+    let body = payload(opts.payload_bytes);
+    say(format!(
+        "bench: {} commands, {} B payloads, window {}, worker concurrency {}",
+        opts.commands,
+        serde_json::to_vec(&body)
+            .map(|b| b.len())
+            .unwrap_or_default(),
+        opts.window,
+        opts.concurrency
+    ));
+    let started = Instant::now();
+    let publishing = {
+        let sent = sent.clone();
+        let publisher = publisher.clone();
+        let (kind, provider) = (kind.clone(), provider.clone());
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..opts.commands {
+                let Ok(permit) = window.clone().acquire_owned().await else {
+                    break;
+                };
+                let command = Command {
+                    id: Uuid::now_v7(),
+                    kind: kind.clone(),
+                    provider: provider.clone(),
+                    operation: "charge".parse().unwrap_or_else(|_| kind.clone()),
+                    payload: body.clone(),
+                    idempotency_key: None,
+                    deadline: None,
+                    metadata: Default::default(),
+                    created_at: Utc::now(),
+                };
+                if let Ok(mut s) = sent.lock() {
+                    s.insert(command.id, Instant::now());
+                }
+                let publisher = publisher.clone();
+                tasks.spawn(async move {
+                    let r = publish_command(&publisher, &command, Headers::default()).await;
+                    drop(permit);
+                    r
+                });
+            }
+            let mut failures = 0usize;
+            while let Some(r) = tasks.join_next().await {
+                if !matches!(r, Ok(Ok(()))) {
+                    failures += 1;
+                }
+            }
+            failures
+        })
+    };
+
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let (mut completed, mut failed) = (0usize, 0usize);
+    let mut last = started;
+    let overall = Instant::now() + Duration::from_secs(900);
+    while completed + failed < opts.commands {
+        let Ok(Some((id, status, at))) = tokio::time::timeout_at(overall.into(), rx.recv()).await
+        else {
+            break;
+        };
+        let sent_at = sent.lock().ok().and_then(|mut s| s.remove(&id));
+        let Some(sent_at) = sent_at else { continue };
+        match status {
+            Status::Completed => completed += 1,
+            _ => failed += 1,
+        }
+        let _ = hist.record(at.duration_since(sent_at).as_micros() as u64);
+        last = at;
+    }
+    let publish_failures = publishing.await.unwrap_or(opts.commands);
+    let elapsed = last.duration_since(started).as_secs_f64().max(1e-9);
+    stop.cancel();
+
+    say(format!(
+        "bench: completed {completed}, failed {failed}, publish failures {publish_failures}, missing {}",
+        opts.commands.saturating_sub(completed + failed)
+    ));
+    say(format!(
+        "bench: throughput {:.0} commands/s over {elapsed:.2} s",
+        completed as f64 / elapsed
+    ));
+    say(format!(
+        "bench: end-to-end latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        hist.value_at_quantile(0.50) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0
+    ));
+    for (name, child) in &children.0 {
+        if let Some(pid) = child.id() {
+            say(format!(
+                "bench: peak RSS {name}: {} MiB",
+                peak_rss_kib(pid).unwrap_or(0) / 1024
+            ));
+        }
+    }
+    say(format!(
+        "bench: peak RSS switchyard bench (publisher + event consumer): {} MiB",
+        peak_rss_kib(std::process::id()).unwrap_or(0) / 1024
+    ));
+    broker.close().await;
+    drop(children);
+    let _ = std::fs::remove_dir_all(&dir);
+    if completed < opts.commands {
+        bail!("{} commands did not complete", opts.commands - completed);
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

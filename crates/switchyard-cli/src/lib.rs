@@ -1,0 +1,18 @@
+//! The `switchyard` command line: the whole fleet in one command (`up`), topology management,
+//! the provider sandbox, the end-to-end benchmark and the committed JSON Schemas.
+//!
+//! Each subcommand is a module; they reuse the component crates and add no behaviour of
+//! their own beyond wiring and output.
+
+pub mod bench;
+pub mod fleet;
+pub mod schemas;
+pub mod up;
+
+/// Writes a line to stdout (the CLI's output channel, as opposed to logs on stderr).
+pub fn say(line: impl AsRef<str>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line.as_ref());
+    let _ = out.flush();
+}

@@ -1,0 +1,174 @@
+//! `switchyard up`: the whole fleet locally, against sandbox providers, ready for a curl.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use switchyard_amqp::lapin::options::BasicAckOptions;
+use switchyard_amqp::{Broker, BrokerSettings, ConsumeSettings, Topology, consume};
+use switchyard_config::Config;
+use switchyard_core::Event;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::fleet::{Fleet, sandbox_config, start_sandbox};
+use crate::say;
+
+/// Options of `switchyard up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Where the ingress listens.
+    pub listen: SocketAddr,
+    /// Where the generated config and the sandbox CA are written.
+    pub state_dir: PathBuf,
+}
+
+/// The broker URL `up` will use: the contract's variable, else the default.
+pub fn amqp_url() -> String {
+    std::env::var("SWITCHYARD_AMQP_URL")
+        .unwrap_or_else(|_| switchyard_config::DEFAULT_AMQP_URL.to_owned())
+}
+
+/// How to get a broker, for people whose machine has none running.
+pub const BROKER_HELP: &str = "\
+No RabbitMQ broker answers at SWITCHYARD_AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).
+Start one, then run this again:
+  - installed locally:        rabbitmq-server -detached
+  - with Docker:              docker compose up -d rabbitmq
+  - Debian/Ubuntu, not yet installed:  sudo apt-get install -y rabbitmq-server && sudo rabbitmq-server -detached
+Or point SWITCHYARD_AMQP_URL at a broker you have.";
+
+/// Checks that something listens at the broker's host and port, so `up` fails with advice
+/// instead of retrying forever.
+pub async fn broker_reachable(url: &str) -> bool {
+    let Some(rest) = url.split("://").nth(1) else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    let default_port = if url.starts_with("amqps") { 5671 } else { 5672 };
+    let target = if hostport
+        .rsplit(':')
+        .next()
+        .is_some_and(|p| p.parse::<u16>().is_ok())
+    {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{default_port}")
+    };
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::TcpStream::connect(target)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+/// Runs the fleet until Ctrl-C.
+pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
+    if !broker_reachable(&amqp_url()).await {
+        bail!("{BROKER_HELP}");
+    }
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("creating {}", opts.state_dir.display()))?;
+    let sandbox = start_sandbox(&opts.state_dir).await?;
+    let token = format!("sy_dev_{}", Uuid::new_v4().simple());
+    let toml = sandbox_config(&sandbox, opts.listen, &token);
+    let config_path = opts.state_dir.join("switchyard.toml");
+    std::fs::write(&config_path, &toml)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let config = Config::from_toml_str(&toml)?;
+    switchyard_telemetry::init_logging(&config.telemetry);
+
+    let shutdown = switchyard_telemetry::shutdown_on_signals();
+    let fleet = Fleet::start(&config, shutdown.clone()).await?;
+    if !fleet.wait_ready(Duration::from_secs(30)).await {
+        fleet.stop().await;
+        bail!("the fleet did not connect to the broker within 30 s\n{BROKER_HELP}");
+    }
+    let tail = tail_events(&config, shutdown.clone())?;
+
+    let url = format!("http://{}", fleet.ingress.addr);
+    let workers: Vec<String> = fleet
+        .workers
+        .iter()
+        .map(|w| w.ops_addr.to_string())
+        .collect();
+    say(format!(
+        "\nSwitchyard is up.\n  ingress   {url}\n  token     {token}\n  sandbox   {} (CA {})\n  config    {}\n  metrics   {url}/metrics; workers: {}\n",
+        sandbox.base_url(),
+        sandbox.ca_pem_path().display(),
+        config_path.display(),
+        workers.join(", ")
+    ));
+    say(format!(
+        "Try it:\n  curl -sS {url}/v1/commands \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"kind\":\"payment\",\"provider\":\"sandbox\",\"operation\":\"charge\",\"payload\":{{\"amount\":1999,\"currency\":\"usd\",\"payment_method\":\"pm_card_visa\"}}}}'\n\nLifecycle events appear below. Ctrl-C stops everything.\n"
+    ));
+
+    shutdown.cancelled().await;
+    say("stopping...");
+    fleet.stop().await;
+    tail.close().await;
+    sandbox.shutdown().await;
+    say("stopped.");
+    Ok(())
+}
+
+/// Prints every lifecycle event as it happens.
+fn tail_events(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Broker> {
+    let queue = format!("switchyard.tail.{}", Uuid::new_v4().simple());
+    let broker = Broker::start(
+        BrokerSettings {
+            url: config.amqp.url.expose().clone(),
+            heartbeat_secs: config.amqp.heartbeat_secs,
+            reconnect_max: Duration::from_secs(5),
+            connection_name: "switchyard-up-tail".into(),
+        },
+        Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
+            .with_event_tap(queue.clone(), "#"),
+    )?;
+    tokio::spawn(consume(
+        broker.clone(),
+        ConsumeSettings {
+            queue,
+            prefetch: 100,
+            grace: Duration::from_secs(1),
+        },
+        shutdown,
+        |d| async move {
+            if let Ok(e) = Event::decode(&d.data) {
+                say(describe(&e));
+            }
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        },
+    ));
+    Ok(broker)
+}
+
+/// One line per event.
+pub fn describe(e: &Event) -> String {
+    let mut line = format!(
+        "{}  {:<32} {}  attempt={} seq={}",
+        e.occurred_at.format("%H:%M:%S%.3f"),
+        e.routing_key(),
+        e.command_id,
+        e.attempt,
+        e.seq
+    );
+    if let Some(r) = &e.provider_reference {
+        line.push_str(&format!(" ref={r}"));
+    }
+    if let Some(n) = &e.next_attempt_at {
+        line.push_str(&format!(" next={}", n.format("%H:%M:%S")));
+    }
+    if let Some(err) = &e.error {
+        line.push_str(&format!(
+            " error={}:{} {}",
+            err.class, err.code, err.message
+        ));
+    }
+    line
+}

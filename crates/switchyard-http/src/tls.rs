@@ -1,0 +1,61 @@
+//! TLS (S1): the rustls configuration every outbound call uses. Certificates are always
+//! verified; extra trust roots come only from configured PEM files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::ring;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::client::BuildError;
+
+/// Installs rustls' ring provider as the process default, for libraries (such as servers in
+/// tests) that ask rustls for the default. Idempotent: an already installed provider stays.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = ring::default_provider().install_default();
+}
+
+/// The client configuration: webpki roots plus each CA file, ring, HTTP/2 and HTTP/1.1.
+pub(crate) fn client_config(ca_files: &[PathBuf]) -> Result<ClientConfig, BuildError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for path in ca_files {
+        add_ca_file(&mut roots, path)?;
+    }
+    // The provider is passed explicitly so the client works whether or not a process
+    // default was installed.
+    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // A preconfigured config gets no ALPN from reqwest; without it HTTP/2 is never used.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), BuildError> {
+    let pem = std::fs::read(path).map_err(|source| BuildError::ReadCaFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |reason: String| BuildError::InvalidCertificate {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut added = 0usize;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| invalid(e.to_string()))?;
+        roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(BuildError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}

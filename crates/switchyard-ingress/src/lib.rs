@@ -1,0 +1,275 @@
+//! The HTTP ingress: a thin front door that turns `POST /v1/commands` into a confirmed
+//! publish on `switchyard.commands`.
+//!
+//! It answers 202 only after the broker confirmed a persistent, mandatory publish (and emits
+//! the `pending` event); when the broker cannot confirm it answers 503 with `Retry-After`, so a
+//! client never believes in a command that does not exist. It validates everything it can
+//! (authentication, size, media type, shape, kind/provider/operation, payload schema) so bad
+//! input is refused at the door with a problem+json answer naming the field. It keeps no
+//! state: status queries are the ledger's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::Utc;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use switchyard_amqp::messages::{
+    SOURCE_HEADER, TRACEPARENT_HEADER, publish_command, publish_event,
+};
+use switchyard_amqp::{Broker, BrokerSettings, Headers, Publisher, Topology};
+use switchyard_config::Config;
+use switchyard_core::command::{IdempotencyKey, decode_json};
+use switchyard_core::{
+    Command, CommandDraft, IdempotencyNamespace, Lifecycle, PayloadValidator, Secret,
+};
+use switchyard_worker::{Catalog, Kind};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+mod problem;
+
+pub use problem::Problem;
+
+/// Every kind this build of Switchyard knows. Adding a kind adds one line here.
+pub fn builtin_kinds() -> Vec<Arc<dyn Kind>> {
+    vec![
+        Arc::new(switchyard_payment::Payment),
+        Arc::new(switchyard_shipping::Shipping),
+        Arc::new(switchyard_notification::Notification),
+    ]
+}
+
+struct Ingress {
+    catalog: Catalog,
+    validator: PayloadValidator,
+    publisher: Publisher,
+    namespace: IdempotencyNamespace,
+    tokens: Vec<Secret<String>>,
+    auth_disabled: bool,
+    max_body: usize,
+    retry_after: u32,
+}
+
+/// A running ingress.
+#[derive(Debug)]
+pub struct IngressHandle {
+    /// The bound address.
+    pub addr: std::net::SocketAddr,
+    /// The broker connection (readiness, tests).
+    pub broker: Broker,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl IngressHandle {
+    /// Waits until the server stopped (after its shutdown token was cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+        self.broker.close().await;
+    }
+}
+
+/// Starts the ingress on `config.ingress.listen` and declares the whole topology of the
+/// configured providers, so commands are routable before any worker runs.
+pub async fn start(
+    config: &Config,
+    kinds: &[Arc<dyn Kind>],
+    shutdown: CancellationToken,
+) -> anyhow::Result<IngressHandle> {
+    let catalog = Catalog::build(kinds, config)?;
+    let validator = PayloadValidator::new(catalog.specs())?;
+    let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit);
+    for spec in catalog.specs() {
+        topology = topology.with_kind(&spec.name);
+    }
+    for (kind, provider) in catalog.providers() {
+        topology = topology.with_provider(kind, provider);
+    }
+    let broker = Broker::start(
+        BrokerSettings {
+            url: config.amqp.url.expose().clone(),
+            heartbeat_secs: config.amqp.heartbeat_secs,
+            reconnect_max: Duration::from_millis(config.amqp.reconnect_max_ms),
+            connection_name: "switchyard-ingress".into(),
+        },
+        topology,
+    )?;
+    if !config.ingress.auth_disabled && config.ingress.tokens.is_empty() {
+        warn!(
+            "ingress.tokens is empty and auth is enabled: every command will be refused with 401"
+        );
+    }
+    let state = Arc::new(Ingress {
+        catalog,
+        validator,
+        publisher: Publisher::new(
+            broker.clone(),
+            Duration::from_millis(config.amqp.confirm_timeout_ms),
+        ),
+        namespace: IdempotencyNamespace::from_secret(&config.worker.idempotency_secret),
+        tokens: config.ingress.tokens.clone(),
+        auth_disabled: config.ingress.auth_disabled,
+        max_body: config.ingress.max_body_bytes,
+        retry_after: config.ingress.retry_after_secs,
+    });
+    let ready_broker = broker.clone();
+    let router = Router::new()
+        .route("/v1/commands", post(submit))
+        .with_state(state)
+        .merge(switchyard_telemetry::ops_router(Arc::new(move || {
+            ready_broker.is_ready()
+        })));
+    let (addr, task) = switchyard_telemetry::serve(config.ingress.listen, router, shutdown).await?;
+    info!(%addr, "ingress listening");
+    Ok(IngressHandle { addr, broker, task })
+}
+
+fn authenticated(state: &Ingress, headers: &HeaderMap) -> bool {
+    if state.auth_disabled {
+        return true;
+    }
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Constant-time comparison against every configured token (no early exit on a match).
+    state.tokens.iter().fold(false, |ok, t| {
+        ok | bool::from(t.expose().as_bytes().ct_eq(token.as_bytes()))
+    })
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+async fn submit(State(state): State<Arc<Ingress>>, headers: HeaderMap, body: Body) -> Response {
+    let result = accept(&state, &headers, body).await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(p) => p.status().canonical_reason().unwrap_or("error"),
+    };
+    metrics::counter!("switchyard_ingress_requests_total", "outcome" => outcome).increment(1);
+    match result {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+    if !authenticated(state, headers) {
+        return Err(Problem::unauthenticated());
+    }
+    if !is_json(headers) {
+        return Err(Problem::not_json());
+    }
+    let bytes = to_bytes(body, state.max_body)
+        .await
+        .map_err(|_| Problem::too_large(state.max_body))?;
+    serde_json::from_slice::<Value>(&bytes)
+        .map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
+    let mut draft: CommandDraft = decode_json(&bytes).map_err(|e| {
+        let naming = matches!(e.field.as_deref(), Some("kind" | "provider" | "operation"));
+        let p = if naming {
+            Problem::invalid(e.message)
+        } else {
+            Problem::malformed(e.message)
+        };
+        p.with_field(e.field)
+    })?;
+
+    if let Some(h) = headers.get("idempotency-key") {
+        let key = h
+            .to_str()
+            .ok()
+            .and_then(|s| IdempotencyKey::try_from(s.to_owned()).ok())
+            .ok_or_else(|| {
+                Problem::malformed("the Idempotency-Key header must be 1 to 255 visible characters")
+                    .with_field(Some("idempotency_key".into()))
+            })?;
+        match &draft.idempotency_key {
+            Some(k) if *k != key => {
+                return Err(Problem::malformed(
+                    "the Idempotency-Key header and the idempotency_key field differ",
+                )
+                .with_field(Some("idempotency_key".into())));
+            }
+            _ => draft.idempotency_key = Some(key),
+        }
+    }
+
+    state
+        .catalog
+        .check(&draft.kind, &draft.provider, &draft.operation)
+        .map_err(|e| Problem::invalid(e.to_string()).with_field(Some(e.field().into())))?;
+    state
+        .validator
+        .validate(
+            &draft.kind,
+            &draft.operation,
+            &Value::Object(draft.payload.clone()),
+        )
+        .map_err(|e| Problem::invalid(e.message).with_field(e.field))?;
+
+    let id = draft.id.unwrap_or_else(|| match &draft.idempotency_key {
+        Some(k) => state.namespace.command_id(k),
+        None => Uuid::now_v7(),
+    });
+    let command = Command {
+        id,
+        kind: draft.kind,
+        provider: draft.provider,
+        operation: draft.operation,
+        payload: draft.payload,
+        idempotency_key: draft.idempotency_key,
+        deadline: draft.deadline,
+        metadata: draft.metadata,
+        created_at: draft.created_at.unwrap_or_else(Utc::now),
+    };
+
+    let traceparent = headers
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut amqp_headers = Headers::default().str(SOURCE_HEADER, "ingress");
+    if let Some(tp) = &traceparent {
+        amqp_headers = amqp_headers.str(TRACEPARENT_HEADER, tp);
+    }
+    if let Err(e) = publish_command(&state.publisher, &command, amqp_headers).await {
+        warn!(command_id = %command.id, error = %e, "broker did not confirm the command");
+        return Err(Problem::unavailable(state.retry_after));
+    }
+    metrics::counter!("switchyard_commands_received_total", "kind" => command.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
+    let pending = Lifecycle::of(&command).pending(Utc::now());
+    if let Err(e) = publish_event(&state.publisher, &pending, traceparent.as_deref()).await {
+        // The command itself is durable and will be processed; only the courtesy event is late.
+        warn!(command_id = %command.id, error = %e, "pending event not confirmed");
+    }
+    let status_url = format!("/v1/commands/{}", command.id);
+    let mut res = (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"id": command.id, "status": "pending", "status_url": status_url})),
+    )
+        .into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&status_url) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}

@@ -1,0 +1,47 @@
+//! `switchyard-ingress`: the HTTP front door.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchyard_config::Config;
+
+/// Switchyard's HTTP ingress.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file (else SWITCHYARD_CONFIG, else ./switchyard.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "bad configuration");
+            let _ = writeln_stderr(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    switchyard_telemetry::init_logging(&config.telemetry);
+    switchyard_http::install_crypto_provider();
+    let shutdown = switchyard_telemetry::shutdown_on_signals();
+    match switchyard_ingress::start(&config, &switchyard_ingress::builtin_kinds(), shutdown).await {
+        Ok(handle) => {
+            handle.wait().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln_stderr(&format!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn writeln_stderr(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stderr(), "{line}")
+}

@@ -1,0 +1,20 @@
+//! `switchyard-sandbox` owns the local HTTPS emulator that stands in for real providers in
+//! tests, benchmarks and `switchyard up`. It emulates the generic HTTP provider of the wire
+//! contract (section 6) with Stripe's idempotency semantics, lets a test script the fate of
+//! each attempt of a command (errors, `Retry-After`, hangs, lost responses, slowness), and
+//! exposes what it saw (keys, body hashes, headers, effect counts) so tests can assert
+//! "one key on every attempt" and "exactly one effect". It generates its own CA and serving
+//! certificate so clients verify TLS against a real trust root. It does not own any client
+//! code, retry policy or provider-specific API shapes: those live in the kind crates.
+
+mod config;
+mod control;
+mod provider;
+mod scenario;
+mod server;
+mod state;
+mod tls;
+
+pub use config::SandboxConfig;
+pub use scenario::{Step, StepParseError};
+pub use server::Sandbox;

@@ -1,0 +1,339 @@
+//! `POST /generic/{kind}/{operation}`: the generic HTTP provider of CONTRACT.md section 6,
+//! with Stripe's idempotency semantics and scripted faults.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, PROXY_AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::scenario::Step;
+use crate::server::AppState;
+use crate::state::{Begin, RecordRef, RequestRecord};
+
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub(crate) const COMMAND_ID: &str = "x-switchyard-command-id";
+pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Which successful answer an executing step gives.
+#[derive(Debug, Clone, Copy)]
+enum Success {
+    /// 200 with the operation's result.
+    Completed,
+    /// 202 with a reference to complete later by webhook.
+    Accepted,
+}
+
+pub(crate) async fn handle(
+    State(app): State<Arc<AppState>>,
+    Path((kind, operation)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let at_ms = app.elapsed_ms();
+    app.ledger.count_request();
+    let body_sha256 = hex::encode(Sha256::digest(&body));
+    let key = header_str(&headers, IDEMPOTENCY_KEY).map(str::to_owned);
+    let record = header_str(&headers, COMMAND_ID).map(|command_id| {
+        let record = RequestRecord {
+            idempotency_key: key.clone(),
+            body_sha256: body_sha256.clone(),
+            status: None,
+            replayed: false,
+            at_ms,
+            kind: kind.clone(),
+            operation: operation.clone(),
+            step: None,
+            headers: loggable_headers(&headers),
+        };
+        (command_id.to_owned(), app.ledger.record(command_id, record))
+    });
+
+    if !app.latency.is_zero() {
+        tokio::time::sleep(app.latency).await;
+    }
+
+    let request = Request {
+        kind: &kind,
+        operation: &operation,
+        headers: &headers,
+        body: &body,
+        key: key.as_deref(),
+        body_sha256: &body_sha256,
+        command: record.as_ref().map(|(id, at)| (id.as_str(), at)),
+    };
+    let response = respond(&app, request).await;
+
+    if let Some((_, at)) = &record {
+        let status = response.status().as_u16();
+        let replayed = response.headers().contains_key(IDEMPOTENT_REPLAYED);
+        app.ledger.update_record(at, |r| {
+            r.status = Some(status);
+            r.replayed = replayed;
+        });
+    }
+    response
+}
+
+/// The parts of one provider request the decision needs.
+struct Request<'a> {
+    kind: &'a str,
+    operation: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    key: Option<&'a str>,
+    body_sha256: &'a str,
+    command: Option<(&'a str, &'a RecordRef)>,
+}
+
+async fn respond(app: &AppState, request: Request<'_>) -> Response {
+    if let Some(token) = app.bearer_token.as_deref()
+        && !bearer_matches(request.headers, token)
+    {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "missing or invalid bearer token",
+        );
+        response
+            .headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let Some(key) = request.key else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "the Idempotency-Key header is required",
+        );
+    };
+    if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(request.body).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "the body must be a JSON object",
+        );
+    }
+
+    let step = match request.command {
+        Some((command_id, at)) => {
+            let step = app.ledger.next_step(command_id);
+            if let Some(step) = step {
+                let text = step.to_string();
+                app.ledger.update_record(at, |r| r.step = Some(text));
+            }
+            step
+        }
+        None => None,
+    };
+    let step = match step {
+        Some(step) => step,
+        None if app.failure_rate > 0.0 && rand::random::<f64>() < app.failure_rate => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox_error",
+                "random failure (failure_rate)",
+            );
+        }
+        None => Step::Ok,
+    };
+
+    let run = |success, delay| execute(app, &request, key, success, delay);
+    match step {
+        Step::Ok => run(Success::Completed, Duration::ZERO).await,
+        Step::Accept => run(Success::Accepted, Duration::ZERO).await,
+        Step::Slow(delay) => run(Success::Completed, delay).await,
+        Step::Status(status) => scripted(status),
+        Step::TooManyRequests { retry_after_secs } => {
+            let mut response = scripted(429);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
+        }
+        Step::Hang => hang(app).await,
+        Step::Lost => {
+            let response = run(Success::Completed, Duration::ZERO).await;
+            if response.status().is_success() {
+                // Executed (or already had been); the answer never reaches the client.
+                hang(app).await
+            } else {
+                response
+            }
+        }
+    }
+}
+
+/// Runs the operation once per idempotency key; later identical requests get the replay.
+async fn execute(
+    app: &AppState,
+    request: &Request<'_>,
+    key: &str,
+    success: Success,
+    delay: Duration,
+) -> Response {
+    match app.ledger.begin(key, request.body_sha256) {
+        Begin::Execute(execution) => {
+            // The key stays claimed while "executing", so a concurrent retry sees a 409.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let reference = format!("sbx_{}", uuid::Uuid::new_v4().simple());
+            let (status, body) = match success {
+                Success::Completed => (
+                    StatusCode::OK,
+                    json!({
+                        "reference": reference,
+                        "status": "succeeded",
+                        "operation": request.operation,
+                        "kind": request.kind,
+                    }),
+                ),
+                Success::Accepted => (StatusCode::ACCEPTED, json!({ "reference": reference })),
+            };
+            let body = Bytes::from(body.to_string());
+            execution.complete(status.as_u16(), body.clone());
+            json_response(status, body)
+        }
+        Begin::Replay(stored) => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            let mut response = json_response(status, stored.body);
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+        Begin::Mismatch => error(
+            StatusCode::BAD_REQUEST,
+            "idempotency_error",
+            "this Idempotency-Key was already used with a different request body",
+        ),
+        Begin::InUse => {
+            let body = json!({"error": {
+                "type": "idempotency_error",
+                "code": "idempotency_key_in_use",
+                "message": "another request with this Idempotency-Key is still being processed",
+            }});
+            json_response(StatusCode::CONFLICT, Bytes::from(body.to_string()))
+        }
+    }
+}
+
+/// Never answers, until the sandbox shuts down (so graceful shutdown does not wait forever).
+async fn hang(app: &AppState) -> Response {
+    let mut shutdown = app.shutdown.clone();
+    // An error means the sandbox is gone, which ends the hang as well.
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sandbox_error",
+        "sandbox shutting down",
+    )
+}
+
+fn scripted(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(
+        status,
+        "sandbox_error",
+        &format!("scripted {}", status.as_u16()),
+    )
+}
+
+pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = json!({"error": {"type": kind, "message": message}});
+    json_response(status, Bytes::from(body.to_string()))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+/// A header's value when present, valid text and non-empty.
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
+/// `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110).
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some((scheme, presented)) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+    else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer")
+        && constant_time_eq(presented.as_bytes(), token.as_bytes())
+}
+
+/// Compares without an early exit, so response timing does not leak the token's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Request headers for the command view: lowercased names, credentials left out.
+fn loggable_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut logged: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value.as_bytes());
+        logged
+            .entry(name.as_str().to_owned())
+            .and_modify(|joined| {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    logged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_token_exact() {
+        let mut headers = HeaderMap::new();
+        assert!(!bearer_matches(&headers, "t0k"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer t0k"));
+        assert!(bearer_matches(&headers, "t0k"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t0"));
+        assert!(!bearer_matches(&headers, "t0k"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic t0k"));
+        assert!(!bearer_matches(&headers, "t0k"));
+    }
+
+    #[test]
+    fn logged_headers_drop_credentials_and_join_repeats() {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
+        headers.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        let logged = loggable_headers(&headers);
+        assert!(!logged.contains_key("authorization"));
+        assert_eq!(logged["traceparent"], "00-abc-def-01");
+        assert_eq!(logged["x-multi"], "a, b");
+    }
+}

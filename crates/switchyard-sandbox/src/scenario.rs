@@ -1,0 +1,157 @@
+//! Scripted behaviour for the successive attempts of one command.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// What the sandbox does with one attempt of a scripted command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Execute and answer 200 (replaying if the key already executed).
+    Ok,
+    /// Execute and answer 202 with a reference: a long-running operation accepted.
+    Accept,
+    /// Answer this status with an error body, without executing or storing anything.
+    Status(u16),
+    /// Answer 429 with `Retry-After` in seconds, without executing.
+    TooManyRequests {
+        /// Seconds sent in `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// Never answer, without executing: the client must time out.
+    Hang,
+    /// Execute and store the 200, then never answer: the response is lost in transit.
+    Lost,
+    /// Wait, then behave as [`Step::Ok`].
+    Slow(Duration),
+}
+
+/// A step string the sandbox does not understand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown scenario step {0:?} (expected ok, accept, hang, lost, a status 200..=599, 429:SECS or slow:MS)"
+)]
+pub struct StepParseError(pub String);
+
+impl FromStr for Step {
+    type Err = StepParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || StepParseError(s.to_owned());
+        let parsed = match s {
+            "ok" => Step::Ok,
+            "accept" => Step::Accept,
+            "hang" => Step::Hang,
+            "lost" => Step::Lost,
+            _ => {
+                if let Some(secs) = s.strip_prefix("429:") {
+                    Step::TooManyRequests {
+                        retry_after_secs: parse_digits(secs).ok_or_else(err)?,
+                    }
+                } else if let Some(ms) = s.strip_prefix("slow:") {
+                    Step::Slow(Duration::from_millis(parse_digits(ms).ok_or_else(err)?))
+                } else if s.len() == 3 {
+                    let status = parse_digits(s).ok_or_else(err)?;
+                    // 1xx cannot be a final answer; above 599 is not HTTP.
+                    if !(200..=599).contains(&status) {
+                        return Err(err());
+                    }
+                    Step::Status(u16::try_from(status).map_err(|_| err())?)
+                } else {
+                    return Err(err());
+                }
+            }
+        };
+        Ok(parsed)
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Ok => f.write_str("ok"),
+            Step::Accept => f.write_str("accept"),
+            Step::Status(status) => write!(f, "{status}"),
+            Step::TooManyRequests { retry_after_secs } => write!(f, "429:{retry_after_secs}"),
+            Step::Hang => f.write_str("hang"),
+            Step::Lost => f.write_str("lost"),
+            Step::Slow(delay) => write!(f, "slow:{}", delay.as_millis()),
+        }
+    }
+}
+
+/// Only plain ASCII digits: `u64::from_str` would also take a leading `+`.
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A command's script and how far its attempts have consumed it.
+#[derive(Debug, Clone)]
+pub(crate) struct Script {
+    steps: Vec<Step>,
+    next: usize,
+}
+
+impl Script {
+    pub(crate) fn new(steps: Vec<Step>) -> Self {
+        Self { steps, next: 0 }
+    }
+
+    /// The step for the next attempt; `ok` once the script has run out.
+    pub(crate) fn advance(&mut self) -> Step {
+        let step = self.steps.get(self.next).copied().unwrap_or(Step::Ok);
+        self.next = self.next.saturating_add(1);
+        step
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_step() {
+        let cases = [
+            ("ok", Step::Ok),
+            ("accept", Step::Accept),
+            ("hang", Step::Hang),
+            ("lost", Step::Lost),
+            ("503", Step::Status(503)),
+            ("400", Step::Status(400)),
+            ("429", Step::Status(429)),
+            (
+                "429:2",
+                Step::TooManyRequests {
+                    retry_after_secs: 2,
+                },
+            ),
+            ("slow:250", Step::Slow(Duration::from_millis(250))),
+        ];
+        for (text, step) in cases {
+            assert_eq!(text.parse::<Step>(), Ok(step), "{text}");
+            assert_eq!(step.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_steps() {
+        for text in [
+            "", "OK", "5000", "50", "099", "600", "+50", "429:", "429:x", "429:+1", "slow:",
+            "slow:-1", "fail", " ok",
+        ] {
+            assert!(text.parse::<Step>().is_err(), "{text:?} accepted");
+        }
+    }
+
+    #[test]
+    fn script_runs_in_order_then_defaults_to_ok() {
+        let mut script = Script::new(vec![Step::Status(503), Step::Hang]);
+        assert_eq!(script.advance(), Step::Status(503));
+        assert_eq!(script.advance(), Step::Hang);
+        assert_eq!(script.advance(), Step::Ok);
+        assert_eq!(script.advance(), Step::Ok);
+    }
+}

@@ -1,0 +1,386 @@
+//! An in-process fleet on random ports, in its own vhost, against a real sandbox.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchyard_amqp::lapin::options::{BasicAckOptions, BasicGetOptions};
+use switchyard_amqp::messages::publish_command;
+use switchyard_amqp::{
+    Broker, BrokerSettings, ConsumeSettings, Headers, Outgoing, Publisher, Topology, consume,
+};
+use switchyard_cli::fleet::{Fleet, SANDBOX_OPERATIONS};
+use switchyard_config::Config;
+use switchyard_core::{Command, Event};
+use switchyard_http::{OutboundClient, OutboundRequest, OutboundSettings};
+use switchyard_sandbox::{Sandbox, SandboxConfig};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::vhost::TestVhost;
+
+/// The bearer token every test fleet accepts.
+pub const TOKEN: &str = "test-token";
+
+/// Knobs of a test fleet.
+#[derive(Debug, Clone)]
+pub struct TestFleetOptions {
+    /// Per-attempt provider timeout.
+    pub timeout_ms: u64,
+    /// Attempts before giving up.
+    pub max_attempts: u32,
+    /// Extra TOML appended to the generated config.
+    pub extra_toml: String,
+    /// Start the in-process ingress and workers (false: only the vhost, sandbox and events,
+    /// for tests that run the real binaries).
+    pub in_process: bool,
+}
+
+impl Default for TestFleetOptions {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 2_000,
+            max_attempts: 5,
+            extra_toml: String::new(),
+            in_process: true,
+        }
+    }
+}
+
+/// Every event the test's subscriber received, by command.
+#[derive(Debug, Clone, Default)]
+pub struct EventLog {
+    events: Arc<Mutex<HashMap<Uuid, Vec<Event>>>>,
+    changed: Arc<Notify>,
+}
+
+impl EventLog {
+    fn push(&self, e: Event) {
+        self.events
+            .lock()
+            .unwrap()
+            .entry(e.command_id)
+            .or_default()
+            .push(e);
+        self.changed.notify_waiters();
+    }
+
+    /// The events of `id` so far, in arrival order.
+    pub fn of(&self, id: Uuid) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until `id` has a terminal event (and a short while more, to catch anything that
+    /// would wrongly follow it); panics after `timeout`.
+    pub async fn terminal(&self, id: Uuid, timeout: Duration) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if self.of(id).iter().any(|e| e.status.is_terminal()) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return self.of(id);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "command {id} reached no terminal status within {timeout:?}; events: {:#?}",
+                    self.of(id)
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+
+    /// Number of commands with a terminal event.
+    pub fn terminal_count(&self) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|v| v.iter().any(|e| e.status.is_terminal()))
+            .count()
+    }
+}
+
+/// A fleet for one test.
+#[derive(Debug)]
+pub struct TestFleet {
+    /// The vhost everything lives in.
+    pub vhost: TestVhost,
+    /// The sandbox providers.
+    pub sandbox: Sandbox,
+    /// The generated configuration.
+    pub config: Config,
+    /// The configuration as TOML (to hand to real binaries).
+    pub config_toml: String,
+    /// The in-process ingress and workers, when started.
+    pub fleet: Option<Fleet>,
+    /// Events received by the test's own subscriber.
+    pub events: EventLog,
+    /// The test's broker connection (publishing commands, reading dead letters).
+    pub broker: Broker,
+    /// A publisher on it.
+    pub publisher: Publisher,
+    http: reqwest::Client,
+    sandbox_client: OutboundClient,
+    shutdown: CancellationToken,
+    _dir: tempfile_free::Dir,
+}
+
+mod tempfile_free {
+    /// A temporary directory removed on drop.
+    #[derive(Debug)]
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl TestFleet {
+    /// Starts a fleet with default options.
+    pub async fn start() -> Self {
+        Self::start_with(TestFleetOptions::default()).await
+    }
+
+    /// Starts a fleet: vhost, sandbox, config, event subscriber, and (unless told otherwise)
+    /// the in-process ingress and workers; returns when everything is ready.
+    pub async fn start_with(opts: TestFleetOptions) -> Self {
+        switchyard_http::install_crypto_provider();
+        let vhost = TestVhost::create().await;
+        let dir = std::env::temp_dir().join(format!("switchyard-test-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sandbox = Sandbox::start(SandboxConfig::new(dir.join("sandbox")))
+            .await
+            .unwrap();
+
+        let mut toml = format!(
+            "[amqp]\nurl = \"{}\"\nconfirm_timeout_ms = 3000\nreconnect_max_ms = 1000\n\
+             [ingress]\nlisten = \"127.0.0.1:0\"\ntokens = [\"{TOKEN}\"]\nmax_body_bytes = 65536\n\
+             [worker]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\nidempotency_secret = \"test-secret\"\n\
+             [retry]\nmax_attempts = {}\nbase = \"100ms\"\ncap = \"1s\"\ntiers = [\"100ms\", \"300ms\", \"1s\", \"2s\"]\n\
+             [outbound]\nallow_loopback = true\ntimeout_ms = {}\n\
+             [telemetry]\nlog_filter = \"warn,switchyard=info\"\n",
+            vhost.amqp_url, opts.max_attempts, opts.timeout_ms
+        );
+        for (kind, ops) in SANDBOX_OPERATIONS {
+            let ops: Vec<String> = ops.iter().map(|o| format!("\"{o}\"")).collect();
+            toml.push_str(&format!(
+                "\n[[providers]]\nname = \"sandbox\"\nkind = \"{kind}\"\ntype = \"http\"\nbase_url = \"{}\"\noperations = [{}]\nca_file = \"{}\"\n",
+                sandbox.generic_base_url(kind),
+                ops.join(", "),
+                sandbox.ca_pem_path().display()
+            ));
+        }
+        toml.push_str(&opts.extra_toml);
+        let config = Config::from_toml_str(&toml).unwrap();
+
+        let tap = format!("test.events.{}", Uuid::new_v4().simple());
+        let broker = Broker::start(
+            BrokerSettings {
+                url: vhost.amqp_url.clone(),
+                heartbeat_secs: 5,
+                reconnect_max: Duration::from_secs(1),
+                connection_name: "switchyard-test".into(),
+            },
+            Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
+                .with_event_tap(tap.clone(), "#"),
+        )
+        .unwrap();
+        assert!(
+            broker.wait_ready(Duration::from_secs(20)).await,
+            "test broker connection"
+        );
+        let events = EventLog::default();
+        let shutdown = CancellationToken::new();
+        let log = events.clone();
+        tokio::spawn(consume(
+            broker.clone(),
+            ConsumeSettings {
+                queue: tap,
+                prefetch: 500,
+                grace: Duration::from_secs(1),
+            },
+            shutdown.clone(),
+            move |d| {
+                let log = log.clone();
+                async move {
+                    if let Ok(e) = Event::decode(&d.data) {
+                        log.push(e);
+                    }
+                    let _ = d.acker.ack(BasicAckOptions::default()).await;
+                }
+            },
+        ));
+
+        let fleet = if opts.in_process {
+            let f = Fleet::start(&config, shutdown.clone()).await.unwrap();
+            assert!(f.wait_ready(Duration::from_secs(30)).await, "fleet ready");
+            Some(f)
+        } else {
+            None
+        };
+        let sandbox_client = OutboundClient::new(&OutboundSettings {
+            allow_loopback: true,
+            ca_files: vec![sandbox.ca_pem_path().to_path_buf()],
+            ..OutboundSettings::default()
+        })
+        .unwrap();
+        Self {
+            publisher: Publisher::new(broker.clone(), Duration::from_secs(10)),
+            vhost,
+            sandbox,
+            config,
+            config_toml: toml,
+            fleet,
+            events,
+            broker,
+            http: reqwest::Client::new(),
+            sandbox_client,
+            shutdown,
+            _dir: tempfile_free::Dir(dir),
+        }
+    }
+
+    /// The ingress base URL.
+    pub fn ingress_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.fleet.as_ref().expect("in-process fleet").ingress.addr
+        )
+    }
+
+    /// POSTs a command to the ingress with the test token.
+    pub async fn post(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/commands", self.ingress_url()))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A plain HTTP client for ad-hoc requests.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A new valid command for the sandbox provider of `kind`.
+    pub fn command(&self, kind: &str, operation: &str, payload: serde_json::Value) -> Command {
+        serde_json::from_value(serde_json::json!({
+            "id": Uuid::now_v7(),
+            "kind": kind, "provider": "sandbox", "operation": operation,
+            "payload": payload,
+            "metadata": {"test": "yes"},
+            "created_at": chrono::Utc::now(),
+        }))
+        .unwrap()
+    }
+
+    /// A valid payment charge.
+    pub fn charge(&self) -> Command {
+        self.command(
+            "payment",
+            "charge",
+            serde_json::json!({"amount": 1999, "currency": "usd", "payment_method": "pm_card_visa"}),
+        )
+    }
+
+    /// Publishes a command over AMQP, as a core app would.
+    pub async fn publish(&self, command: &Command) {
+        publish_command(&self.publisher, command, Headers::default())
+            .await
+            .unwrap();
+    }
+
+    /// Publishes raw bytes to `switchyard.commands` with `routing_key`.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) {
+        self.publisher
+            .publish(Outgoing {
+                exchange: switchyard_amqp::topology::COMMANDS_EXCHANGE,
+                routing_key,
+                body,
+                properties: switchyard_amqp::lapin::BasicProperties::default()
+                    .with_delivery_mode(2),
+                mandatory: true,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Scripts the sandbox's answers to `command_id`'s requests.
+    pub async fn scenario(&self, command_id: Uuid, steps: &[&str]) {
+        let mut req = OutboundRequest::new(
+            http::Method::PUT,
+            format!(
+                "{}/_sandbox/scenarios/{command_id}",
+                self.sandbox.base_url()
+            )
+            .parse()
+            .unwrap(),
+        );
+        req.headers
+            .insert("content-type", "application/json".parse().unwrap());
+        req.body = serde_json::to_vec(&serde_json::json!({"steps": steps}))
+            .unwrap()
+            .into();
+        let r = self.sandbox_client.send(req).await.unwrap();
+        assert!(r.status.is_success(), "scenario: {}", r.status);
+    }
+
+    /// What the sandbox saw of `command_id`: requests (key, body hash, status) and effects.
+    pub async fn sandbox_view(&self, command_id: Uuid) -> serde_json::Value {
+        let req = OutboundRequest::new(
+            http::Method::GET,
+            format!("{}/_sandbox/commands/{command_id}", self.sandbox.base_url())
+                .parse()
+                .unwrap(),
+        );
+        let r = self.sandbox_client.send(req).await.unwrap();
+        if r.status.as_u16() == 404 {
+            return serde_json::json!({"requests": [], "effects": 0});
+        }
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// Drains the kind's dead-letter queue: (headers, body) of each message.
+    pub async fn dead_letters(
+        &self,
+        kind: &str,
+    ) -> Vec<(Option<switchyard_amqp::lapin::types::FieldTable>, Vec<u8>)> {
+        let session = self.broker.session().await.unwrap();
+        let ch = session.connection.create_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = ch
+            .basic_get(
+                format!("switchyard.dlq.{kind}").as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            out.push((
+                m.delivery.properties.headers().clone(),
+                m.delivery.data.clone(),
+            ));
+        }
+        out
+    }
+
+    /// Stops everything and deletes the vhost.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        if let Some(f) = self.fleet {
+            f.stop().await;
+        }
+        self.broker.close().await;
+        self.vhost.delete().await;
+    }
+}

@@ -1,0 +1,102 @@
+//! Throwaway virtual hosts.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// The management API base URL (`SWITCHYARD_TEST_MANAGEMENT_URL`, default
+/// `http://127.0.0.1:15672`, user guest/guest).
+pub fn management_url() -> String {
+    std::env::var("SWITCHYARD_TEST_MANAGEMENT_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:15672".into())
+}
+
+const HOW_TO_START: &str = "RabbitMQ with the management plugin must be running for this test.\n\
+    Start it with `./dev test` (which starts and configures it), or by hand:\n  \
+    rabbitmq-server -detached && rabbitmq-plugins enable rabbitmq_management rabbitmq_prometheus\n\
+    or `docker compose up -d rabbitmq`.";
+
+/// A virtual host that exists for one test.
+#[derive(Debug, Clone)]
+pub struct TestVhost {
+    /// Its name.
+    pub name: String,
+    /// An AMQP URL for it.
+    pub amqp_url: String,
+    http: reqwest::Client,
+}
+
+impl TestVhost {
+    /// Creates a fresh vhost with full permissions for guest. Panics with instructions when
+    /// the broker is not reachable.
+    pub async fn create() -> Self {
+        let name = format!("switchyard-test-{}", Uuid::new_v4().simple());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        let base = management_url();
+        let put = |path: String, body: serde_json::Value| {
+            let http = http.clone();
+            let url = format!("{base}{path}");
+            async move {
+                http.put(url)
+                    .basic_auth("guest", Some("guest"))
+                    .json(&body)
+                    .send()
+                    .await
+            }
+        };
+        let created = put(format!("/api/vhosts/{name}"), serde_json::json!({})).await;
+        match created {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => panic!("cannot create vhost {name}: {}\n{HOW_TO_START}", r.status()),
+            Err(e) => panic!("RabbitMQ management API unreachable at {base}: {e}\n{HOW_TO_START}"),
+        }
+        let perms = put(
+            format!("/api/permissions/{name}/guest"),
+            serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        )
+        .await
+        .expect("set permissions");
+        assert!(
+            perms.status().is_success(),
+            "set permissions: {}",
+            perms.status()
+        );
+        let amqp_url = format!("amqp://guest:guest@127.0.0.1:5672/{name}");
+        Self {
+            name,
+            amqp_url,
+            http,
+        }
+    }
+
+    /// Deletes the vhost and everything in it.
+    pub async fn delete(&self) {
+        let _ = self
+            .http
+            .delete(format!("{}/api/vhosts/{}", management_url(), self.name))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+    }
+
+    /// A queue's message count, from the management API.
+    pub async fn queue_messages(&self, queue: &str) -> Option<u64> {
+        let r = self
+            .http
+            .get(format!(
+                "{}/api/queues/{}/{}",
+                management_url(),
+                self.name,
+                queue
+            ))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        v.get("messages").and_then(|m| m.as_u64())
+    }
+}

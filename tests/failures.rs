@@ -1,0 +1,291 @@
+//! Transient failures retried to completion with one idempotency key; permanent failures and
+//! invalid commands dead-lettered once; bad configuration refused at start.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::time::Duration;
+
+use switchyard_amqp::HeaderRead;
+use switchyard_core::{ErrorClass, Status};
+use switchyard_e2e::{binary, statuses, terminal};
+use switchyard_testing::{TestFleet, TestFleetOptions};
+
+/// Every request the sandbox saw for a command carried one idempotency key and one body.
+fn one_key_one_body(view: &serde_json::Value) -> usize {
+    let requests = view["requests"].as_array().unwrap();
+    let keys: std::collections::HashSet<_> = requests
+        .iter()
+        .map(|r| r["idempotency_key"].clone())
+        .collect();
+    let bodies: std::collections::HashSet<_> =
+        requests.iter().map(|r| r["body_sha256"].clone()).collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "one idempotency key on every attempt: {view:#}"
+    );
+    assert_eq!(
+        bodies.len(),
+        1,
+        "a byte-identical body on every attempt: {view:#}"
+    );
+    requests.len()
+}
+
+#[tokio::test]
+async fn transient_failures_end_completed_with_one_key_and_one_effect() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        timeout_ms: 500,
+        ..Default::default()
+    })
+    .await;
+
+    // 503s (the second is absorbed by the quick in-process retry), then success.
+    let unavailable = fleet.charge();
+    fleet
+        .scenario(unavailable.id, &["503", "503", "503", "ok"])
+        .await;
+    // A provider that hangs past the attempt timeout.
+    let hanging = fleet.charge();
+    fleet.scenario(hanging.id, &["hang", "ok"]).await;
+    // A provider that executes but whose answer is lost: the retry must not execute again.
+    let lost = fleet.charge();
+    fleet.scenario(lost.id, &["lost", "ok"]).await;
+    // Rate limited with Retry-After: 1.
+    let limited = fleet.charge();
+    fleet.scenario(limited.id, &["429:1", "ok"]).await;
+
+    for c in [&unavailable, &hanging, &lost, &limited] {
+        fleet.publish(c).await;
+    }
+    for c in [&unavailable, &hanging, &lost, &limited] {
+        let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
+        assert_eq!(terminal(&events).status, Status::Completed, "{events:#?}");
+        assert!(statuses(&events).contains(&Status::Retrying), "{events:#?}");
+        let view = fleet.sandbox_view(c.id).await;
+        assert_eq!(view["effects"], 1, "exactly one effect: {view:#}");
+        one_key_one_body(&view);
+    }
+
+    // The 503 command: 3 failed requests + 1 success, over 2 delivery attempts.
+    assert_eq!(
+        one_key_one_body(&fleet.sandbox_view(unavailable.id).await),
+        4
+    );
+    let events = fleet.events.of(unavailable.id);
+    let retry = events
+        .iter()
+        .find(|e| e.status == Status::Retrying)
+        .unwrap();
+    assert_eq!(retry.error.as_ref().unwrap().class, ErrorClass::Transient);
+    assert_eq!(retry.error.as_ref().unwrap().http_status, Some(503));
+
+    let timeout = fleet.events.of(hanging.id);
+    let retry = timeout
+        .iter()
+        .find(|e| e.status == Status::Retrying)
+        .unwrap();
+    assert_eq!(retry.error.as_ref().unwrap().class, ErrorClass::Timeout);
+
+    // Retry-After: 1 is honoured: the next attempt is scheduled at least 1 s later.
+    let events = fleet.events.of(limited.id);
+    let retry = events
+        .iter()
+        .find(|e| e.status == Status::Retrying)
+        .unwrap();
+    let next = retry.next_attempt_at.unwrap();
+    assert!(
+        next - retry.occurred_at >= chrono::Duration::milliseconds(1000),
+        "{retry:#?}"
+    );
+    let view = fleet.sandbox_view(limited.id).await;
+    let at: Vec<u64> = view["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["at_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        at[1] - at[0] >= 1000,
+        "the retry waited for Retry-After: {at:?}"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_dead_lettered_after_one_attempt() {
+    let fleet = TestFleet::start().await;
+    let c = fleet.charge();
+    fleet.scenario(c.id, &["400"]).await;
+    fleet.publish(&c).await;
+    let events = fleet.events.terminal(c.id, Duration::from_secs(20)).await;
+    let failed = terminal(&events);
+    assert_eq!(failed.status, Status::Failed);
+    let error = failed.error.as_ref().unwrap();
+    assert_eq!(error.class, ErrorClass::Permanent);
+    assert_eq!(error.http_status, Some(400));
+    assert_eq!(failed.attempt, 1);
+    assert_eq!(
+        fleet.sandbox_view(c.id).await["requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no retry"
+    );
+
+    let dead = fleet.dead_letters("payment").await;
+    assert_eq!(dead.len(), 1, "dead-lettered once");
+    let (headers, body) = &dead[0];
+    assert_eq!(body, &c.to_bytes(), "the original body is kept");
+    assert_eq!(
+        headers.header_str("x-switchyard-error-class").as_deref(),
+        Some("permanent")
+    );
+    assert!(
+        headers
+            .header_str("x-switchyard-error")
+            .unwrap()
+            .contains("http_400")
+    );
+    assert_eq!(headers.header_int("x-switchyard-attempts"), Some(1));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(
+            &headers.header_str("x-switchyard-failed-at").unwrap()
+        )
+        .is_ok()
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn retries_are_exhausted_into_the_dead_letter_queue() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        max_attempts: 2,
+        ..Default::default()
+    })
+    .await;
+    let c = fleet.charge();
+    fleet
+        .scenario(c.id, &["500", "500", "500", "500", "500"])
+        .await;
+    fleet.publish(&c).await;
+    let events = fleet.events.terminal(c.id, Duration::from_secs(20)).await;
+    let failed = terminal(&events);
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.attempt, 2);
+    assert_eq!(failed.error.as_ref().unwrap().class, ErrorClass::Transient);
+    let dead = fleet.dead_letters("payment").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0.header_int("x-switchyard-attempts"), Some(2));
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_commands_and_random_bytes_are_dead_lettered_once_while_valid_ones_complete() {
+    let fleet = TestFleet::start().await;
+    let before = fleet.charge();
+    fleet.publish(&before).await;
+
+    let mut invalid = fleet.charge();
+    invalid.payload.insert("amount".into(), (-5).into());
+    fleet.publish(&invalid).await;
+    let garbage: Vec<u8> = (0..512u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    fleet.publish_raw("payment.sandbox.charge", &garbage).await;
+
+    let after: Vec<_> = (0..5).map(|_| fleet.charge()).collect();
+    for c in &after {
+        fleet.publish(c).await;
+    }
+    for c in std::iter::once(&before).chain(&after) {
+        let events = fleet.events.terminal(c.id, Duration::from_secs(20)).await;
+        assert_eq!(terminal(&events).status, Status::Completed);
+    }
+    let events = fleet
+        .events
+        .terminal(invalid.id, Duration::from_secs(20))
+        .await;
+    let failed = terminal(&events);
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.error.as_ref().unwrap().class, ErrorClass::Invalid);
+    assert!(
+        failed
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("payload.amount"),
+        "{failed:#?}"
+    );
+    assert_eq!(
+        fleet.sandbox_view(invalid.id).await["requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dead = fleet.dead_letters("payment").await;
+    assert_eq!(
+        dead.len(),
+        2,
+        "each poison message dead-lettered exactly once"
+    );
+    assert!(
+        dead.iter()
+            .all(|(h, _)| h.header_str("x-switchyard-error-class").as_deref() == Some("invalid"))
+    );
+    assert!(
+        dead.iter().any(|(_, b)| b == &garbage),
+        "the random bytes are kept as they were"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_command_fails_with_class_expired() {
+    let fleet = TestFleet::start().await;
+    let mut c = fleet.charge();
+    c.deadline = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    fleet.publish(&c).await;
+    let events = fleet.events.terminal(c.id, Duration::from_secs(20)).await;
+    let failed = terminal(&events);
+    assert_eq!(failed.error.as_ref().unwrap().class, ErrorClass::Expired);
+    assert_eq!(
+        fleet.sandbox_view(c.id).await["requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    fleet.stop().await;
+}
+
+#[test]
+fn a_plain_http_provider_url_is_refused_at_start() {
+    let dir =
+        std::env::temp_dir().join(format!("switchyard-http-refused-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("switchyard.toml");
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"acme\"\nkind = \"payment\"\ntype = \"http\"\n\
+         base_url = \"http://pay.acme.example/api\"\noperations = [\"charge\"]\n",
+    )
+    .unwrap();
+    for bin in ["switchyard-payment", "switchyard-ingress"] {
+        let out = std::process::Command::new(binary(bin))
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bin} must refuse to start");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("providers[0].base_url"), "{bin}: {stderr}");
+        assert!(stderr.contains("http://"), "{bin}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,149 @@
+//! The ingress contract: authentication, limits, media type, validation, problem+json.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use switchyard_testing::TestFleet;
+
+fn charge() -> serde_json::Value {
+    serde_json::json!({
+        "kind": "payment", "provider": "sandbox", "operation": "charge",
+        "payload": {"amount": 1999, "currency": "usd", "payment_method": "pm_card_visa"},
+    })
+}
+
+async fn problem(r: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(r.status(), status);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "errors are problem+json"
+    );
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["status"], status);
+    assert!(
+        p["type"].is_string() && p["title"].is_string() && p["detail"].is_string(),
+        "{p}"
+    );
+    p
+}
+
+#[tokio::test]
+async fn the_ingress_refuses_bad_input_with_problem_details() {
+    let fleet = TestFleet::start().await;
+    let url = format!("{}/v1/commands", fleet.ingress_url());
+    let http = fleet.http();
+
+    // 401 without or with a wrong token.
+    problem(http.post(&url).json(&charge()).send().await.unwrap(), 401).await;
+    problem(
+        http.post(&url)
+            .bearer_auth("nope")
+            .json(&charge())
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+
+    // 415 when not JSON.
+    let r = http
+        .post(&url)
+        .bearer_auth("test-token")
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 415).await;
+
+    // 413 over the body limit (65536 in tests).
+    let mut big = charge();
+    big["payload"]["description"] = "x".repeat(70_000).into();
+    problem(fleet.post(&big).await, 413).await;
+
+    // 400 malformed JSON and wrong shapes, naming the field.
+    let r = http
+        .post(&url)
+        .bearer_auth("test-token")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400).await;
+    let mut wrong = charge();
+    wrong["metadata"] = serde_json::json!({"a": 1});
+    let p = problem(fleet.post(&wrong).await, 400).await;
+    assert_eq!(p["field"], "metadata.a");
+
+    // 422 unknown kind, provider, operation; payload invalid against its schema.
+    for (field, value) in [
+        ("kind", "pigeon"),
+        ("provider", "nobody"),
+        ("operation", "teleport"),
+    ] {
+        let mut c = charge();
+        c[field] = value.into();
+        let p = problem(fleet.post(&c).await, 422).await;
+        assert_eq!(p["field"], field, "{p}");
+    }
+    let mut c = charge();
+    c["payload"]["amount"] = 0.into();
+    let p = problem(fleet.post(&c).await, 422).await;
+    assert_eq!(p["field"], "payload.amount", "{p}");
+    let mut c = charge();
+    c["payload"]["card_number"] = "4242424242424242".into();
+    let p = problem(fleet.post(&c).await, 422).await;
+    assert!(
+        !p.to_string().contains("4242424242424242"),
+        "no card data echoed: {p}"
+    );
+
+    // The Idempotency-Key header derives the id deterministically.
+    let key = format!("k-{}", uuid::Uuid::new_v4());
+    let post = || {
+        http.post(&url)
+            .bearer_auth("test-token")
+            .header("idempotency-key", &key)
+            .json(&charge())
+            .send()
+    };
+    let a: serde_json::Value = post().await.unwrap().json().await.unwrap();
+    let b: serde_json::Value = post().await.unwrap().json().await.unwrap();
+    assert_eq!(a["id"], b["id"]);
+    let a_id: uuid::Uuid = a["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(a_id.get_version_num(), 5, "derived with UUIDv5");
+
+    // Health, readiness and metrics.
+    let base = fleet.ingress_url();
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_ingress_requests_total"),
+        "{metrics}"
+    );
+    fleet.stop().await;
+}

@@ -119,3 +119,69 @@ async fn a_worker_killed_mid_flight_loses_nothing_and_duplicates_no_effect() {
     let _ = std::fs::remove_dir_all(dir);
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_consuming_and_finishes_in_flight_work() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        in_process: false,
+        timeout_ms: 5_000,
+        ..Default::default()
+    })
+    .await;
+    let dir =
+        std::env::temp_dir().join(format!("switchyard-term-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("switchyard.toml");
+    std::fs::write(&config, &fleet.config_toml).unwrap();
+    let mut worker = spawn_worker(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet
+        .vhost
+        .queue_messages("switchyard.work.payment.sandbox")
+        .await
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never declared its queue"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let commands: Vec<_> = (0..5).map(|_| fleet.charge()).collect();
+    for c in &commands {
+        fleet.scenario(c.id, &["slow:1000"]).await;
+        fleet.publish(c).await;
+    }
+    while !commands.iter().all(|c| {
+        fleet
+            .events
+            .of(c.id)
+            .iter()
+            .any(|e| e.status == Status::Processing)
+    }) {
+        assert!(Instant::now() < deadline, "commands did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = worker.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = tokio::time::timeout(Duration::from_secs(10), worker.wait()).await;
+    assert!(
+        exited
+            .expect("the worker exits within its grace period")
+            .unwrap()
+            .success()
+    );
+    // Every in-flight command was finished and reported before the worker exited.
+    for c in &commands {
+        let events = fleet.events.terminal(c.id, Duration::from_secs(5)).await;
+        assert_eq!(terminal(&events).status, Status::Completed, "{events:#?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    fleet.stop().await;
+}

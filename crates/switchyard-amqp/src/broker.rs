@@ -33,6 +33,21 @@ pub struct BrokerSettings {
     pub connection_name: String,
 }
 
+impl BrokerSettings {
+    /// The settings of `[amqp]`, for a connection named `connection_name`.
+    pub fn from_config(
+        config: &switchyard_config::AmqpConfig,
+        connection_name: impl Into<String>,
+    ) -> Self {
+        Self {
+            url: config.url.expose().clone(),
+            heartbeat_secs: config.heartbeat_secs,
+            reconnect_max: Duration::from_millis(config.reconnect_max_ms),
+            connection_name: connection_name.into(),
+        }
+    }
+}
+
 impl std::fmt::Debug for BrokerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerSettings")

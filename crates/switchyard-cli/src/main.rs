@@ -128,21 +128,9 @@ async fn topology_apply(config: Option<PathBuf>) -> anyhow::Result<()> {
     switchyard_telemetry::init_logging(&config.telemetry);
     let kinds = switchyard_ingress::builtin_kinds();
     let catalog = switchyard_worker::Catalog::build(&kinds, &config)?;
-    let mut topology =
-        switchyard_amqp::Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit);
-    for spec in catalog.specs() {
-        topology = topology.with_kind(&spec.name);
-    }
-    for (kind, provider) in catalog.providers() {
-        topology = topology.with_provider(kind, provider);
-    }
+    let topology = catalog.topology(&config);
     let broker = switchyard_amqp::Broker::start(
-        switchyard_amqp::BrokerSettings {
-            url: config.amqp.url.expose().clone(),
-            heartbeat_secs: config.amqp.heartbeat_secs,
-            reconnect_max: Duration::from_secs(2),
-            connection_name: "switchyard-topology".into(),
-        },
+        switchyard_amqp::BrokerSettings::from_config(&config.amqp, "switchyard-topology"),
         topology.clone(),
     )?;
     let ready = broker.wait_ready(Duration::from_secs(15)).await;

@@ -121,12 +121,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
 fn tail_events(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Broker> {
     let queue = format!("switchyard.tail.{}", Uuid::new_v4().simple());
     let broker = Broker::start(
-        BrokerSettings {
-            url: config.amqp.url.expose().clone(),
-            heartbeat_secs: config.amqp.heartbeat_secs,
-            reconnect_max: Duration::from_secs(5),
-            connection_name: "switchyard-up-tail".into(),
-        },
+        BrokerSettings::from_config(&config.amqp, "switchyard-up-tail"),
         Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
             .with_event_tap(queue.clone(), "#"),
     )?;

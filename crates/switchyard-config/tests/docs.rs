@@ -6,7 +6,11 @@
 use switchyard_config::Config;
 
 fn toml_blocks() -> Vec<String> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/configuration.md"
+    ))
+    .unwrap();
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in doc.lines() {
@@ -35,5 +39,9 @@ fn documented_configuration_parses() {
     }
     let documented = Config::from_toml_str(&blocks[0]).unwrap();
     let defaults = Config::from_toml_str("").unwrap();
-    assert_eq!(format!("{documented:?}"), format!("{defaults:?}"), "the documented defaults are the defaults");
+    assert_eq!(
+        format!("{documented:?}"),
+        format!("{defaults:?}"),
+        "the documented defaults are the defaults"
+    );
 }

@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use switchyard_amqp::messages::{
     SOURCE_HEADER, TRACEPARENT_HEADER, publish_command, publish_event,
 };
-use switchyard_amqp::{Broker, BrokerSettings, Headers, Publisher, Topology};
+use switchyard_amqp::{Broker, BrokerSettings, Headers, Publisher};
 use switchyard_config::Config;
 use switchyard_core::command::{IdempotencyKey, decode_json};
 use switchyard_core::{
@@ -85,20 +85,9 @@ pub async fn start(
 ) -> anyhow::Result<IngressHandle> {
     let catalog = Catalog::build(kinds, config)?;
     let validator = PayloadValidator::new(catalog.specs())?;
-    let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit);
-    for spec in catalog.specs() {
-        topology = topology.with_kind(&spec.name);
-    }
-    for (kind, provider) in catalog.providers() {
-        topology = topology.with_provider(kind, provider);
-    }
+    let topology = catalog.topology(config);
     let broker = Broker::start(
-        BrokerSettings {
-            url: config.amqp.url.expose().clone(),
-            heartbeat_secs: config.amqp.heartbeat_secs,
-            reconnect_max: Duration::from_millis(config.amqp.reconnect_max_ms),
-            connection_name: "switchyard-ingress".into(),
-        },
+        BrokerSettings::from_config(&config.amqp, "switchyard-ingress"),
         topology,
     )?;
     if !config.ingress.auth_disabled && config.ingress.tokens.is_empty() {

@@ -183,12 +183,7 @@ impl TestFleet {
 
         let tap = format!("test.events.{}", Uuid::new_v4().simple());
         let broker = Broker::start(
-            BrokerSettings {
-                url: vhost.amqp_url.clone(),
-                heartbeat_secs: 5,
-                reconnect_max: Duration::from_secs(1),
-                connection_name: "switchyard-test".into(),
-            },
+            BrokerSettings::from_config(&config.amqp, "switchyard-test"),
             Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
                 .with_event_tap(tap.clone(), "#"),
         )

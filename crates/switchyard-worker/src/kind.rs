@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_amqp::Topology;
 use switchyard_config::{Config, ConfigError, ProviderConfig};
 use switchyard_core::{KindSpec, Name, Provider};
 use switchyard_http::OutboundSettings;
@@ -156,11 +157,16 @@ impl Catalog {
         self.kinds.iter().map(|(s, _)| s)
     }
 
-    /// Every (kind, provider) pair.
-    pub fn providers(&self) -> impl Iterator<Item = (&Name, &Name)> {
-        self.kinds
-            .iter()
-            .flat_map(|(s, ps)| ps.keys().map(move |p| (&s.name, p)))
+    /// The broker topology of every kind and provider in the catalog.
+    pub fn topology(&self, config: &Config) -> Topology {
+        let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit);
+        for (spec, providers) in &self.kinds {
+            topology = topology.with_kind(&spec.name);
+            for p in providers.keys() {
+                topology = topology.with_provider(&spec.name, p);
+            }
+        }
+        topology
     }
 
     /// Checks that `kind.provider.operation` exists.

@@ -64,12 +64,7 @@ pub async fn start(
         topology = topology.with_provider(&spec.name, e.provider.name());
     }
     let broker = Broker::start(
-        BrokerSettings {
-            url: config.amqp.url.expose().clone(),
-            heartbeat_secs: config.amqp.heartbeat_secs,
-            reconnect_max: Duration::from_millis(config.amqp.reconnect_max_ms),
-            connection_name: format!("switchyard-{}", spec.name),
-        },
+        BrokerSettings::from_config(&config.amqp, format!("switchyard-{}", spec.name)),
         topology,
     )?;
     let publisher = Publisher::new(

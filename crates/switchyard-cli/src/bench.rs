@@ -39,6 +39,9 @@ pub struct BenchOptions {
     pub window: usize,
     /// Worker concurrency towards the sandbox (and its prefetch).
     pub concurrency: usize,
+    /// Commands per second to offer (0: as fast as confirms allow). Below saturation the
+    /// latency figures measure the path, not the backlog.
+    pub rate: u32,
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -232,8 +235,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let window = Arc::new(Semaphore::new(opts.window.max(1)));
     let body = payload(opts.payload_bytes);
     say(format!(
-        "bench: {} commands, {} B payloads, window {}, worker concurrency {}",
+        "bench: {} commands at {}, {} B payloads, window {}, worker concurrency {}",
         opts.commands,
+        if opts.rate == 0 {
+            "full speed".to_owned()
+        } else {
+            format!("{}/s", opts.rate)
+        },
         serde_json::to_vec(&body)
             .map(|b| b.len())
             .unwrap_or_default(),
@@ -247,7 +255,16 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         let (kind, provider) = (kind.clone(), provider.clone());
         tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
+            let mut pace = (opts.rate > 0).then(|| {
+                let mut i =
+                    tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(opts.rate)));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                i
+            });
             for _ in 0..opts.commands {
+                if let Some(p) = pace.as_mut() {
+                    p.tick().await;
+                }
                 let Ok(permit) = window.clone().acquire_owned().await else {
                     break;
                 };

@@ -56,6 +56,9 @@ enum Cmd {
         /// Worker concurrency towards the sandbox.
         #[arg(long, default_value_t = 128)]
         concurrency: usize,
+        /// Commands per second to offer; 0 publishes as fast as confirms allow.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// The JSON Schemas of commands, events and payloads.
     Schemas {
@@ -98,12 +101,14 @@ async fn main() -> ExitCode {
             payload_bytes,
             window,
             concurrency,
+            rate,
         } => {
             bench::run(bench::BenchOptions {
                 commands,
                 payload_bytes,
                 window,
                 concurrency,
+                rate,
             })
             .await
         }

@@ -2,11 +2,12 @@
 
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
-use switchyard_core::{COMMAND_TYPE_V1, Command, EVENT_TYPE_V1, Event};
+use switchyard_core::attempt::ATTEMPT_TYPE_V1;
+use switchyard_core::{AttemptRecord, COMMAND_TYPE_V1, Command, EVENT_TYPE_V1, Event};
 
 use crate::headers::Headers;
 use crate::publisher::{Outgoing, PublishError, Publisher};
-use crate::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
+use crate::topology::{ATTEMPTS_EXCHANGE, COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
 
 /// W3C trace context header, carried on commands and events.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
@@ -87,4 +88,26 @@ pub async fn publish_event(
         .increment(1);
     }
     result
+}
+
+/// Publishes an attempt record for the ledger (persistent, confirmed, not mandatory: a
+/// deployment without a ledger simply does not bind the exchange).
+pub async fn publish_attempt(
+    publisher: &Publisher,
+    record: &AttemptRecord,
+) -> Result<(), PublishError> {
+    let body = record.to_bytes();
+    publisher
+        .publish(Outgoing {
+            exchange: ATTEMPTS_EXCHANGE,
+            routing_key: &record.routing_key(),
+            body: &body,
+            properties: persistent_json(
+                ATTEMPT_TYPE_V1,
+                record.record_id.to_string(),
+                Headers::default().build(),
+            ),
+            mandatory: false,
+        })
+        .await
 }

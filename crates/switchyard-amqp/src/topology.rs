@@ -27,6 +27,12 @@ use switchyard_core::Name;
 
 /// Where commands are published.
 pub const COMMANDS_EXCHANGE: &str = "switchyard.commands";
+/// Where workers publish attempt records (routing key `{kind}.{provider}`).
+pub const ATTEMPTS_EXCHANGE: &str = "switchyard.attempts";
+/// The ledger's copy of every lifecycle event.
+pub const LEDGER_EVENTS_QUEUE: &str = "switchyard.ledger.events";
+/// The ledger's copy of every attempt record.
+pub const LEDGER_ATTEMPTS_QUEUE: &str = "switchyard.ledger.attempts";
 /// Where lifecycle events are published.
 pub const EVENTS_EXCHANGE: &str = "switchyard.events";
 /// Where commands nobody routes end up, instead of vanishing.
@@ -80,6 +86,7 @@ pub struct Topology {
     tiers: Vec<Duration>,
     delivery_limit: u32,
     taps: Vec<(String, String)>,
+    ledger: bool,
 }
 
 fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
@@ -102,7 +109,15 @@ impl Topology {
             tiers,
             delivery_limit,
             taps: Vec::new(),
+            ledger: false,
         }
+    }
+
+    /// Declares the ledger's durable quorum queues on `switchyard.events` and
+    /// `switchyard.attempts`, so records wait for the ledger while it is down.
+    pub fn with_ledger(mut self, enabled: bool) -> Self {
+        self.ledger = enabled;
+        self
     }
 
     /// Adds a subscriber queue on `switchyard.events` with `binding` (e.g. `payment.#`). It is
@@ -196,6 +211,30 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
+        ch.exchange_declare(
+            ATTEMPTS_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        if self.ledger {
+            for (queue, exchange) in [
+                (LEDGER_EVENTS_QUEUE, EVENTS_EXCHANGE),
+                (LEDGER_ATTEMPTS_QUEUE, ATTEMPTS_EXCHANGE),
+            ] {
+                ch.queue_declare(queue.into(), qdurable, args(std::slice::from_ref(&quorum)))
+                    .await?;
+                ch.queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+        }
         ch.exchange_declare(
             RETRY_EXCHANGE.into(),
             ExchangeKind::Headers,

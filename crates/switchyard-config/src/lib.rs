@@ -75,6 +75,12 @@ pub struct Config {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The ledger: every event and provider attempt, queryable.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    /// What is masked before anything leaves a worker or reaches a log.
+    #[serde(default)]
+    pub redaction: RedactionConfig,
     /// The providers, in code or `type = "http"`.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -272,6 +278,62 @@ pub struct TelemetryConfig {
     pub log_filter: Option<String>,
 }
 
+/// `[ledger]`: the record of every lifecycle step and provider attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Declare the ledger's queues, so events and attempt records wait for it while it is
+    /// down. Turn off only where no ledger runs.
+    pub enabled: bool,
+    /// `sqlite://path` (the embedded default) or `postgres://...` (`SWITCHYARD_DATABASE_URL`).
+    pub database_url: Secret<String>,
+    /// Where the ledger serves its query API, `/healthz`, `/readyz` and `/metrics`.
+    pub listen: SocketAddr,
+    /// Most deliveries written in one transaction.
+    pub batch_size: usize,
+    /// Longest a delivery waits for its batch to fill.
+    pub batch_max_wait_ms: u64,
+    /// How long request and response bodies of attempts are kept; lifecycle rows are kept forever.
+    #[serde(with = "humantime_serde")]
+    pub attempt_body_retention: Duration,
+}
+
+/// The default embedded ledger database.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://switchyard-ledger.db?mode=rwc";
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            database_url: Secret::new(DEFAULT_DATABASE_URL.to_owned()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            batch_size: 500,
+            batch_max_wait_ms: 50,
+            attempt_body_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// `[redaction]`: masking applied to attempt records, events, dead-letter headers and logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// JSON field names (case-insensitive) whose values are replaced by `[REDACTED]`, in
+    /// addition to the built-in ones (passwords, secrets, tokens, API keys, CVV/CVC).
+    pub secret_fields: Vec<String>,
+    /// Largest body kept in an attempt record, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        Self {
+            secret_fields: Vec::new(),
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}
+
 impl Config {
     /// Loads the layers: defaults, then the file (`path`, else `SWITCHYARD_CONFIG`, else
     /// `./switchyard.toml` when it exists), then the environment.
@@ -416,6 +478,11 @@ fn env_layer() -> Figment {
             Env::raw()
                 .only(&["SWITCHYARD_AMQP_URL"])
                 .map(|_| "amqp.url".into()),
+        )
+        .merge(
+            Env::raw()
+                .only(&["SWITCHYARD_DATABASE_URL"])
+                .map(|_| "ledger.database_url".into()),
         )
 }
 

@@ -5,6 +5,7 @@
 //! broker, the network or a database: those live in `switchyard-amqp`, `switchyard-http` and
 //! the ledger, which all speak these types.
 
+pub mod attempt;
 pub mod command;
 pub mod error;
 pub mod event;
@@ -15,6 +16,7 @@ pub mod name;
 pub mod provider;
 pub mod secret;
 
+pub use attempt::{AttemptRecord, Recorder};
 pub use command::{Command, CommandDraft, InvalidCommand, Metadata};
 pub use error::{ErrorClass, ErrorInfo};
 pub use event::{Event, Status};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::attempt::Recorder;
 use crate::command::Command;
 use crate::error::{ErrorClass, ErrorInfo};
 use crate::name::Name;
@@ -22,6 +23,8 @@ pub struct ProviderCall {
     pub idempotency_key: Uuid,
     /// W3C trace context to propagate, when there is one.
     pub traceparent: Option<String>,
+    /// Where the provider records every HTTP request it makes (redacted).
+    pub recorder: Recorder,
 }
 
 /// How a successful call ended.

@@ -8,8 +8,8 @@ use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use switchyard_core::{ErrorClass, ProviderError};
 
-use crate::redact::body_excerpt;
 use crate::resolver::DestinationRefused;
+use switchyard_redact::body_excerpt;
 
 /// The longest wait a provider's `Retry-After` can impose: a longer one is clamped, so a
 /// misbehaving provider cannot park a command for days.

@@ -12,10 +12,10 @@ use switchyard_core::ProviderError;
 use url::{Host, Url};
 
 use crate::classify::{classify, destination_refused, timeout_error, too_large, transport_error};
-use crate::redact::redact_headers;
 use crate::resolver::{AddressPolicy, DestinationRefused, GuardedResolver};
 use crate::settings::OutboundSettings;
 use crate::tls;
+use switchyard_redact::redact_headers;
 
 /// Why the client could not be built. Start-up fails with this, naming the file at fault.
 #[derive(Debug, thiserror::Error)]

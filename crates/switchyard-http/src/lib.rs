@@ -12,7 +12,7 @@
 mod classify;
 mod client;
 mod provider_url;
-mod redact;
+mod record;
 mod resolver;
 mod settings;
 mod tls;
@@ -20,7 +20,10 @@ mod tls;
 pub use classify::{MAX_RETRY_AFTER, classify, code, parse_retry_after};
 pub use client::{BuildError, HttpExchange, OutboundClient, OutboundRequest};
 pub use provider_url::{UrlError, validate_provider_url};
-pub use redact::{REDACTED, body_excerpt, is_sensitive_header, mask_card_numbers, redact_headers};
 pub use resolver::{AddressPolicy, AddressRange, DestinationRefused};
 pub use settings::OutboundSettings;
+pub use switchyard_redact::{
+    REDACTED, Redactor, body_excerpt, contains_card_number, is_sensitive_header, mask_card_numbers,
+    redact_headers,
+};
 pub use tls::install_crypto_provider;

@@ -215,7 +215,16 @@ async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Resp
             &draft.operation,
             &Value::Object(draft.payload.clone()),
         )
-        .map_err(|e| Problem::invalid(e.message).with_field(e.field))?;
+        .map_err(|e| {
+            Problem::invalid(switchyard_http::mask_card_numbers(&e.message)).with_field(e.field)
+        })?;
+    // Switchyard stays out of card-data scope: payments travel as provider tokens.
+    if switchyard_http::contains_card_number(&Value::Object(draft.payload.clone()).to_string()) {
+        return Err(Problem::invalid(
+            "the payload holds a card number: send the provider's payment-method token instead",
+        )
+        .with_field(Some("payload".into())));
+    }
 
     let id = draft.id.unwrap_or_else(|| match &draft.idempotency_key {
         Some(k) => state.namespace.command_id(k),

@@ -13,7 +13,7 @@ use switchyard_core::{
     ErrorClass, Name, Provider, ProviderCall, ProviderError, ProviderOutcome, Secret,
 };
 use switchyard_http::{
-    OutboundClient, OutboundRequest, classify, parse_retry_after, validate_provider_url,
+    OutboundClient, OutboundRequest, Redactor, classify, parse_retry_after, validate_provider_url,
 };
 use url::Url;
 
@@ -41,6 +41,7 @@ pub struct GenericHttpProvider {
     base_url: Url,
     client: OutboundClient,
     bearer: Option<Arc<Secret<String>>>,
+    redactor: Redactor,
 }
 
 fn secret_from_env(key: String, var: &str) -> Result<Secret<String>, ConfigError> {
@@ -95,6 +96,7 @@ impl GenericHttpProvider {
             base_url,
             client,
             bearer,
+            redactor: ctx.redactor.clone(),
         })
     }
 
@@ -148,13 +150,17 @@ impl Provider for GenericHttpProvider {
         let body = Bytes::from(serde_json::to_vec(&call.command.payload).unwrap_or_default());
         let exchange = self
             .client
-            .send(OutboundRequest {
-                method: Method::POST,
-                url,
-                headers: self.headers(call),
-                body,
-                timeout: None,
-            })
+            .send_recorded(
+                OutboundRequest {
+                    method: Method::POST,
+                    url,
+                    headers: self.headers(call),
+                    body,
+                    timeout: None,
+                },
+                call,
+                &self.redactor,
+            )
             .await?;
         if exchange.status == StatusCode::CONFLICT {
             // A request with the same idempotency key is still executing at the provider

@@ -17,8 +17,9 @@ use switchyard_amqp::{Delivery, HeaderRead, Headers, Outgoing, PublishError, Pub
 use switchyard_core::command::sniff_id;
 use switchyard_core::{
     Command, ErrorClass, ErrorInfo, Event, IdempotencyNamespace, Lifecycle, Name, PayloadValidator,
-    ProviderCall, ProviderError, ProviderOutcome, RoutingKey,
+    ProviderCall, ProviderError, ProviderOutcome, Recorder, RoutingKey,
 };
+use switchyard_http::{Redactor, contains_card_number, mask_card_numbers};
 use tower::ServiceExt;
 use tracing::{Instrument, info_span, warn};
 
@@ -42,6 +43,7 @@ pub(crate) struct Handler {
     pub publisher: Publisher,
     pub namespace: IdempotencyNamespace,
     pub schedule: RetrySchedule,
+    pub redactor: Redactor,
 }
 
 /// The broker action a delivery ends with, decided once the outcome is durably reported.
@@ -115,11 +117,13 @@ impl Handler {
         let attempt_no = previous + 1;
         let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
         let (attempt, processing) = lifecycle.begin(attempt_no, now);
+        let recorder = Recorder::default();
         let call = ProviderCall {
             command: Arc::new(command.clone()),
             attempt: attempt_no,
             idempotency_key: self.namespace.provider_key(command.id, &command.operation),
             traceparent: traceparent.clone(),
+            recorder: recorder.clone(),
         };
         // Report `processing` while the provider works: both must be done before the outcome.
         let report = async {
@@ -141,14 +145,23 @@ impl Handler {
             Err(e) => e.class.as_str(),
         };
         metrics::counter!("switchyard_attempts_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string(), "outcome" => outcome_label).increment(1);
-        if let Err(e) = reported {
+        // The attempt records reach the broker (and so the ledger) before the delivery is
+        // settled: a crash after this point replays them with the same record ids.
+        let records = recorder.take();
+        let recorded = futures::future::try_join_all(
+            records
+                .iter()
+                .map(|r| messages::publish_attempt(&self.publisher, r)),
+        )
+        .await;
+        if let Err(e) = reported.and(recorded.map(|_| ())) {
             return Disposition::Requeue(e);
         }
 
         let now = Utc::now();
         match outcome {
             Ok(ProviderOutcome::Completed { result, reference }) => {
-                let event = attempt.complete(result, reference, now);
+                let event = attempt.complete(self.redactor.json(&result), reference, now);
                 self.finish(&event, tp).await
             }
             Ok(ProviderOutcome::Waiting { reference }) => {
@@ -160,7 +173,7 @@ impl Handler {
                 let tier = self.schedule.tier_for(delay);
                 let next = now + chrono::Duration::from_std(tier).unwrap_or_default();
                 if command.deadline.is_some_and(|d| next > d) {
-                    let error = expired_during_retry(&e);
+                    let error = expired_during_retry(&self.error_info(&e));
                     let event = attempt.fail(error.clone(), now);
                     return self
                         .dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp)
@@ -170,11 +183,11 @@ impl Handler {
                     return Disposition::Requeue(err);
                 }
                 metrics::counter!("switchyard_retries_scheduled_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
-                let event = attempt.retry(e.info(), next, now);
+                let event = attempt.retry(self.error_info(&e), next, now);
                 self.finish(&event, tp).await
             }
             Err(e) => {
-                let mut error = e.info();
+                let mut error = self.error_info(&e);
                 if e.class.is_retryable() {
                     error.message =
                         format!("gave up after {attempt_no} attempts: {}", error.message);
@@ -184,6 +197,13 @@ impl Handler {
                     .await
             }
         }
+    }
+
+    /// The event view of a provider error, redacted.
+    fn error_info(&self, e: &ProviderError) -> ErrorInfo {
+        let mut info = e.info();
+        info.message = self.redactor.text(&info.message);
+        info
     }
 
     fn decode(
@@ -223,6 +243,14 @@ impl Handler {
                 e.id = Some(command.id);
                 e
             })?;
+        // Switchyard stays out of card-data scope: payment details travel as provider tokens.
+        if contains_card_number(&serde_json::to_string(&command.payload).unwrap_or_default()) {
+            return Err(switchyard_core::InvalidCommand::field(
+                Some(command.id),
+                "payload",
+                "holds a card number: send the provider's payment-method token instead",
+            ));
+        }
         Ok((command, slot))
     }
 
@@ -254,7 +282,7 @@ impl Handler {
         let error = ErrorInfo::new(
             ErrorClass::Invalid,
             "invalid_command",
-            truncate(&message, 500),
+            truncate(&self.redactor.text(&message), 500),
         );
         warn!(error = %error.message, "invalid command, dead-lettering");
         let id = invalid.id.or_else(|| sniff_id(&delivery.data));
@@ -316,11 +344,14 @@ impl Handler {
         } else {
             format!("{}.{provider}.invalid", self.kind)
         };
+        // A command carrying card data is never replayable as it is: keep it masked.
+        let lossy = String::from_utf8_lossy(&delivery.data);
+        let masked = contains_card_number(&lossy).then(|| mask_card_numbers(&lossy).into_bytes());
         self.publisher
             .publish(Outgoing {
                 exchange: DEAD_EXCHANGE,
                 routing_key: &rk,
-                body: &delivery.data,
+                body: masked.as_deref().unwrap_or(&delivery.data),
                 properties: delivery.properties.clone().with_headers(headers.build()),
                 mandatory: true,
             })
@@ -370,8 +401,8 @@ impl Handler {
     }
 }
 
-fn expired_during_retry(e: &ProviderError) -> ErrorInfo {
-    let mut info = e.info();
+fn expired_during_retry(info: &ErrorInfo) -> ErrorInfo {
+    let mut info = info.clone();
     info.class = ErrorClass::Expired;
     info.message = format!(
         "the deadline passes before the next attempt; last error: {}",

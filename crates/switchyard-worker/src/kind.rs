@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_amqp::Topology;
 use switchyard_config::{Config, ConfigError, ProviderConfig};
 use switchyard_core::{KindSpec, Name, Provider};
-use switchyard_http::OutboundSettings;
+use switchyard_http::{OutboundSettings, Redactor};
 
 use crate::generic::GenericHttpProvider;
 
@@ -38,6 +38,8 @@ pub trait Kind: Send + Sync + 'static {
 pub struct ProviderContext {
     /// Outbound settings with the provider's own overrides (timeouts, `ca_file`) applied.
     pub outbound: OutboundSettings,
+    /// Redaction of attempt records.
+    pub redactor: Redactor,
 }
 
 /// A configured provider with its effective limits.
@@ -68,6 +70,14 @@ fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
     }
 }
 
+/// The redactor configured by `[redaction]`.
+pub fn redactor(config: &Config) -> Redactor {
+    Redactor::new(
+        &config.redaction.secret_fields,
+        config.redaction.max_body_bytes,
+    )
+}
+
 /// Builds every provider of `kind` in `config`. Fails on the first entry that is wrong, with
 /// a message naming it.
 pub fn build_providers(
@@ -79,6 +89,7 @@ pub fn build_providers(
     for (index, p) in config.providers_of(&spec.name) {
         let ctx = ProviderContext {
             outbound: outbound_for(config, p),
+            redactor: redactor(config),
         };
         let provider: Arc<dyn Provider> = if p.provider_type == *"http" {
             Arc::new(GenericHttpProvider::from_config(p, index, &ctx)?)
@@ -159,7 +170,8 @@ impl Catalog {
 
     /// The broker topology of every kind and provider in the catalog.
     pub fn topology(&self, config: &Config) -> Topology {
-        let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit);
+        let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
+            .with_ledger(config.ledger.enabled);
         for (spec, providers) in &self.kinds {
             topology = topology.with_kind(&spec.name);
             for p in providers.keys() {

@@ -20,7 +20,9 @@ mod stack;
 
 pub use entry::main;
 pub use generic::GenericHttpProvider;
-pub use kind::{Catalog, Kind, NotInCatalog, ProviderContext, ProviderEntry, build_providers};
+pub use kind::{
+    Catalog, Kind, NotInCatalog, ProviderContext, ProviderEntry, build_providers, redactor,
+};
 pub use retry::RetrySchedule;
 pub use runtime::{WorkerHandle, run, start};
 pub use stack::{ProviderStack, StackSettings, provider_stack};

@@ -98,6 +98,7 @@ pub async fn start(
         validator: PayloadValidator::new([&spec])?,
         publisher,
         namespace: IdempotencyNamespace::from_secret(&config.worker.idempotency_secret),
+        redactor: crate::kind::redactor(config),
         schedule: RetrySchedule::new(
             config.retry.base,
             config.retry.cap,

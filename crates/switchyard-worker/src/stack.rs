@@ -158,6 +158,7 @@ mod tests {
             attempt: 1,
             idempotency_key: uuid::Uuid::nil(),
             traceparent: None,
+            recorder: Default::default(),
         }
     }
 

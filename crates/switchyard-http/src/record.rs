@@ -1,0 +1,73 @@
+//! Sending with a record: every provider request becomes a redacted [`AttemptRecord`].
+
+use std::time::Instant;
+
+use chrono::Utc;
+use switchyard_core::{AttemptRecord, ProviderCall, ProviderError};
+use switchyard_redact::{Redactor, redact_headers};
+use uuid::Uuid;
+
+use crate::client::{HttpExchange, OutboundClient, OutboundRequest};
+
+/// The URL as it may be recorded: query values can carry credentials, so they are dropped.
+fn recordable_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("[REDACTED]"));
+    }
+    u.set_fragment(None);
+    u.to_string()
+}
+
+impl OutboundClient {
+    /// [`OutboundClient::send`], recording the request and its answer (or failure), redacted,
+    /// into `call.recorder`. The answer's classification is recorded too; the caller still
+    /// classifies it to decide.
+    pub async fn send_recorded(
+        &self,
+        request: OutboundRequest,
+        call: &ProviderCall,
+        redactor: &Redactor,
+    ) -> Result<HttpExchange, ProviderError> {
+        let command = &call.command;
+        let mut record = AttemptRecord {
+            record_id: Uuid::now_v7(),
+            command_id: command.id,
+            attempt: call.attempt,
+            kind: command.kind.clone(),
+            provider: command.provider.clone(),
+            operation: command.operation.clone(),
+            method: request.method.to_string(),
+            url: recordable_url(&request.url),
+            status: None,
+            duration_ms: 0,
+            started_at: Utc::now(),
+            request_headers: redact_headers(&request.headers),
+            request_body: redactor.body(&request.body),
+            response_headers: Default::default(),
+            response_body: String::new(),
+            error_class: None,
+            error: None,
+        };
+        let started = Instant::now();
+        let result = self.send(request).await;
+        record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(exchange) => {
+                record.status = Some(exchange.status.as_u16());
+                record.response_headers = redact_headers(&exchange.headers);
+                record.response_body = redactor.body(&exchange.body);
+                if let Err(e) = exchange.classify() {
+                    record.error_class = Some(e.class);
+                    record.error = Some(redactor.text(&e.message));
+                }
+            }
+            Err(e) => {
+                record.error_class = Some(e.class);
+                record.error = Some(redactor.text(&e.to_string()));
+            }
+        }
+        call.recorder.push(record);
+        result
+    }
+}

@@ -1,0 +1,463 @@
+//! Redaction (RELIABILITY S5): what may be written down. Header values that carry
+//! credentials are replaced, values of secret JSON fields are replaced, and card numbers
+//! (Luhn-valid runs of 13 to 19 digits) are masked to their last four digits.
+//!
+//! Every record, event, dead-letter header and log line built from provider traffic goes
+//! through here; nothing else in Switchyard decides what is sensitive.
+
+use std::collections::BTreeMap;
+
+use http::HeaderMap;
+
+/// What replaces a sensitive value.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Header names redacted whole.
+const SENSITIVE_NAMES: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Header names redacted when they contain one of these.
+const SENSITIVE_PARTS: &[&str] = &["key", "token", "secret", "signature", "password"];
+
+/// Whether a header's value must never be recorded.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SENSITIVE_NAMES.contains(&name.as_str())
+        || SENSITIVE_PARTS.iter().any(|part| name.contains(part))
+}
+
+/// Headers as they may be recorded: lowercase names, credentials replaced by `[REDACTED]`,
+/// card numbers masked in the rest, repeated headers joined with `, `.
+pub fn redact_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if is_sensitive_header(name) {
+            // One marker however many values there were: even the count says nothing.
+            out.insert(name.to_owned(), REDACTED.to_owned());
+            continue;
+        }
+        let value = mask_card_numbers(&String::from_utf8_lossy(value.as_bytes()));
+        out.entry(name.to_owned())
+            .and_modify(|joined| {
+                joined.push_str(", ");
+                joined.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    out
+}
+
+/// Fewest digits in a run that is masked: the shortest card numbers have 13.
+const CARD_MIN_DIGITS: usize = 13;
+/// Digits left visible at the end of a masked run, as on a receipt.
+const VISIBLE_DIGITS: usize = 4;
+
+/// Most digits in a card number.
+const CARD_MAX_DIGITS: usize = 19;
+
+/// The Luhn check every payment card number passes.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            let d = u32::from(*d);
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+fn is_card_number(run: &[char]) -> bool {
+    let digits: Vec<u8> = run
+        .iter()
+        .filter_map(|c| c.to_digit(10))
+        .map(|d| d as u8)
+        .collect();
+    (CARD_MIN_DIGITS..=CARD_MAX_DIGITS).contains(&digits.len()) && luhn_valid(&digits)
+}
+
+/// Whether `text` holds a card number (a Luhn-valid run of 13 to 19 digits, single spaces or
+/// dashes between digits allowed).
+pub fn contains_card_number(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_ascii_digit() {
+            let end = run_end(&chars, i);
+            if is_card_number(&chars[i..end]) {
+                return true;
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Masks every card number (a Luhn-valid run of 13 to 19 digits, single spaces or dashes
+/// between digits allowed, as in `4242 4242 4242 4242`) down to its last four digits. Other
+/// long numbers (timestamps, order ids) are kept.
+pub fn mask_card_numbers(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let end = run_end(&chars, i);
+        let run = &chars[i..end];
+        let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
+        if is_card_number(run) {
+            let mut seen = 0;
+            for &c in run {
+                if c.is_ascii_digit() {
+                    seen += 1;
+                    out.push(if digits - seen < VISIBLE_DIGITS {
+                        c
+                    } else {
+                        '*'
+                    });
+                } else {
+                    out.push(c);
+                }
+            }
+        } else {
+            out.extend(run);
+        }
+        i = end;
+    }
+    out
+}
+
+/// The end of a digit run starting at `start`: digits, with single separators between them.
+fn run_end(chars: &[char], start: usize) -> usize {
+    let mut end = start;
+    while end < chars.len() {
+        if chars[end].is_ascii_digit() {
+            end += 1;
+        } else if matches!(chars[end], ' ' | '-')
+            && chars.get(end + 1).is_some_and(char::is_ascii_digit)
+        {
+            end += 2;
+        } else {
+            break;
+        }
+    }
+    end
+}
+
+/// At most `max_chars` of a body, fit for an error message or a log: lossy UTF-8, card
+/// numbers masked, control characters flattened to spaces, `…` when cut.
+pub fn body_excerpt(body: &[u8], max_chars: usize) -> String {
+    // Masking looks a little past the cut so a number straddling it is masked whole.
+    let window = body
+        .len()
+        .min(max_chars.saturating_mul(4).saturating_add(64));
+    let text = String::from_utf8_lossy(&body[..window]);
+    let masked = mask_card_numbers(&text);
+    let flat: String = masked
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let trimmed = flat.trim();
+    let mut excerpt: String = trimmed.chars().take(max_chars).collect();
+    if trimmed.chars().nth(max_chars).is_some() || window < body.len() {
+        excerpt.push('…');
+    }
+    excerpt
+}
+
+/// Field names whose values are always secret (matched case-insensitively, as substrings).
+const SECRET_FIELD_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cvv",
+    "cvc",
+    "cvv2",
+    "security_code",
+    "private_key",
+];
+
+/// Masks secret fields and card numbers in JSON, form and text bodies, and caps their size.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    extra_fields: Vec<String>,
+    max_body: usize,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Self::new(&[], 16 * 1024)
+    }
+}
+
+impl Redactor {
+    /// `extra_fields`: configured field names masked besides the built-in ones; `max_body`:
+    /// the most bytes kept of a body.
+    pub fn new(extra_fields: &[String], max_body: usize) -> Self {
+        Self {
+            extra_fields: extra_fields
+                .iter()
+                .map(|f| f.to_ascii_lowercase())
+                .collect(),
+            max_body,
+        }
+    }
+
+    /// Whether the value of a field called `name` must never be written down.
+    pub fn is_secret_field(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        SECRET_FIELD_PARTS.iter().any(|p| name.contains(p)) || self.extra_fields.contains(&name)
+    }
+
+    /// A JSON value with secret fields replaced and card numbers masked in every string.
+    pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => Value::String(mask_card_numbers(s)),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.json(v)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let v = if self.is_secret_field(k) && !v.is_null() {
+                            Value::String(REDACTED.to_owned())
+                        } else {
+                            self.json(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// `application/x-www-form-urlencoded` text with secret fields replaced (the field name
+    /// may be nested, like `card[cvc]`) and card numbers masked.
+    fn form(&self, text: &str) -> String {
+        text.split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _))
+                    if self.is_secret_field(k)
+                        || self.is_secret_field(&k.replace(['[', ']'], "_")) =>
+                {
+                    format!("{k}={REDACTED}")
+                }
+                _ => mask_card_numbers(pair),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// A body as it may be recorded: JSON and form bodies field by field, anything else as
+    /// text with card numbers masked; capped at the configured size.
+    pub fn body(&self, bytes: &[u8]) -> String {
+        let redacted = match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(v) => self.json(&v).to_string(),
+            Err(_) => {
+                let text = String::from_utf8_lossy(bytes);
+                if text.contains('=') && !text.contains(char::is_whitespace) {
+                    self.form(&text)
+                } else {
+                    mask_card_numbers(&text)
+                }
+            }
+        };
+        cap(&redacted, self.max_body)
+    }
+
+    /// Free text (error messages, log fields): card numbers masked, capped.
+    pub fn text(&self, text: &str) -> String {
+        cap(&mask_card_numbers(text), self.max_body)
+    }
+}
+
+fn cap(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn credentials_are_redacted() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "Authorization",
+            HeaderValue::from_static("Bearer sk_live_canary"),
+        );
+        h.insert("Proxy-Authorization", HeaderValue::from_static("Basic abc"));
+        h.insert("Cookie", HeaderValue::from_static("session=canary"));
+        h.append("Set-Cookie", HeaderValue::from_static("a=1"));
+        h.append("Set-Cookie", HeaderValue::from_static("b=2"));
+        h.insert("X-Api-Key", HeaderValue::from_static("canary-key"));
+        h.insert("X-Auth-Token", HeaderValue::from_static("canary-token"));
+        h.insert("X-Client-Secret", HeaderValue::from_static("canary-secret"));
+        h.insert("Webhook-Signature", HeaderValue::from_static("v1,canary"));
+        h.insert("X-Password", HeaderValue::from_static("hunter2"));
+        h.insert("Content-Type", HeaderValue::from_static("application/json"));
+        h.append("Accept", HeaderValue::from_static("application/json"));
+        h.append("Accept", HeaderValue::from_static("text/plain"));
+
+        let r = redact_headers(&h);
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "x-api-key",
+            "x-auth-token",
+            "x-client-secret",
+            "webhook-signature",
+            "x-password",
+        ] {
+            assert_eq!(r[name], REDACTED, "{name}");
+        }
+        assert_eq!(r["content-type"], "application/json");
+        assert_eq!(r["accept"], "application/json, text/plain");
+        let all = format!("{r:?}");
+        assert!(!all.contains("canary") && !all.contains("hunter2"), "{all}");
+    }
+
+    #[test]
+    fn sensitive_names_ignore_case() {
+        assert!(is_sensitive_header("X-API-KEY"));
+        assert!(is_sensitive_header("Authorization"));
+        assert!(!is_sensitive_header("content-length"));
+    }
+
+    #[test]
+    fn card_numbers_are_masked_to_last_four() {
+        assert_eq!(
+            mask_card_numbers("card 4242424242424242 declined"),
+            "card ************4242 declined"
+        );
+        assert_eq!(
+            mask_card_numbers("4000 0566 5566 5556"),
+            "**** **** **** 5556"
+        );
+        assert_eq!(
+            mask_card_numbers("5555-5555-5555-4444"),
+            "****-****-****-4444"
+        );
+        assert_eq!(mask_card_numbers("378282246310005"), "***********0005");
+        assert_eq!(mask_card_numbers("6011111111111117"), "************1117");
+    }
+
+    #[test]
+    fn numbers_that_are_not_cards_are_kept() {
+        // 13+ digits but failing Luhn: a millisecond timestamp, an order number.
+        for text in [
+            "1732500000000",
+            "order 4242424242424241",
+            "12345678901234567890123",
+        ] {
+            assert_eq!(mask_card_numbers(text), text);
+            assert!(!contains_card_number(text));
+        }
+        assert!(contains_card_number("pay with 4000-0566-5566-5556 now"));
+    }
+
+    #[test]
+    fn json_secret_fields_and_cards_are_masked() {
+        let r = Redactor::new(&["pin".to_owned()], 1024);
+        let v = serde_json::json!({
+            "amount": 100,
+            "password": "hunter2", "api_key": "sk_canary", "Card": {"number": "4242424242424242", "cvc": "123"},
+            "nested": [{"client_secret": "pi_canary"}, "card 5555555555554444"],
+            "pin": "0000", "description": "ok"
+        });
+        let out = r.json(&v);
+        let text = out.to_string();
+        for canary in [
+            "hunter2",
+            "sk_canary",
+            "4242424242424242",
+            "\"123\"",
+            "pi_canary",
+            "5555555555554444",
+            "0000",
+        ] {
+            assert!(!text.contains(canary), "{canary} leaked: {text}");
+        }
+        assert_eq!(out["amount"], 100);
+        assert_eq!(out["description"], "ok");
+        assert_eq!(out["Card"]["number"], "************4242");
+    }
+
+    #[test]
+    fn bodies_are_redacted_by_shape_and_capped() {
+        let r = Redactor::new(&[], 64);
+        let json = br#"{"token":"tok_canary","n":"4242424242424242"}"#;
+        let out = r.body(json);
+        assert!(
+            !out.contains("tok_canary") && !out.contains("4242424242424242"),
+            "{out}"
+        );
+        let form = b"amount=100&card[number]=4242424242424242&card[cvc]=123&secret=abc";
+        let out = r.body(form);
+        assert!(
+            !out.contains("4242424242424242")
+                && !out.contains("cvc]=123")
+                && !out.contains("secret=abc"),
+            "{out}"
+        );
+        let long = "y".repeat(500);
+        assert!(r.body(long.as_bytes()).chars().count() <= 65);
+    }
+
+    #[test]
+    fn short_numbers_are_kept() {
+        let text = "order 123456789012 at 2024-01-15 12:30, amount 1999, phone 555-0100";
+        assert_eq!(mask_card_numbers(text), text);
+    }
+
+    #[test]
+    fn excerpt_is_short_flat_and_masked() {
+        let body = b"{\"error\":\"card 4242424242424242\nrejected\"}";
+        assert_eq!(
+            body_excerpt(body, 200),
+            "{\"error\":\"card ************4242 rejected\"}"
+        );
+        let long = "x".repeat(500);
+        let cut = body_excerpt(long.as_bytes(), 200);
+        assert_eq!(cut.chars().count(), 201);
+        assert!(cut.ends_with('…'));
+
+        // A number straddling the cut is masked before cutting.
+        let straddle = format!("{}4242424242424242", "y".repeat(195));
+        let cut = body_excerpt(straddle.as_bytes(), 200);
+        assert!(cut.ends_with("*****…"), "{cut}");
+        assert_eq!(body_excerpt(b"", 200), "");
+    }
+}

@@ -58,8 +58,9 @@ pub async fn start(
     if config.uses_dev_idempotency_secret() {
         warn!("worker.idempotency_secret is the development default: set it in production");
     }
-    let mut topology =
-        Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit).with_kind(&spec.name);
+    let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
+        .with_kind(&spec.name)
+        .with_ledger(config.ledger.enabled);
     for e in &entries {
         topology = topology.with_provider(&spec.name, e.provider.name());
     }

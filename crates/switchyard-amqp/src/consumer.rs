@@ -40,6 +40,7 @@ pub async fn consume<F, Fut>(
 {
     let handler = Arc::new(handler);
     let mut inflight: JoinSet<()> = JoinSet::new();
+    let mut draining: Option<lapin::Channel> = None;
     'sessions: while !shutdown.is_cancelled() {
         let session = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -80,6 +81,7 @@ pub async fn consume<F, Fut>(
                     let _ = channel
                         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                         .await;
+                    draining = Some(channel);
                     break 'sessions;
                 }
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
@@ -118,5 +120,9 @@ pub async fn consume<F, Fut>(
     if drained.is_err() {
         warn!(queue = %settings.queue, left = inflight.len(), "grace period over, leaving in-flight deliveries for redelivery");
         inflight.abort_all();
+    }
+    // Closing the channel returns whatever is still unacknowledged to the queue at once.
+    if let Some(ch) = draining {
+        let _ = ch.close(200, "shutting down".into()).await;
     }
 }

@@ -76,7 +76,19 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", opts.state_dir.display()))?;
     let sandbox = start_sandbox(&opts.state_dir).await?;
     let token = format!("sy_dev_{}", Uuid::new_v4().simple());
-    let toml = sandbox_config(&sandbox, opts.listen, &token);
+    let mut toml = sandbox_config(&sandbox, opts.listen, &token);
+    // Kept across runs: a replayed command must get the same provider idempotency key.
+    let secret_path = opts.state_dir.join("idempotency-secret");
+    let secret = match std::fs::read_to_string(&secret_path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => {
+            let s = Uuid::new_v4().simple().to_string();
+            std::fs::write(&secret_path, &s)
+                .with_context(|| format!("writing {}", secret_path.display()))?;
+            s
+        }
+    };
+    toml.push_str(&format!("\n[worker]\nidempotency_secret = \"{secret}\"\n"));
     let config_path = opts.state_dir.join("switchyard.toml");
     std::fs::write(&config_path, &toml)
         .with_context(|| format!("writing {}", config_path.display()))?;

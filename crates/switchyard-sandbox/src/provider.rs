@@ -28,6 +28,8 @@ enum Success {
     Completed,
     /// 202 with a reference to complete later by webhook.
     Accepted,
+    /// 200 with card data and secrets in the body.
+    Leaky,
 }
 
 pub(crate) async fn handle(
@@ -149,6 +151,13 @@ async fn respond(app: &AppState, request: Request<'_>) -> Response {
         Step::Ok => run(Success::Completed, Duration::ZERO).await,
         Step::Accept => run(Success::Accepted, Duration::ZERO).await,
         Step::Slow(delay) => run(Success::Completed, delay).await,
+        Step::Leak(status) if (200..300).contains(&status) => {
+            run(Success::Leaky, Duration::ZERO).await
+        }
+        Step::Leak(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            json_response(status, Bytes::from(leaky_body(None).to_string()))
+        }
         Step::Status(status) => scripted(status),
         Step::TooManyRequests { retry_after_secs } => {
             let mut response = scripted(429);
@@ -196,6 +205,7 @@ async fn execute(
                     }),
                 ),
                 Success::Accepted => (StatusCode::ACCEPTED, json!({ "reference": reference })),
+                Success::Leaky => (StatusCode::OK, leaky_body(Some(&reference))),
             };
             let body = Bytes::from(body.to_string());
             execution.complete(status.as_u16(), body.clone());
@@ -226,6 +236,18 @@ async fn execute(
             json_response(StatusCode::CONFLICT, Bytes::from(body.to_string()))
         }
     }
+}
+
+/// An answer that carries what must never be written down: test card numbers (Luhn-valid),
+/// a CVC and secrets, in fields and in free text.
+fn leaky_body(reference: Option<&str>) -> serde_json::Value {
+    json!({
+        "reference": reference,
+        "status": if reference.is_some() { "succeeded" } else { "failed" },
+        "card": {"number": "4242424242424242", "cvc": "987", "exp_month": 12},
+        "client_secret": "pi_3Canary_secret_RVn8",
+        "error": {"message": "card 5555 5555 5555 4444 was declined"},
+    })
 }
 
 /// Never answers, until the sandbox shuts down (so graceful shutdown does not wait forever).

@@ -24,12 +24,15 @@ pub enum Step {
     Lost,
     /// Wait, then behave as [`Step::Ok`].
     Slow(Duration),
+    /// Answer this status with a body full of card data and secrets, as careless providers
+    /// do (executing when 2xx): what redaction must catch.
+    Leak(u16),
 }
 
 /// A step string the sandbox does not understand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario step {0:?} (expected ok, accept, hang, lost, a status 200..=599, 429:SECS or slow:MS)"
+    "unknown scenario step {0:?} (expected ok, accept, hang, lost, a status 200..=599, 429:SECS, slow:MS or leak:STATUS)"
 )]
 pub struct StepParseError(pub String);
 
@@ -48,6 +51,12 @@ impl FromStr for Step {
                     Step::TooManyRequests {
                         retry_after_secs: parse_digits(secs).ok_or_else(err)?,
                     }
+                } else if let Some(status) = s.strip_prefix("leak:") {
+                    let status = parse_digits(status).ok_or_else(err)?;
+                    if !(200..=599).contains(&status) {
+                        return Err(err());
+                    }
+                    Step::Leak(u16::try_from(status).map_err(|_| err())?)
                 } else if let Some(ms) = s.strip_prefix("slow:") {
                     Step::Slow(Duration::from_millis(parse_digits(ms).ok_or_else(err)?))
                 } else if s.len() == 3 {
@@ -76,6 +85,7 @@ impl fmt::Display for Step {
             Step::Hang => f.write_str("hang"),
             Step::Lost => f.write_str("lost"),
             Step::Slow(delay) => write!(f, "slow:{}", delay.as_millis()),
+            Step::Leak(status) => write!(f, "leak:{status}"),
         }
     }
 }

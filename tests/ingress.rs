@@ -49,7 +49,7 @@ async fn the_ingress_refuses_bad_input_with_problem_details() {
     // 415 when not JSON.
     let r = http
         .post(&url)
-        .bearer_auth("test-token")
+        .bearer_auth(switchyard_testing::TOKEN)
         .header("content-type", "text/plain")
         .body("{}")
         .send()
@@ -65,7 +65,7 @@ async fn the_ingress_refuses_bad_input_with_problem_details() {
     // 400 malformed JSON and wrong shapes, naming the field.
     let r = http
         .post(&url)
-        .bearer_auth("test-token")
+        .bearer_auth(switchyard_testing::TOKEN)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -104,7 +104,7 @@ async fn the_ingress_refuses_bad_input_with_problem_details() {
     let key = format!("k-{}", uuid::Uuid::new_v4());
     let post = || {
         http.post(&url)
-            .bearer_auth("test-token")
+            .bearer_auth(switchyard_testing::TOKEN)
             .header("idempotency-key", &key)
             .json(&charge())
             .send()

@@ -162,9 +162,13 @@ fn run_end(chars: &[char], start: usize) -> usize {
     end
 }
 
-/// At most `max_chars` of a body, fit for an error message or a log: lossy UTF-8, card
-/// numbers masked, control characters flattened to spaces, `…` when cut.
+/// At most `max_chars` of a body, fit for an error message or a log: secret fields of JSON
+/// and form bodies replaced, card numbers masked, control characters flattened to spaces,
+/// `…` when cut.
 pub fn body_excerpt(body: &[u8], max_chars: usize) -> String {
+    // A JSON or form body is redacted whole, field by field, before it is cut.
+    let redacted = Redactor::new(&[], 64 * 1024).body(body);
+    let body = redacted.as_bytes();
     // Masking looks a little past the cut so a number straddling it is masked whole.
     let window = body
         .len()
@@ -440,6 +444,17 @@ mod tests {
     fn short_numbers_are_kept() {
         let text = "order 123456789012 at 2024-01-15 12:30, amount 1999, phone 555-0100";
         assert_eq!(mask_card_numbers(text), text);
+    }
+
+    #[test]
+    fn excerpt_redacts_secret_fields_before_cutting() {
+        let body =
+            br#"{"client_secret":"pi_canary","card":{"cvc":"987","number":"4242424242424242"}}"#;
+        let e = body_excerpt(body, 200);
+        assert!(
+            !e.contains("pi_canary") && !e.contains("987") && !e.contains("4242424242424242"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::vhost::TestVhost;
 
 /// The bearer token every test fleet accepts.
-pub const TOKEN: &str = "test-token";
+pub const TOKEN: &str = "tok_test_canary_ingress_5d1";
 
 /// Knobs of a test fleet.
 #[derive(Debug, Clone)]
@@ -163,7 +163,7 @@ impl TestFleet {
         let mut toml = format!(
             "[amqp]\nurl = \"{}\"\nconfirm_timeout_ms = 3000\nreconnect_max_ms = 1000\n\
              [ingress]\nlisten = \"127.0.0.1:0\"\ntokens = [\"{TOKEN}\"]\nmax_body_bytes = 65536\n\
-             [worker]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\nidempotency_secret = \"test-secret\"\n\
+             [worker]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\nidempotency_secret = \"idem_test_canary_secret_9e4\"\n\
              [retry]\nmax_attempts = {}\nbase = \"100ms\"\ncap = \"1s\"\ntiers = [\"100ms\", \"300ms\", \"1s\", \"2s\"]\n\
              [outbound]\nallow_loopback = true\ntimeout_ms = {}\n\
              [telemetry]\nlog_filter = \"warn,switchyard=info\"\n",

@@ -1,0 +1,263 @@
+//! The canary scan (RELIABILITY S5): fake secrets and test card numbers go through the
+//! success, failure, retry, invalid and dead-letter paths of the real binaries; then the
+//! events, dead letters, attempt records, HTTP answers and logs are searched for them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use switchyard_amqp::lapin::options::BasicGetOptions;
+use switchyard_core::{AttemptRecord, Status};
+use switchyard_e2e::binary;
+use switchyard_testing::{TOKEN, TestFleet, TestFleetOptions};
+use tokio::process::{Child, Command};
+
+const PROVIDER_TOKEN: &str = "tok_provider_canary_81b3";
+/// Everything that must appear nowhere. The sandbox's `leak:` answers carry the cards, the
+/// CVC and the client secret; the command published over AMQP carries the fourth card.
+const CANARIES: &[&str] = &[
+    "4242424242424242",
+    "5555555555554444",
+    "5555 5555 5555 4444",
+    "4000056655665556",
+    "pi_3Canary_secret_RVn8",
+    "\"987\"",
+    PROVIDER_TOKEN,
+    TOKEN,
+    "idem_test_canary_secret_9e4",
+];
+
+fn scan(place: &str, text: &str) {
+    for c in CANARIES {
+        assert!(!text.contains(c), "canary {c:?} found in {place}:\n{text}");
+    }
+}
+
+fn spawn(bin: &str, config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(binary(bin))
+        .arg("--config")
+        .arg(config)
+        .env("CANARY_PROVIDER_TOKEN", PROVIDER_TOKEN)
+        .env(
+            "RUST_LOG",
+            "debug,lapin=info,h2=info,hyper=info,hyper_util=info,rustls=info,reqwest=info",
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn no_secret_or_card_number_is_written_anywhere() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        in_process: false,
+        extra_toml: "\n[[providers]]\nname = \"canary\"\nkind = \"payment\"\ntype = \"http\"\n\
+                     operations = [\"charge\"]\nbearer_token_env = \"CANARY_PROVIDER_TOKEN\"\n"
+            .to_owned(),
+        ..Default::default()
+    })
+    .await;
+    // The canary provider is the sandbox's payment endpoint, behind a bearer token.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = fleet
+        .config_toml
+        .replacen(
+            "listen = \"127.0.0.1:0\"\ntokens",
+            &format!("listen = \"127.0.0.1:{port}\"\ntokens"),
+            1,
+        )
+        .replace(
+            "operations = [\"charge\"]\nbearer_token_env",
+            &format!(
+                "base_url = \"{}\"\nca_file = \"{}\"\noperations = [\"charge\"]\nbearer_token_env",
+                fleet.sandbox.generic_base_url("payment"),
+                fleet.sandbox.ca_pem_path().display()
+            ),
+        );
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-canary-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("switchyard.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let logs = [dir.join("ingress.log"), dir.join("payment.log")];
+    let mut ingress = spawn("switchyard-ingress", &config, &logs[0]);
+    let mut worker = spawn("switchyard-payment", &config, &logs[1]);
+
+    let url = format!("http://127.0.0.1:{port}/v1/commands");
+    let http = fleet.http().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the ingress never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while fleet
+        .vhost
+        .queue_messages("switchyard.work.payment.canary")
+        .await
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never declared its queue"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let post = |payload: serde_json::Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({"kind": "payment", "provider": "canary", "operation": "charge", "payload": payload}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let charge =
+        serde_json::json!({"amount": 1999, "currency": "usd", "payment_method": "pm_card_visa"});
+
+    // Success, permanent failure, and retry-then-success, each answered with leaky bodies.
+    let mut ids = Vec::new();
+    for steps in [
+        vec!["leak:200"],
+        vec!["leak:402"],
+        vec!["leak:503", "leak:503", "leak:200"],
+    ] {
+        let id = uuid::Uuid::now_v7();
+        fleet.scenario(id, &steps).await;
+        let mut body = charge.clone();
+        body["description"] = "canary run".into();
+        let r = http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"id": id, "kind": "payment", "provider": "canary", "operation": "charge", "payload": body}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(id);
+    }
+    // A card number in a command: refused at the ingress without echoing it...
+    let mut with_card = charge.clone();
+    with_card["description"] = "pay with 4000056655665556".into();
+    let refused = post(with_card.clone()).await;
+    assert_eq!(refused.status(), 422);
+    let refused = refused.text().await.unwrap();
+    scan("the 422 answer", &refused);
+    // ...and dead-lettered masked when published straight to the broker.
+    let mut over_amqp = fleet.command("payment", "charge", with_card);
+    over_amqp.provider = "canary".parse().unwrap();
+    fleet.publish(&over_amqp).await;
+    ids.push(over_amqp.id);
+
+    let mut statuses = Vec::new();
+    for id in &ids {
+        let events = fleet.events.terminal(*id, Duration::from_secs(30)).await;
+        statuses.push(
+            events
+                .iter()
+                .find(|e| e.status.is_terminal())
+                .unwrap()
+                .status,
+        );
+    }
+    assert_eq!(
+        statuses,
+        vec![
+            Status::Completed,
+            Status::Failed,
+            Status::Completed,
+            Status::Failed
+        ]
+    );
+
+    // Events: every one of these commands' events, as JSON.
+    let events: Vec<_> = ids.iter().flat_map(|id| fleet.events.of(*id)).collect();
+    let events_json = serde_json::to_string(&events).unwrap();
+    scan("the events", &events_json);
+    assert!(
+        events_json.contains("************4242"),
+        "the card came through, masked: {events_json}"
+    );
+
+    // Dead letters: bodies and headers.
+    let dead = fleet.dead_letters("payment").await;
+    assert_eq!(
+        dead.len(),
+        2,
+        "the permanent failure and the card-carrying command"
+    );
+    for (headers, body) in &dead {
+        scan("a dead letter's headers", &format!("{headers:?}"));
+        scan("a dead letter's body", &String::from_utf8_lossy(body));
+    }
+
+    // Attempt records, as the ledger will receive them.
+    let session = fleet.broker.session().await.unwrap();
+    let ch = session.connection.create_channel().await.unwrap();
+    let mut records = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            "switchyard.ledger.attempts".into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        records.push(m.delivery.data.clone());
+    }
+    let decoded: Vec<AttemptRecord> = records
+        .iter()
+        .map(|r| serde_json::from_slice(r).unwrap())
+        .collect();
+    assert!(
+        decoded.len() >= 5,
+        "every provider request is recorded: {}",
+        decoded.len()
+    );
+    for (raw, r) in records.iter().zip(&decoded) {
+        scan("an attempt record", &String::from_utf8_lossy(raw));
+        assert_eq!(
+            r.request_headers.get("authorization").map(String::as_str),
+            Some("[REDACTED]")
+        );
+    }
+    assert!(
+        decoded
+            .iter()
+            .any(|r| r.response_body.contains("************4242"))
+    );
+
+    // Logs of both processes, at debug level.
+    ingress.start_kill().unwrap();
+    worker.start_kill().unwrap();
+    let _ = ingress.wait().await;
+    let _ = worker.wait().await;
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            !text.is_empty(),
+            "{} is empty: nothing was scanned",
+            log.display()
+        );
+        scan(&format!("the log {}", log.display()), &text);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    fleet.stop().await;
+}

@@ -83,6 +83,17 @@ pub async fn start(
     kinds: &[Arc<dyn Kind>],
     shutdown: CancellationToken,
 ) -> anyhow::Result<IngressHandle> {
+    start_with_routes(config, kinds, Router::new(), shutdown).await
+}
+
+/// [`start`], also serving `routes` on the same address (e.g. the ledger's query API, so
+/// `status_url` resolves on the ingress's base URL).
+pub async fn start_with_routes(
+    config: &Config,
+    kinds: &[Arc<dyn Kind>],
+    routes: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<IngressHandle> {
     let catalog = Catalog::build(kinds, config)?;
     let validator = PayloadValidator::new(catalog.specs())?;
     let topology = catalog.topology(config);
@@ -112,6 +123,7 @@ pub async fn start(
     let router = Router::new()
         .route("/v1/commands", post(submit))
         .with_state(state)
+        .merge(routes)
         .merge(switchyard_telemetry::ops_router(Arc::new(move || {
             ready_broker.is_ready()
         })));

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use switchyard_amqp::messages::{
     SOURCE_HEADER, TRACEPARENT_HEADER, publish_command, publish_event,
 };
@@ -34,9 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-mod problem;
-
-pub use problem::Problem;
+pub use switchyard_api::Problem;
 
 /// Every kind this build of Switchyard knows. Adding a kind adds one line here.
 pub fn builtin_kinds() -> Vec<Arc<dyn Kind>> {
@@ -133,20 +130,7 @@ pub async fn start_with_routes(
 }
 
 fn authenticated(state: &Ingress, headers: &HeaderMap) -> bool {
-    if state.auth_disabled {
-        return true;
-    }
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Constant-time comparison against every configured token (no early exit on a match).
-    state.tokens.iter().fold(false, |ok, t| {
-        ok | bool::from(t.expose().as_bytes().ct_eq(token.as_bytes()))
-    })
+    switchyard_api::bearer_authorized(&state.tokens, state.auth_disabled, headers)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

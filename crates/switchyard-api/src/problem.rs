@@ -1,4 +1,4 @@
-//! RFC 9457 problem details: the one error type every handler returns.
+//! RFC 9457 problem details: the one error type every Switchyard HTTP handler returns.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -101,6 +101,16 @@ impl Problem {
         );
         p.retry_after = Some(retry_after);
         p
+    }
+
+    /// 400: a query parameter or path segment is not acceptable.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
     }
 
     /// 404.

@@ -1,0 +1,441 @@
+//! The ledger's database: one implementation over sqlx's `Any` driver, so SQLite (the
+//! embedded default) and PostgreSQL run the same SQL, migrations and tests.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+use switchyard_core::{AttemptRecord, Event, Status};
+use uuid::Uuid;
+
+/// A database failure. Ingest retries (the deliveries are requeued); queries answer 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row does not decode (written by an incompatible version).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// The ledger's store. Cheap to clone (a connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+fn json_text<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The current state of a command, as the ledger last saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandSummary {
+    /// The command id.
+    pub id: Uuid,
+    /// Integration kind.
+    pub kind: String,
+    /// Provider.
+    pub provider: String,
+    /// Operation.
+    pub operation: String,
+    /// Current status (the event with the highest `seq`, terminal sticky).
+    pub status: Status,
+    /// `seq` of that event.
+    pub seq: u64,
+    /// Attempts made so far.
+    pub attempt: u32,
+    /// The provider's reference, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_reference: Option<String>,
+    /// The outcome, once completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why it last failed or retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+    /// The command's metadata.
+    pub metadata: Value,
+    /// When the first event happened.
+    pub created_at: DateTime<Utc>,
+    /// When the latest applied event happened.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Everything the ledger knows of one command.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandView {
+    /// The command id.
+    pub id: Uuid,
+    /// Its state, once any event arrived.
+    #[serde(flatten)]
+    pub summary: Option<CommandSummary>,
+    /// Its events, by `seq`.
+    pub events: Vec<Event>,
+    /// Its provider requests, oldest first (bodies emptied once pruned).
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Filters of the operators' list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    /// Page size (1 to 500).
+    pub limit: u32,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+/// One page of commands, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// The commands.
+    pub items: Vec<CommandSummary>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A cursor that does not decode.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct BadCursor;
+
+fn encode_cursor(created_at: i64, id: &str) -> String {
+    B64.encode(format!("{created_at}:{id}"))
+}
+
+fn decode_cursor(c: &str) -> Result<(i64, String), BadCursor> {
+    let raw = String::from_utf8(B64.decode(c).map_err(|_| BadCursor)?).map_err(|_| BadCursor)?;
+    let (t, id) = raw.split_once(':').ok_or(BadCursor)?;
+    let id: Uuid = id.parse().map_err(|_| BadCursor)?;
+    Ok((t.parse().map_err(|_| BadCursor)?, id.to_string()))
+}
+
+const SUMMARY_COLUMNS: &str = "id, kind, provider, operation, status, seq, attempt, provider_reference, result, error, metadata, created_at, updated_at";
+
+fn summary(row: &sqlx::any::AnyRow) -> Result<CommandSummary, StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
+    let text = |c: &str| row.try_get::<String, _>(c);
+    let opt_json = |c: &str| -> Result<Option<Value>, StoreError> {
+        row.try_get::<Option<String>, _>(c)?
+            .map(|s| serde_json::from_str(&s).map_err(|e| corrupt(&e)))
+            .transpose()
+    };
+    Ok(CommandSummary {
+        id: text("id")?.parse().map_err(|e| corrupt(&e))?,
+        kind: text("kind")?,
+        provider: text("provider")?,
+        operation: text("operation")?,
+        status: serde_json::from_value(Value::String(text("status")?)).map_err(|e| corrupt(&e))?,
+        seq: u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or_default(),
+        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or_default(),
+        provider_reference: row.try_get("provider_reference")?,
+        result: opt_json("result")?,
+        error: opt_json("error")?,
+        metadata: serde_json::from_str(&text("metadata")?).map_err(|e| corrupt(&e))?,
+        created_at: from_ms(row.try_get("created_at")?),
+        updated_at: from_ms(row.try_get("updated_at")?),
+    })
+}
+
+impl Store {
+    /// Connects (`sqlite://...` or `postgres://...`) and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer; more connections only contend for its lock.
+            .max_connections(if sqlite { 1 } else { 8 })
+            .connect(url)
+            .await?;
+        if sqlite {
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies events and records attempts in one transaction. Idempotent and order-proof:
+    /// duplicates are ignored by id, a command only moves to a higher `seq`, and a terminal
+    /// status is never left.
+    pub async fn apply(
+        &self,
+        events: &[Event],
+        attempts: &[AttemptRecord],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            let id = e.command_id.to_string();
+            let at = ms(e.occurred_at);
+            sqlx::query(
+                "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(e.event_id.to_string())
+            .bind(&id)
+            .bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
+            .bind(e.status.as_str())
+            .bind(at)
+            .bind(json_text(e))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, \
+                 provider_reference, result, error, metadata, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, seq = excluded.seq, \
+                 attempt = excluded.attempt, \
+                 provider_reference = COALESCE(excluded.provider_reference, commands.provider_reference), \
+                 result = COALESCE(excluded.result, commands.result), error = excluded.error, \
+                 updated_at = excluded.updated_at \
+                 WHERE commands.seq < excluded.seq AND commands.status NOT IN ('completed', 'failed')",
+            )
+            .bind(&id)
+            .bind(e.kind.as_str())
+            .bind(e.provider.as_str())
+            .bind(e.operation.as_str())
+            .bind(e.status.as_str())
+            .bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
+            .bind(i64::from(e.attempt))
+            .bind(e.provider_reference.clone())
+            .bind(e.result.as_ref().map(json_text))
+            .bind(e.error.as_ref().map(json_text))
+            .bind(json_text(&e.metadata))
+            .bind(at)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            // The command was created when its first event happened, whatever arrived first.
+            sqlx::query("UPDATE commands SET created_at = $1 WHERE id = $2 AND created_at > $1")
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for a in attempts {
+            sqlx::query(
+                "INSERT INTO attempts (record_id, command_id, attempt, started_at, record, pruned) \
+                 VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (record_id) DO NOTHING",
+            )
+            .bind(a.record_id.to_string())
+            .bind(a.command_id.to_string())
+            .bind(i64::from(a.attempt))
+            .bind(ms(a.started_at))
+            .bind(json_text(a))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Everything known of `id`, or `None` if the ledger never heard of it.
+    pub async fn command(&self, id: Uuid) -> Result<Option<CommandView>, StoreError> {
+        let key = id.to_string();
+        // Only our own column list is spliced in; the id is bound.
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM commands WHERE id = $1"
+        )))
+        .bind(&key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let summary = row.as_ref().map(summary).transpose()?;
+        let events =
+            sqlx::query("SELECT body FROM events WHERE command_id = $1 ORDER BY seq, event_id")
+                .bind(&key)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    serde_json::from_str::<Event>(&r.try_get::<String, _>("body")?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+        let attempts = sqlx::query(
+            "SELECT record FROM attempts WHERE command_id = $1 ORDER BY started_at, record_id",
+        )
+        .bind(&key)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<AttemptRecord>(&r.try_get::<String, _>("record")?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        if summary.is_none() && events.is_empty() && attempts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(CommandView {
+            id,
+            summary,
+            events,
+            attempts,
+        }))
+    }
+
+    /// A page of commands, newest first, with keyset pagination.
+    pub async fn list(&self, f: &ListFilter) -> Result<Result<Page, BadCursor>, StoreError> {
+        let cursor = match f.cursor.as_deref().map(decode_cursor).transpose() {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let limit = f.limit.clamp(1, 500);
+        let mut clauses: Vec<String> = Vec::new();
+        let mut text_args: Vec<(usize, String)> = Vec::new();
+        let mut int_args: Vec<(usize, i64)> = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if let Some(s) = f.status {
+            let i = next();
+            clauses.push(format!("status = ${i}"));
+            text_args.push((i, s.as_str().to_owned()));
+        }
+        if let Some(k) = &f.kind {
+            let i = next();
+            clauses.push(format!("kind = ${i}"));
+            text_args.push((i, k.clone()));
+        }
+        if let Some(p) = &f.provider {
+            let i = next();
+            clauses.push(format!("provider = ${i}"));
+            text_args.push((i, p.clone()));
+        }
+        if let Some(t) = f.since {
+            let i = next();
+            clauses.push(format!("created_at >= ${i}"));
+            int_args.push((i, ms(t)));
+        }
+        if let Some(t) = f.until {
+            let i = next();
+            clauses.push(format!("created_at < ${i}"));
+            int_args.push((i, ms(t)));
+        }
+        if let Some((t, id)) = &cursor {
+            let (a, b) = (next(), next());
+            clauses.push(format!(
+                "(created_at < ${a} OR (created_at = ${a} AND id < ${b}))"
+            ));
+            int_args.push((a, *t));
+            text_args.push((b, id.clone()));
+        }
+        let where_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM commands {where_sql} ORDER BY created_at DESC, id DESC LIMIT {}",
+            limit + 1
+        );
+        // Bind in placeholder order.
+        let mut args: BTreeMap<usize, Result<i64, String>> = BTreeMap::new();
+        args.extend(text_args.into_iter().map(|(i, v)| (i, Err(v))));
+        args.extend(int_args.into_iter().map(|(i, v)| (i, Ok(v))));
+        // The SQL is built from our own fragments and numbered placeholders; every value
+        // from the request is bound.
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (_, v) in args {
+            q = match v {
+                Ok(i) => q.bind(i),
+                Err(s) => q.bind(s),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut items = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items
+                .last()
+                .map(|l| encode_cursor(ms(l.created_at), &l.id.to_string()))
+        } else {
+            None
+        };
+        Ok(Ok(Page { items, next_cursor }))
+    }
+
+    /// Empties headers and bodies of attempts started before `cutoff`; lifecycle rows stay.
+    /// Returns how many attempts were pruned.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT record_id, record FROM attempts WHERE started_at < $1 AND pruned = 0 LIMIT 500",
+            )
+            .bind(ms(cutoff))
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(pruned);
+            }
+            let mut tx = self.pool.begin().await?;
+            for r in &rows {
+                let id: String = r.try_get("record_id")?;
+                let mut record: AttemptRecord =
+                    serde_json::from_str(&r.try_get::<String, _>("record")?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                record.request_headers.clear();
+                record.response_headers.clear();
+                record.request_body.clear();
+                record.response_body.clear();
+                sqlx::query("UPDATE attempts SET record = $1, pruned = 1 WHERE record_id = $2")
+                    .bind(json_text(&record))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                pruned += 1;
+            }
+            tx.commit().await?;
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let id = Uuid::now_v7().to_string();
+        let c = encode_cursor(1234, &id);
+        assert_eq!(decode_cursor(&c).unwrap(), (1234, id));
+        assert!(decode_cursor("!!").is_err());
+        assert!(decode_cursor(&B64.encode("12:not-a-uuid")).is_err());
+    }
+}

@@ -30,10 +30,10 @@ pub enum StoreError {
 /// The ledger's store. Cheap to clone (a connection pool).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -41,7 +41,7 @@ fn from_ms(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
-fn json_text<T: Serialize>(v: &T) -> String {
+pub(crate) fn json_text<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
@@ -137,6 +137,99 @@ fn decode_cursor(c: &str) -> Result<(i64, String), BadCursor> {
     Ok((t.parse().map_err(|_| BadCursor)?, id.to_string()))
 }
 
+/// Rows per multi-row statement: far below SQLite's and PostgreSQL's bound-parameter limits.
+const ROWS_PER_STATEMENT: usize = 500;
+
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// `{head} VALUES ($1, ..), (..) {tail}` with numbered placeholders, which both databases take.
+fn multi_row_insert(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * columns * 6);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * columns + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sql
+}
+
+/// The upsert of a command's summary row: the state moves only to a higher `seq` and never out
+/// of a terminal status; the reference, once known, is kept; `created_at` is the earliest event.
+fn upsert_command_clause() -> String {
+    const MOVES: &str =
+        "commands.seq < excluded.seq AND commands.status NOT IN ('completed', 'failed')";
+    let newer = |col: &str| {
+        format!("{col} = CASE WHEN {MOVES} THEN excluded.{col} ELSE commands.{col} END")
+    };
+    format!(
+        "ON CONFLICT (id) DO UPDATE SET {}, {}, {}, {}, {}, \
+         provider_reference = CASE WHEN {MOVES} \
+           THEN COALESCE(excluded.provider_reference, commands.provider_reference) \
+           ELSE COALESCE(commands.provider_reference, excluded.provider_reference) END, \
+         result = CASE WHEN {MOVES} THEN COALESCE(excluded.result, commands.result) ELSE commands.result END, \
+         created_at = CASE WHEN excluded.created_at < commands.created_at \
+           THEN excluded.created_at ELSE commands.created_at END",
+        newer("status"),
+        newer("seq"),
+        newer("attempt"),
+        newer("error"),
+        newer("updated_at"),
+    )
+}
+
+/// One command's events in a batch, reduced to what its summary row needs.
+struct Latest<'a> {
+    latest: &'a Event,
+    provider_reference: Option<&'a str>,
+    first_at: i64,
+}
+
+/// Reduces a batch to one row per command (a multi-row upsert may touch a row only once):
+/// the highest `seq`, the newest reference seen, the earliest time.
+fn fold_by_command(events: &[Event]) -> Vec<Latest<'_>> {
+    let mut by_id: BTreeMap<Uuid, (Latest<'_>, u64)> = BTreeMap::new();
+    for e in events {
+        let at = ms(e.occurred_at);
+        let entry = by_id.entry(e.command_id).or_insert_with(|| {
+            (
+                Latest {
+                    latest: e,
+                    provider_reference: None,
+                    first_at: at,
+                },
+                0,
+            )
+        });
+        let (l, reference_seq) = entry;
+        if e.seq > l.latest.seq {
+            l.latest = e;
+        }
+        if let Some(r) = e.provider_reference.as_deref()
+            && (l.provider_reference.is_none() || e.seq >= *reference_seq)
+        {
+            l.provider_reference = Some(r);
+            *reference_seq = e.seq;
+        }
+        l.first_at = l.first_at.min(at);
+    }
+    by_id.into_values().map(|(l, _)| l).collect()
+}
+
 const SUMMARY_COLUMNS: &str = "id, kind, provider, operation, status, seq, attempt, provider_reference, result, error, metadata, created_at, updated_at";
 
 fn summary(row: &sqlx::any::AnyRow) -> Result<CommandSummary, StoreError> {
@@ -185,73 +278,79 @@ impl Store {
 
     /// Applies events and records attempts in one transaction. Idempotent and order-proof:
     /// duplicates are ignored by id, a command only moves to a higher `seq`, and a terminal
-    /// status is never left.
+    /// status is never left. A batch costs a few multi-row statements, not a few per event.
     pub async fn apply(
         &self,
         events: &[Event],
         attempts: &[AttemptRecord],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for e in events {
-            let id = e.command_id.to_string();
-            let at = ms(e.occurred_at);
-            sqlx::query(
-                "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(e.event_id.to_string())
-            .bind(&id)
-            .bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
-            .bind(e.status.as_str())
-            .bind(at)
-            .bind(json_text(e))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, \
-                 provider_reference, result, error, metadata, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, seq = excluded.seq, \
-                 attempt = excluded.attempt, \
-                 provider_reference = COALESCE(excluded.provider_reference, commands.provider_reference), \
-                 result = COALESCE(excluded.result, commands.result), error = excluded.error, \
-                 updated_at = excluded.updated_at \
-                 WHERE commands.seq < excluded.seq AND commands.status NOT IN ('completed', 'failed')",
-            )
-            .bind(&id)
-            .bind(e.kind.as_str())
-            .bind(e.provider.as_str())
-            .bind(e.operation.as_str())
-            .bind(e.status.as_str())
-            .bind(i64::try_from(e.seq).unwrap_or(i64::MAX))
-            .bind(i64::from(e.attempt))
-            .bind(e.provider_reference.clone())
-            .bind(e.result.as_ref().map(json_text))
-            .bind(e.error.as_ref().map(json_text))
-            .bind(json_text(&e.metadata))
-            .bind(at)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            // The command was created when its first event happened, whatever arrived first.
-            sqlx::query("UPDATE commands SET created_at = $1 WHERE id = $2 AND created_at > $1")
-                .bind(at)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row_insert(
+                "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body)",
+                6,
+                chunk.len(),
+                "ON CONFLICT (event_id) DO NOTHING",
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(e.event_id.to_string())
+                    .bind(e.command_id.to_string())
+                    .bind(seq_i64(e.seq))
+                    .bind(e.status.as_str())
+                    .bind(ms(e.occurred_at))
+                    .bind(json_text(e));
+            }
+            q.execute(&mut *tx).await?;
         }
-        for a in attempts {
-            sqlx::query(
-                "INSERT INTO attempts (record_id, command_id, attempt, started_at, record, pruned) \
-                 VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (record_id) DO NOTHING",
-            )
-            .bind(a.record_id.to_string())
-            .bind(a.command_id.to_string())
-            .bind(i64::from(a.attempt))
-            .bind(ms(a.started_at))
-            .bind(json_text(a))
-            .execute(&mut *tx)
-            .await?;
+        let latest = fold_by_command(events);
+        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row_insert(
+                "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, \
+                 provider_reference, result, error, metadata, created_at, updated_at)",
+                13,
+                chunk.len(),
+                &upsert_command_clause(),
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for c in chunk {
+                let e = c.latest;
+                q = q
+                    .bind(e.command_id.to_string())
+                    .bind(e.kind.as_str())
+                    .bind(e.provider.as_str())
+                    .bind(e.operation.as_str())
+                    .bind(e.status.as_str())
+                    .bind(seq_i64(e.seq))
+                    .bind(i64::from(e.attempt))
+                    .bind(c.provider_reference.map(str::to_owned))
+                    .bind(e.result.as_ref().map(json_text))
+                    .bind(e.error.as_ref().map(json_text))
+                    .bind(json_text(&e.metadata))
+                    .bind(c.first_at)
+                    .bind(ms(e.occurred_at));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row_insert(
+                "INSERT INTO attempts (record_id, command_id, attempt, started_at, record, pruned)",
+                6,
+                chunk.len(),
+                "ON CONFLICT (record_id) DO NOTHING",
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for a in chunk {
+                q = q
+                    .bind(a.record_id.to_string())
+                    .bind(a.command_id.to_string())
+                    .bind(i64::from(a.attempt))
+                    .bind(ms(a.started_at))
+                    .bind(json_text(a))
+                    .bind(0_i64);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -383,6 +482,24 @@ impl Store {
             None
         };
         Ok(Ok(Page { items, next_cursor }))
+    }
+
+    /// How many commands are in `status`, and how many attempts are recorded: what a bench or
+    /// an operator checks to know the ledger has caught up.
+    pub async fn counts(&self, status: Status) -> Result<(u64, u64), StoreError> {
+        let commands: i64 = sqlx::query("SELECT COUNT(*) AS n FROM commands WHERE status = $1")
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let attempts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM attempts")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok((
+            u64::try_from(commands).unwrap_or_default(),
+            u64::try_from(attempts).unwrap_or_default(),
+        ))
     }
 
     /// Empties headers and bodies of attempts started before `cutoff`; lifecycle rows stay.

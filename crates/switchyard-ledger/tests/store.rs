@@ -88,6 +88,7 @@ both!(
     a_failed_command_keeps_its_error,
     duplicates_change_nothing,
     out_of_order_events_end_in_the_right_state,
+    one_batch_with_every_event_shuffled_and_twice,
     a_terminal_state_is_never_left,
     attempts_before_any_event_are_kept,
     pagination_and_filters,
@@ -248,6 +249,27 @@ async fn out_of_order_events_end_in_the_right_state(store: &Store) {
         "created at the first event"
     );
     assert_eq!(view.events.len(), 5);
+}
+
+/// A whole waiting history in one batch, shuffled and doubled: the batch is folded per command
+/// before its upsert, and the reference of `waiting` survives a `completed` that has none.
+async fn one_batch_with_every_event_shuffled_and_twice(store: &Store) {
+    let c = command("shipping");
+    let now = Utc::now();
+    let lc = Lifecycle::of(&c);
+    let (a, p) = lc.begin(1, now + Duration::milliseconds(5));
+    let (w, waiting) = a.wait("shp_77".into(), now + Duration::milliseconds(10));
+    let done = w.complete(json!({"label": "L1"}), None, now + Duration::seconds(60));
+    let mut batch = vec![done.clone(), p.clone(), waiting.clone(), lc.pending(now)];
+    batch.extend([waiting, lc.pending(now), done, p]);
+    store.apply(&batch, &[]).await.unwrap();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    let s = view.summary.unwrap();
+    assert_eq!(s.status, Status::Completed);
+    assert_eq!(s.provider_reference.as_deref(), Some("shp_77"));
+    assert_eq!(s.result, Some(json!({"label": "L1"})));
+    assert_eq!(s.created_at.timestamp_millis(), now.timestamp_millis());
+    assert_eq!(view.events.len(), 4);
 }
 
 async fn a_terminal_state_is_never_left(store: &Store) {

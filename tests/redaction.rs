@@ -7,7 +7,6 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use switchyard_amqp::lapin::options::BasicGetOptions;
 use switchyard_core::{AttemptRecord, Status};
 use switchyard_e2e::binary;
 use switchyard_testing::{TOKEN, TestFleet, TestFleetOptions};
@@ -61,16 +60,20 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     })
     .await;
     // The canary provider is the sandbox's payment endpoint, behind a bearer token.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    // Nothing in-process binds the fleet's ingress port: the ingress binary takes it.
+    let (port, ledger_port) = (fleet.ingress_port, free());
     let toml = fleet
         .config_toml
         .replacen(
-            "listen = \"127.0.0.1:0\"\ntokens",
-            &format!("listen = \"127.0.0.1:{port}\"\ntokens"),
+            "[ledger]\nlisten = \"127.0.0.1:0\"",
+            &format!("[ledger]\nlisten = \"127.0.0.1:{ledger_port}\""),
             1,
         )
         .replace(
@@ -88,9 +91,14 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("switchyard.toml");
     std::fs::write(&config, &toml).unwrap();
-    let logs = [dir.join("ingress.log"), dir.join("payment.log")];
+    let logs = [
+        dir.join("ingress.log"),
+        dir.join("payment.log"),
+        dir.join("ledger.log"),
+    ];
     let mut ingress = spawn("switchyard-ingress", &config, &logs[0]);
     let mut worker = spawn("switchyard-payment", &config, &logs[1]);
+    let mut ledger = spawn("switchyard-ledger", &config, &logs[2]);
 
     let url = format!("http://127.0.0.1:{port}/v1/commands");
     let http = fleet.http().clone();
@@ -208,47 +216,65 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         scan("a dead letter's body", &String::from_utf8_lossy(body));
     }
 
-    // Attempt records, as the ledger will receive them.
-    let session = fleet.broker.session().await.unwrap();
-    let ch = session.connection.create_channel().await.unwrap();
-    let mut records = Vec::new();
-    while let Some(m) = ch
-        .basic_get(
-            "switchyard.ledger.attempts".into(),
-            BasicGetOptions { no_ack: true },
-        )
-        .await
-        .unwrap()
-    {
-        records.push(m.delivery.data.clone());
+    // The ledger: what it answers, attempt records included.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempts = 0;
+    for id in &ids {
+        let url = format!("http://127.0.0.1:{ledger_port}/v1/commands/{id}");
+        let view: serde_json::Value = loop {
+            if let Ok(r) = http.get(&url).bearer_auth(TOKEN).send().await
+                && r.status() == 200
+            {
+                let v: serde_json::Value = r.json().await.unwrap();
+                if v["status"] == "completed" || v["status"] == "failed" {
+                    break v;
+                }
+            }
+            assert!(Instant::now() < deadline, "the ledger never settled {id}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        scan("a ledger answer", &view.to_string());
+        for a in view["attempts"].as_array().unwrap() {
+            let record: AttemptRecord = serde_json::from_value(a.clone()).unwrap();
+            assert_eq!(
+                record
+                    .request_headers
+                    .get("authorization")
+                    .map(String::as_str),
+                Some("[REDACTED]")
+            );
+            attempts += 1;
+        }
     }
-    let decoded: Vec<AttemptRecord> = records
-        .iter()
-        .map(|r| serde_json::from_slice(r).unwrap())
-        .collect();
     assert!(
-        decoded.len() >= 5,
-        "every provider request is recorded: {}",
-        decoded.len()
-    );
-    for (raw, r) in records.iter().zip(&decoded) {
-        scan("an attempt record", &String::from_utf8_lossy(raw));
-        assert_eq!(
-            r.request_headers.get("authorization").map(String::as_str),
-            Some("[REDACTED]")
-        );
-    }
-    assert!(
-        decoded
-            .iter()
-            .any(|r| r.response_body.contains("************4242"))
+        attempts >= 5,
+        "every provider request is recorded: {attempts}"
     );
 
-    // Logs of both processes, at debug level.
-    ingress.start_kill().unwrap();
-    worker.start_kill().unwrap();
-    let _ = ingress.wait().await;
-    let _ = worker.wait().await;
+    // Logs of every process, at debug level, and the ledger's database files.
+    for child in [&mut ingress, &mut worker, &mut ledger] {
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+    }
+    let db = fleet
+        .config
+        .ledger
+        .database_url
+        .expose()
+        .trim_start_matches("sqlite://")
+        .trim_end_matches("?mode=rwc")
+        .to_owned();
+    let mut db_bytes = 0;
+    for file in [db.clone(), format!("{db}-wal")] {
+        if let Ok(bytes) = std::fs::read(&file) {
+            db_bytes += bytes.len();
+            scan(
+                &format!("the ledger database {file}"),
+                &String::from_utf8_lossy(&bytes),
+            );
+        }
+    }
+    assert!(db_bytes > 0, "the ledger database was scanned");
     for log in &logs {
         let text = std::fs::read_to_string(log).unwrap();
         assert!(

@@ -7,7 +7,10 @@ use switchyard_core::{AttemptRecord, COMMAND_TYPE_V1, Command, EVENT_TYPE_V1, Ev
 
 use crate::headers::Headers;
 use crate::publisher::{Outgoing, PublishError, Publisher};
-use crate::topology::{ATTEMPTS_EXCHANGE, COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
+use crate::topology::{
+    ATTEMPTS_EXCHANGE, CALLBACKS_DELAY_KIND, CALLBACKS_EXCHANGE, CALLBACKS_ROUTING_KEY,
+    COMMANDS_EXCHANGE, EVENTS_EXCHANGE, KIND_HEADER, RETRY_EXCHANGE, TIER_HEADER, tier_label,
+};
 
 /// W3C trace context header, carried on commands and events.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
@@ -23,6 +26,24 @@ pub const ERROR_HEADER: &str = "x-switchyard-error";
 pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
 /// When a command was dead-lettered (RFC 3339).
 pub const FAILED_AT_HEADER: &str = "x-switchyard-failed-at";
+
+/// Counts how often the resolver put a message back to wait (a callback ahead of its wait
+/// record); past a bound it is dead-lettered instead.
+pub const DEFERRALS_HEADER: &str = "x-switchyard-deferrals";
+
+/// `headers` plus the contract's dead-letter headers (the error capped at 1000 bytes).
+pub fn dead_letter_headers(
+    headers: Headers,
+    error: &switchyard_core::ErrorInfo,
+    attempts: u32,
+) -> Headers {
+    let text = switchyard_redact::cap(&format!("{}: {}", error.code, error.message), 1000);
+    headers
+        .str(ERROR_CLASS_HEADER, error.class.as_str())
+        .str(ERROR_HEADER, &text)
+        .int(ATTEMPTS_HEADER, i64::from(attempts))
+        .str(FAILED_AT_HEADER, &chrono::Utc::now().to_rfc3339())
+}
 
 fn persistent_json(kind: &str, id: String, headers: FieldTable) -> BasicProperties {
     BasicProperties::default()
@@ -110,4 +131,70 @@ pub async fn publish_attempt(
             mandatory: false,
         })
         .await
+}
+
+/// Publishes a message for the resolver on `switchyard.callbacks` (persistent, mandatory,
+/// confirmed). With `delay`, it waits in that delay tier first.
+pub async fn publish_callback_message(
+    publisher: &Publisher,
+    message_type: &str,
+    message_id: &str,
+    body: &[u8],
+    delay: Option<std::time::Duration>,
+    headers: Headers,
+) -> Result<(), PublishError> {
+    let (exchange, headers) = match delay {
+        None => (CALLBACKS_EXCHANGE, headers),
+        Some(tier) => (
+            RETRY_EXCHANGE,
+            headers
+                .str(KIND_HEADER, CALLBACKS_DELAY_KIND)
+                .str(TIER_HEADER, &tier_label(tier)),
+        ),
+    };
+    publisher
+        .publish(Outgoing {
+            exchange,
+            routing_key: CALLBACKS_ROUTING_KEY,
+            body,
+            properties: persistent_json(message_type, message_id.to_owned(), headers.build()),
+            mandatory: true,
+        })
+        .await
+}
+
+/// The delay tier to wait in for `remaining`: the longest tier not past it (a message due
+/// later hops again), or the shortest when even that is longer.
+pub fn tier_within(
+    tiers: &[std::time::Duration],
+    remaining: std::time::Duration,
+) -> Option<std::time::Duration> {
+    tiers
+        .iter()
+        .copied()
+        .filter(|t| *t <= remaining)
+        .max()
+        .or_else(|| tiers.iter().copied().min())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::tier_within;
+
+    #[test]
+    fn the_longest_tier_not_past_the_due_time() {
+        let tiers = [1, 5, 30, 3600].map(Duration::from_secs);
+        assert_eq!(tier_within(&tiers, Duration::from_secs(40)), Some(tiers[2]));
+        assert_eq!(
+            tier_within(&tiers, Duration::from_secs(7200)),
+            Some(tiers[3])
+        );
+        assert_eq!(
+            tier_within(&tiers, Duration::from_millis(10)),
+            Some(tiers[0])
+        );
+        assert_eq!(tier_within(&[], Duration::from_secs(1)), None);
+    }
 }

@@ -11,6 +11,10 @@
 //! switchyard.dead (topic)
 //!   {kind}.#  -> switchyard.dlq.{kind}  quorum
 //! switchyard.events (topic): the core app binds its own queues
+//! switchyard.callbacks (direct)
+//!   callbacks.in -> switchyard.callbacks  quorum: wait records, verified webhooks, expiries
+//!   delayed by switchyard.retry (kind "_callbacks") through switchyard.delay.callbacks.{tier}
+//!   dead letters -> switchyard.dlq.callbacks (callbacks nobody could correlate)
 //! ```
 //!
 //! One work queue per (kind, provider) keeps a slow provider from delaying another's commands;
@@ -35,6 +39,23 @@ pub const LEDGER_EVENTS_QUEUE: &str = "switchyard.ledger.events";
 pub const LEDGER_ATTEMPTS_QUEUE: &str = "switchyard.ledger.attempts";
 /// Where lifecycle events are published.
 pub const EVENTS_EXCHANGE: &str = "switchyard.events";
+/// Where wait records, verified callbacks and expiries go, for the resolver.
+pub const CALLBACKS_EXCHANGE: &str = "switchyard.callbacks";
+/// The resolver's queue.
+pub const CALLBACKS_QUEUE: &str = "switchyard.callbacks";
+/// The routing key of everything on [`CALLBACKS_EXCHANGE`].
+pub const CALLBACKS_ROUTING_KEY: &str = "callbacks.in";
+/// The [`KIND_HEADER`] value that sends a delayed message back to [`CALLBACKS_EXCHANGE`]; not
+/// a valid kind name, so it can never collide with one.
+pub const CALLBACKS_DELAY_KIND: &str = "_callbacks";
+/// Callbacks that could never be correlated, and poison messages of the resolver's queue.
+pub const CALLBACKS_DLQ: &str = "switchyard.dlq.callbacks";
+
+/// `switchyard.delay.callbacks.{tier}`.
+pub fn callbacks_delay_queue(tier: Duration) -> String {
+    format!("switchyard.delay.callbacks.{}", tier_label(tier))
+}
+
 /// Where commands nobody routes end up, instead of vanishing.
 pub const UNROUTABLE_EXCHANGE: &str = "switchyard.unroutable";
 /// The queue behind [`UNROUTABLE_EXCHANGE`].
@@ -153,6 +174,114 @@ impl Topology {
         &self.providers
     }
 
+    /// The resolver's side: its exchange, queue, delay tiers and dead letters.
+    async fn declare_callbacks(
+        &self,
+        ch: &Channel,
+        quorum: &(&str, AMQPValue),
+        at_least_once: &[(&str, AMQPValue)],
+    ) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let qdurable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            CALLBACKS_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        let mut a = vec![
+            quorum.clone(),
+            (
+                "x-delivery-limit",
+                AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+            ),
+            ("x-dead-letter-exchange", s(DEAD_EXCHANGE)),
+        ];
+        a.extend(at_least_once.iter().cloned());
+        ch.queue_declare(CALLBACKS_QUEUE.into(), qdurable, args(&a))
+            .await?;
+        ch.queue_bind(
+            CALLBACKS_QUEUE.into(),
+            CALLBACKS_EXCHANGE.into(),
+            CALLBACKS_ROUTING_KEY.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_declare(
+            CALLBACKS_DLQ.into(),
+            qdurable,
+            args(std::slice::from_ref(quorum)),
+        )
+        .await?;
+        ch.queue_bind(
+            CALLBACKS_DLQ.into(),
+            DEAD_EXCHANGE.into(),
+            "callbacks.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        self.declare_delay_tiers(
+            ch,
+            CALLBACKS_DELAY_KIND,
+            callbacks_delay_queue,
+            CALLBACKS_EXCHANGE,
+            quorum,
+            at_least_once,
+        )
+        .await
+    }
+
+    /// One TTL queue per delay tier, bound on `switchyard.retry` by (`lane`, tier) and
+    /// dead-lettering to `target` with the message's own routing key when the delay is over.
+    async fn declare_delay_tiers(
+        &self,
+        ch: &Channel,
+        lane: &str,
+        queue_name: impl Fn(Duration) -> String,
+        target: &str,
+        quorum: &(&str, AMQPValue),
+        at_least_once: &[(&str, AMQPValue)],
+    ) -> Result<(), lapin::Error> {
+        let qdurable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for tier in &self.tiers {
+            let q = queue_name(*tier);
+            let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
+            let mut a = vec![
+                quorum.clone(),
+                ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
+                ("x-dead-letter-exchange", s(target)),
+            ];
+            a.extend(at_least_once.iter().cloned());
+            ch.queue_declare(q.as_str().into(), qdurable, args(&a))
+                .await?;
+            ch.queue_bind(
+                q.as_str().into(),
+                RETRY_EXCHANGE.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                args(&[
+                    ("x-match", s("all")),
+                    (KIND_HEADER, s(lane)),
+                    (TIER_HEADER, s(&tier_label(*tier))),
+                ]),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Declares everything; safe to repeat.
     pub async fn declare(&self, ch: &Channel) -> Result<(), lapin::Error> {
         let durable = ExchangeDeclareOptions {
@@ -242,6 +371,7 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
+        self.declare_callbacks(ch, &quorum, &at_least_once).await?;
 
         for (kind, providers) in &self.providers {
             let dlq = dead_letter_queue(kind);
@@ -260,30 +390,15 @@ impl Topology {
             )
             .await?;
 
-            for tier in &self.tiers {
-                let q = retry_queue(kind, *tier);
-                let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
-                let mut a = vec![
-                    quorum.clone(),
-                    ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
-                    ("x-dead-letter-exchange", s(COMMANDS_EXCHANGE)),
-                ];
-                a.extend(at_least_once.iter().cloned());
-                ch.queue_declare(q.as_str().into(), qdurable, args(&a))
-                    .await?;
-                ch.queue_bind(
-                    q.as_str().into(),
-                    RETRY_EXCHANGE.into(),
-                    "".into(),
-                    QueueBindOptions::default(),
-                    args(&[
-                        ("x-match", s("all")),
-                        (KIND_HEADER, s(kind.as_str())),
-                        (TIER_HEADER, s(&tier_label(*tier))),
-                    ]),
-                )
-                .await?;
-            }
+            self.declare_delay_tiers(
+                ch,
+                kind.as_str(),
+                |tier| retry_queue(kind, tier),
+                COMMANDS_EXCHANGE,
+                &quorum,
+                &at_least_once,
+            )
+            .await?;
 
             for provider in providers {
                 let q = work_queue(kind, provider);

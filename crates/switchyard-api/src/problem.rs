@@ -61,6 +61,16 @@ impl Problem {
         )
     }
 
+    /// 401: a callback whose signature or timestamp does not verify. Says no more than that.
+    pub fn bad_signature() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "bad-signature",
+            "Signature verification failed",
+            "the webhook signature is missing, invalid or outside the timestamp tolerance",
+        )
+    }
+
     /// 413: the body exceeds the limit.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::Utc;
 use hdrhistogram::Histogram;
-use switchyard_amqp::lapin::options::{BasicAckOptions, QueueDeclareOptions, QueuePurgeOptions};
+use switchyard_amqp::lapin::options::{
+    BasicAckOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
 use switchyard_amqp::lapin::types::FieldTable;
 use switchyard_amqp::messages::publish_command;
-use switchyard_amqp::topology::work_queue;
+use switchyard_amqp::topology::{LEDGER_EVENTS_QUEUE, work_queue};
 use switchyard_amqp::{
     Broker, BrokerSettings, ConsumeSettings, Headers, Publisher, Topology, consume,
 };
@@ -42,6 +44,9 @@ pub struct BenchOptions {
     /// Commands per second to offer (0: as fast as confirms allow). Below saturation the
     /// latency figures measure the path, not the backlog.
     pub rate: u32,
+    /// Run the `switchyard-ledger` process beside the worker (SQLite, or
+    /// SWITCHYARD_DATABASE_URL), consuming every event and attempt record.
+    pub with_ledger: bool,
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -141,12 +146,16 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         bail!("the sandbox did not start");
     }
 
+    let ledger_port = free_port()?;
     let config = format!(
-        "[amqp]\nprefetch = {c}\n[worker]\nlisten = \"127.0.0.1:{worker_port}\"\nconcurrency = {c}\n\
+        "[ledger]\nenabled = {}\nlisten = \"127.0.0.1:{ledger_port}\"\ndatabase_url = \"sqlite://{}?mode=rwc\"\n\
+         [amqp]\nprefetch = {c}\n[worker]\nlisten = \"127.0.0.1:{worker_port}\"\nconcurrency = {c}\n\
          [outbound]\nallow_loopback = true\n[telemetry]\nlog_filter = \"warn\"\n\
          [[providers]]\nname = \"bench\"\nkind = \"payment\"\ntype = \"http\"\n\
          base_url = \"https://localhost:{sandbox_port}/generic/payment\"\noperations = [\"charge\"]\n\
          ca_file = \"{}\"\n",
+        opts.with_ledger,
+        dir.join("ledger.db").display(),
         ca.display(),
         c = opts.concurrency,
     );
@@ -159,13 +168,23 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         .spawn()
         .context("starting switchyard-payment")?;
     children.0.push(("switchyard-payment", worker));
+    if opts.with_ledger {
+        let ledger = Process::new(sibling("switchyard-ledger")?)
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting switchyard-ledger")?;
+        children.0.push(("switchyard-ledger", ledger));
+    }
 
     let kind: Name = "payment".parse()?;
     let provider: Name = "bench".parse()?;
     let tap = format!("switchyard.bench.{}", Uuid::new_v4().simple());
+    let tap_binding = tap.clone();
     let broker = Broker::start(
         BrokerSettings {
-            url,
+            url: url.clone(),
             heartbeat_secs: 10,
             reconnect_max: Duration::from_secs(2),
             connection_name: "switchyard-bench".into(),
@@ -207,14 +226,21 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    if !opts.with_ledger && queue_exists(&session.connection, LEDGER_EVENTS_QUEUE).await {
+        say(format!(
+            "bench: note: {LEDGER_EVENTS_QUEUE} exists on this broker, so every event is also \
+             copied there; the figures include that load"
+        ));
+    }
+
     let sent: Arc<Mutex<HashMap<Uuid, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(opts.commands)));
     let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, Status, Instant)>();
     let stop = CancellationToken::new();
-    tokio::spawn(consume(
+    let tap_consumer = tokio::spawn(consume(
         broker.clone(),
         ConsumeSettings {
-            queue: tap,
+            queue: tap_binding,
             prefetch: 1000,
             grace: Duration::from_secs(1),
         },
@@ -235,7 +261,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let window = Arc::new(Semaphore::new(opts.window.max(1)));
     let body = payload(opts.payload_bytes);
     say(format!(
-        "bench: {} commands at {}, {} B payloads, window {}, worker concurrency {}",
+        "bench: {} commands at {}, {} B payloads, window {}, worker concurrency {}, ledger {}",
         opts.commands,
         if opts.rate == 0 {
             "full speed".to_owned()
@@ -246,7 +272,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             .map(|b| b.len())
             .unwrap_or_default(),
         opts.window,
-        opts.concurrency
+        opts.concurrency,
+        if opts.with_ledger { "running" } else { "off" }
     ));
     let started = Instant::now();
     let publishing = {
@@ -320,6 +347,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let publish_failures = publishing.await.unwrap_or(opts.commands);
     let elapsed = last.duration_since(started).as_secs_f64().max(1e-9);
     stop.cancel();
+    let _ = tap_consumer.await;
+    let ledger_lag = if opts.with_ledger {
+        Some(ledger_caught_up(&dir.join("ledger.db"), opts.commands, last).await)
+    } else {
+        None
+    };
 
     say(format!(
         "bench: completed {completed}, failed {failed}, publish failures {publish_failures}, missing {}",
@@ -335,6 +368,14 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
     ));
+    match ledger_lag {
+        Some(Ok(lag)) => say(format!(
+            "bench: the ledger had recorded everything {:.2} s after the last completed event",
+            lag.as_secs_f64()
+        )),
+        Some(Err(e)) => say(format!("bench: the ledger did not catch up: {e}")),
+        None => {}
+    }
     for (name, child) in &children.0 {
         if let Some(pid) = child.id() {
             say(format!(
@@ -348,6 +389,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         peak_rss_kib(std::process::id()).unwrap_or(0) / 1024
     ));
     broker.close().await;
+    // The tap is ours alone: left bound, it would copy the next run's events. It is deleted
+    // over a connection of its own, once nothing of ours could re-declare it.
+    delete_queue(&amqp_url(), &tap).await;
     drop(children);
     let _ = std::fs::remove_dir_all(&dir);
     if completed < opts.commands {
@@ -356,8 +400,85 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn delete_queue(url: &str, queue: &str) {
+    let props = switchyard_amqp::lapin::ConnectionProperties::default();
+    match switchyard_amqp::lapin::Connection::connect(url, props).await {
+        Ok(conn) => {
+            if let Ok(ch) = conn.create_channel().await
+                && let Err(e) = ch
+                    .queue_delete(queue.into(), QueueDeleteOptions::default())
+                    .await
+            {
+                say(format!("bench: could not delete {queue}: {e}"));
+            }
+            let _ = conn.close(200, "done".into()).await;
+        }
+        Err(e) => say(format!("bench: could not delete {queue}: {e}")),
+    }
+}
+
+/// Whether `queue` exists, asked on a channel of its own (a failed passive declare closes it).
+async fn queue_exists(connection: &switchyard_amqp::lapin::Connection, queue: &str) -> bool {
+    let Ok(ch) = connection.create_channel().await else {
+        return false;
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let found = ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .is_ok();
+    let _ = ch.close(200, "done".into()).await;
+    found
+}
+
+/// Waits until the ledger's database holds every command completed and an attempt for each,
+/// and returns how long after `last` that was.
+async fn ledger_caught_up(db: &Path, commands: usize, last: Instant) -> anyhow::Result<Duration> {
+    let store = switchyard_ledger::Store::connect(&format!("sqlite://{}", db.display())).await?;
+    let want = u64::try_from(commands)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (completed, attempts) = store.counts(Status::Completed).await?;
+        if completed >= want && attempts >= want {
+            store.close().await;
+            return Ok(Instant::now().saturating_duration_since(last));
+        }
+        if Instant::now() > deadline {
+            bail!("{completed} of {want} completions recorded after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// `switchyard ledger bench`: the store's ingest rate on each database.
+pub async fn ledger(events: usize, batch: usize, urls: Vec<String>) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let urls = if urls.is_empty() {
+        vec![format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("bench.db").display()
+        )]
+    } else {
+        urls
+    };
+    for url in urls {
+        let store = switchyard_ledger::Store::connect(&url).await?;
+        let rate = switchyard_ledger::ingest_bench(&store, events, batch).await?;
+        store.close().await;
+        let scheme = url.split(':').next().unwrap_or_default().to_owned();
+        say(format!(
+            "ledger bench: {scheme}: {rate:.0} events/s ({events} events, {batch} per transaction)"
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

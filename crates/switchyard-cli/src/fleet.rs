@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use switchyard_config::Config;
 use switchyard_ingress::IngressHandle;
+use switchyard_ledger::LedgerHandle;
 use switchyard_sandbox::{Sandbox, SandboxConfig};
 use switchyard_worker::WorkerHandle;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,8 @@ pub async fn start_sandbox(state_dir: &Path) -> anyhow::Result<Sandbox> {
 /// A running in-process fleet (without the sandbox, which callers own).
 #[derive(Debug)]
 pub struct Fleet {
+    /// The ledger, when `ledger.enabled`; its query API is also served by the ingress.
+    pub ledger: Option<LedgerHandle>,
     /// The ingress.
     pub ingress: IngressHandle,
     /// One worker per kind.
@@ -61,13 +64,26 @@ impl Fleet {
     /// Starts the ingress and every kind's worker from `config`.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let kinds = switchyard_ingress::builtin_kinds();
-        let ingress = switchyard_ingress::start(config, &kinds, shutdown.clone()).await?;
+        let (ledger, routes) = if config.ledger.enabled {
+            let ledger = switchyard_ledger::start(config, shutdown.clone()).await?;
+            let routes = switchyard_ledger::query_router(
+                ledger.store.clone(),
+                config.ingress.tokens.clone(),
+                config.ingress.auth_disabled,
+            );
+            (Some(ledger), routes)
+        } else {
+            (None, axum::Router::new())
+        };
+        let ingress =
+            switchyard_ingress::start_with_routes(config, &kinds, routes, shutdown.clone()).await?;
         let mut workers = Vec::new();
         for kind in kinds {
             workers
                 .push(switchyard_worker::start(Arc::clone(&kind), config, shutdown.clone()).await?);
         }
         Ok(Self {
+            ledger,
             ingress,
             workers,
             shutdown,
@@ -77,6 +93,9 @@ impl Fleet {
     /// Waits until the ingress and every worker are connected with the topology declared.
     pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
         let mut ok = self.ingress.broker.wait_ready(timeout).await;
+        if let Some(l) = &self.ledger {
+            ok &= l.broker.wait_ready(timeout).await;
+        }
         for w in &self.workers {
             ok &= w.broker.wait_ready(timeout).await;
         }
@@ -90,5 +109,8 @@ impl Fleet {
             w.wait().await;
         }
         self.ingress.wait().await;
+        if let Some(l) = self.ledger {
+            l.wait().await;
+        }
     }
 }

@@ -59,6 +59,14 @@ enum Cmd {
         /// Commands per second to offer; 0 publishes as fast as confirms allow.
         #[arg(long, default_value_t = 0)]
         rate: u32,
+        /// Run the ledger process beside the worker.
+        #[arg(long)]
+        with_ledger: bool,
+    },
+    /// The ledger.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerCmd,
     },
     /// The JSON Schemas of commands, events and payloads.
     Schemas {
@@ -74,6 +82,31 @@ enum TopologyCmd {
         /// Config file (else SWITCHYARD_CONFIG, else ./switchyard.toml when present).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCmd {
+    /// Empty request and response bodies of attempts older than the retention.
+    Prune {
+        /// Config file (else SWITCHYARD_CONFIG, else ./switchyard.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides `ledger.attempt_body_retention`, e.g. `30d`.
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        older_than: Option<Duration>,
+    },
+    /// Measure the store's ingest rate (events per second), SQLite and/or PostgreSQL.
+    Bench {
+        /// Events to write.
+        #[arg(long, default_value_t = 60_000)]
+        events: usize,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Database URLs to measure (default: a temporary SQLite file).
+        #[arg(long = "database-url")]
+        urls: Vec<String>,
     },
 }
 
@@ -102,6 +135,7 @@ async fn main() -> ExitCode {
             window,
             concurrency,
             rate,
+            with_ledger,
         } => {
             bench::run(bench::BenchOptions {
                 commands,
@@ -109,9 +143,21 @@ async fn main() -> ExitCode {
                 window,
                 concurrency,
                 rate,
+                with_ledger,
             })
             .await
         }
+        Cmd::Ledger {
+            action: LedgerCmd::Prune { config, older_than },
+        } => ledger_prune(config, older_than).await,
+        Cmd::Ledger {
+            action:
+                LedgerCmd::Bench {
+                    events,
+                    batch,
+                    urls,
+                },
+        } => bench::ledger(events, batch, urls).await,
         Cmd::Schemas {
             action: SchemasCmd::Write { dir },
         } => schemas::write(&dir)
@@ -175,5 +221,18 @@ async fn sandbox(listen: SocketAddr, cert_dir: PathBuf) -> anyhow::Result<()> {
         .cancelled()
         .await;
     sandbox.shutdown().await;
+    Ok(())
+}
+
+async fn ledger_prune(config: Option<PathBuf>, older_than: Option<Duration>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let retention = older_than.unwrap_or(config.ledger.attempt_body_retention);
+    let store = switchyard_ledger::Store::connect(config.ledger.database_url.expose()).await?;
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention)?;
+    let n = store.prune(cutoff).await?;
+    store.close().await;
+    say(format!(
+        "pruned the bodies of {n} attempts started before {cutoff}"
+    ));
     Ok(())
 }

@@ -89,6 +89,11 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         }
     };
     toml.push_str(&format!("\n[worker]\nidempotency_secret = \"{secret}\"\n"));
+    // The embedded ledger lives with the rest of the local state (SWITCHYARD_DATABASE_URL wins).
+    toml.push_str(&format!(
+        "\n[ledger]\ndatabase_url = \"sqlite://{}?mode=rwc\"\n",
+        opts.state_dir.join("ledger.db").display()
+    ));
     let config_path = opts.state_dir.join("switchyard.toml");
     std::fs::write(&config_path, &toml)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -110,14 +115,14 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         .map(|w| w.ops_addr.to_string())
         .collect();
     say(format!(
-        "\nSwitchyard is up.\n  ingress   {url}\n  token     {token}\n  sandbox   {} (CA {})\n  config    {}\n  metrics   {url}/metrics; workers: {}\n",
+        "\nSwitchyard is up.\n  ingress   {url}  (also serves the ledger: GET {url}/v1/commands/{{id}})\n  token     {token}\n  sandbox   {} (CA {})\n  config    {}\n  metrics   {url}/metrics; workers: {}\n",
         sandbox.base_url(),
         sandbox.ca_pem_path().display(),
         config_path.display(),
         workers.join(", ")
     ));
     say(format!(
-        "Try it:\n  curl -sS {url}/v1/commands \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"kind\":\"payment\",\"provider\":\"sandbox\",\"operation\":\"charge\",\"payload\":{{\"amount\":1999,\"currency\":\"usd\",\"payment_method\":\"pm_card_visa\"}}}}'\n\nLifecycle events appear below. Ctrl-C stops everything.\n"
+        "Try it:\n  curl -sS {url}/v1/commands \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"kind\":\"payment\",\"provider\":\"sandbox\",\"operation\":\"charge\",\"payload\":{{\"amount\":1999,\"currency\":\"usd\",\"payment_method\":\"pm_card_visa\"}}}}'\n\nThen ask the ledger what happened:\n  curl -sS {url}/v1/commands/<id> -H 'Authorization: Bearer {token}'\n\nLifecycle events appear below. Ctrl-C stops everything.\n"
     ));
 
     shutdown.cancelled().await;

@@ -50,6 +50,7 @@ fn jsonschema_validator(schema: &serde_json::Value) -> impl Fn(&serde_json::Valu
         operations: vec![switchyard_core::OperationSpec {
             name: "o".parse().unwrap(),
             schema: schema.clone(),
+            max_wait: switchyard_core::kind::DEFAULT_MAX_WAIT,
         }],
     }])
     .unwrap();

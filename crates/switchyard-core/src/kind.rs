@@ -14,9 +14,20 @@ pub struct OperationSpec {
     pub name: Name,
     /// The payload's JSON Schema, generated from the kind crate's Rust type.
     pub schema: Value,
+    /// How long a command may wait for a long-running provider when it has no `deadline`.
+    pub max_wait: std::time::Duration,
 }
 
+/// [`OperationSpec::max_wait`] unless a kind says otherwise: a day.
+pub const DEFAULT_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl OperationSpec {
+    /// The same operation with another default wait.
+    pub fn with_max_wait(mut self, max_wait: std::time::Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
     /// The spec of an operation whose payload is the Rust type `T`.
     pub fn of<T: schemars::JsonSchema>(name: &str) -> Self {
         Self {
@@ -24,6 +35,7 @@ impl OperationSpec {
             // caught by every test that builds the kind.
             name: Name::new(name).unwrap_or_else(|e| panic!("operation name: {e}")),
             schema: schemars::schema_for!(T).to_value(),
+            max_wait: DEFAULT_MAX_WAIT,
         }
     }
 }

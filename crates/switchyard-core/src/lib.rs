@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod name;
 pub mod provider;
 pub mod secret;
+pub mod waiting;
 
 pub use attempt::{AttemptRecord, Recorder};
 pub use command::{Command, CommandDraft, InvalidCommand, Metadata};
@@ -26,6 +27,7 @@ pub use lifecycle::{Attempt, Lifecycle};
 pub use name::{Name, RoutingKey};
 pub use provider::{Provider, ProviderCall, ProviderError, ProviderOutcome};
 pub use secret::Secret;
+pub use waiting::{Callback, CallbackOutcome, Expiry, WaitRecord};
 
 /// The AMQP `type` property of a command message.
 pub const COMMAND_TYPE_V1: &str = "switchyard.command.v1";

@@ -35,6 +35,10 @@ use uuid::Uuid;
 
 pub use switchyard_api::Problem;
 
+mod webhooks;
+
+pub use webhooks::MAX_WEBHOOK_BYTES;
+
 /// Every kind this build of Switchyard knows. Adding a kind adds one line here.
 pub fn builtin_kinds() -> Vec<Arc<dyn Kind>> {
     vec![
@@ -116,10 +120,19 @@ pub async fn start_with_routes(
         max_body: config.ingress.max_body_bytes,
         retry_after: config.ingress.retry_after_secs,
     });
+    let receivers = Arc::new(webhooks::Receivers::from_config(
+        config,
+        state.publisher.clone(),
+    )?);
     let ready_broker = broker.clone();
     let router = Router::new()
         .route("/v1/commands", post(submit))
         .with_state(state)
+        .merge(
+            Router::new()
+                .route("/v1/webhooks/{provider}", post(webhooks::receive))
+                .with_state(receivers),
+        )
         .merge(routes)
         .merge(switchyard_telemetry::ops_router(Arc::new(move || {
             ready_broker.is_ready()

@@ -4,8 +4,11 @@
 //! queues that every component declares), writes them in batched transactions and only then
 //! acknowledges them, so workers never wait for it and it catches up after any outage with
 //! nothing lost. Applying events is idempotent and order-proof. Storage is SQLite by default
-//! and PostgreSQL in production, through one implementation. It does not decide anything about
-//! commands: it records what the workers report.
+//! and PostgreSQL in production, through one implementation.
+//!
+//! It decides one thing: how a `waiting` command ends. Being the component that knows every
+//! waiting command, it consumes `switchyard.callbacks` (wait records, verified callbacks,
+//! expiries) and publishes exactly one terminal event per waiting command.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,11 +21,14 @@ use tracing::{info, warn};
 
 mod api;
 mod ingest;
+mod resolve;
 mod store;
+mod waits;
 
 pub use api::query_router;
 pub use ingest::BatchSettings;
 pub use store::{BadCursor, CommandSummary, CommandView, ListFilter, Page, Store, StoreError};
+pub use waits::Resolution;
 
 /// A running ledger.
 #[derive(Debug)]
@@ -57,6 +63,8 @@ impl LedgerHandle {
 /// Starts the ledger: store, consumers, hourly pruning, and the query API on
 /// `config.ledger.listen`.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<LedgerHandle> {
+    // Its own token: stopping the ledger must not stop whatever shares the parent.
+    let shutdown = shutdown.child_token();
     let store = Store::connect(config.ledger.database_url.expose()).await?;
     let broker = Broker::start(
         BrokerSettings::from_config(&config.amqp, "switchyard-ledger"),
@@ -69,6 +77,16 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             size: config.ledger.batch_size.max(1),
             max_wait: Duration::from_millis(config.ledger.batch_max_wait_ms),
         },
+        shutdown.clone(),
+    ));
+    let resolver = tokio::spawn(resolve::run(
+        broker.clone(),
+        store.clone(),
+        switchyard_amqp::Publisher::new(
+            broker.clone(),
+            Duration::from_millis(config.amqp.confirm_timeout_ms),
+        ),
+        config.retry.tiers.clone(),
         shutdown.clone(),
     ));
     let retention = config.ledger.attempt_body_retention;
@@ -107,7 +125,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         broker,
         store,
         shutdown,
-        tasks: vec![ingest, pruning, server],
+        tasks: vec![ingest, resolver, pruning, server],
     })
 }
 

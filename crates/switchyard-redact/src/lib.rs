@@ -297,7 +297,8 @@ impl Redactor {
     }
 }
 
-fn cap(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when it was cut.
+pub fn cap(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

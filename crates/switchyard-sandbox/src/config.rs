@@ -17,6 +17,19 @@ pub struct SandboxConfig {
     pub failure_rate: f64,
     /// When set, provider endpoints require `Authorization: Bearer <token>`.
     pub bearer_token: Option<String>,
+    /// Where accepted operations are reported finished, signed per Standard Webhooks.
+    pub webhooks: Option<WebhookTarget>,
+}
+
+/// The receiver of the sandbox's callbacks.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    /// The base URL; the provider's name is appended, e.g. `http://127.0.0.1:8080/v1/webhooks/`.
+    pub base_url: String,
+    /// The Standard Webhooks secret (`whsec_...`) the receiver verifies with.
+    pub secret: String,
+    /// How long after the 202 the callback is sent.
+    pub delay: Duration,
 }
 
 impl SandboxConfig {
@@ -28,6 +41,7 @@ impl SandboxConfig {
             latency: Duration::ZERO,
             failure_rate: 0.0,
             bearer_token: None,
+            webhooks: None,
         }
     }
 
@@ -38,6 +52,10 @@ impl SandboxConfig {
                 "failure_rate must be within 0..=1, got {}",
                 self.failure_rate
             );
+        }
+        if let Some(w) = &self.webhooks {
+            switchyard_webhooks::StandardWebhooks::new(&w.secret)
+                .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?;
         }
         if self.bearer_token.as_deref().is_some_and(str::is_empty) {
             anyhow::bail!("bearer_token must not be empty when set");

@@ -7,6 +7,7 @@
 //! certificate so clients verify TLS against a real trust root. It does not own any client
 //! code, retry policy or provider-specific API shapes: those live in the kind crates.
 
+mod callback;
 mod config;
 mod control;
 mod provider;
@@ -15,6 +16,6 @@ mod server;
 mod state;
 mod tls;
 
-pub use config::SandboxConfig;
-pub use scenario::{Step, StepParseError};
+pub use config::{SandboxConfig, WebhookTarget};
+pub use scenario::{Finish, Step, StepParseError};
 pub use server::Sandbox;

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::scenario::Step;
+use crate::callback::Outcome;
+use crate::scenario::{Finish, Step};
 use crate::server::AppState;
 use crate::state::{Begin, RecordRef, RequestRecord};
 
@@ -37,6 +38,39 @@ pub(crate) async fn handle(
     Path((kind, operation)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    serve(
+        app,
+        "sandbox".to_owned(),
+        kind,
+        operation,
+        headers,
+        body,
+        Step::Ok,
+    )
+    .await
+}
+
+/// `POST /async/{provider}/{kind}/{operation}`: the same provider, but every operation is
+/// long-running: 202 with a reference, then a signed callback to `/v1/webhooks/{provider}`.
+pub(crate) async fn handle_async(
+    State(app): State<Arc<AppState>>,
+    Path((provider, kind, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let default = Step::Accept(Finish::Succeed);
+    serve(app, provider, kind, operation, headers, body, default).await
+}
+
+async fn serve(
+    app: Arc<AppState>,
+    provider: String,
+    kind: String,
+    operation: String,
+    headers: HeaderMap,
+    body: Bytes,
+    default_step: Step,
 ) -> Response {
     let at_ms = app.elapsed_ms();
     app.ledger.count_request();
@@ -62,6 +96,8 @@ pub(crate) async fn handle(
     }
 
     let request = Request {
+        provider: &provider,
+        default_step,
         kind: &kind,
         operation: &operation,
         headers: &headers,
@@ -85,6 +121,8 @@ pub(crate) async fn handle(
 
 /// The parts of one provider request the decision needs.
 struct Request<'a> {
+    provider: &'a str,
+    default_step: Step,
     kind: &'a str,
     operation: &'a str,
     headers: &'a HeaderMap,
@@ -143,13 +181,13 @@ async fn respond(app: &AppState, request: Request<'_>) -> Response {
                 "random failure (failure_rate)",
             );
         }
-        None => Step::Ok,
+        None => request.default_step,
     };
 
     let run = |success, delay| execute(app, &request, key, success, delay);
     match step {
         Step::Ok => run(Success::Completed, Duration::ZERO).await,
-        Step::Accept => run(Success::Accepted, Duration::ZERO).await,
+        Step::Accept(finish) => accept(app, &request, key, finish).await,
         Step::Slow(delay) => run(Success::Completed, delay).await,
         Step::Leak(status) if (200..300).contains(&status) => {
             run(Success::Leaky, Duration::ZERO).await
@@ -179,6 +217,39 @@ async fn respond(app: &AppState, request: Request<'_>) -> Response {
     }
 }
 
+/// The provider's reference of the operation run under `key`: stable, as a real provider's
+/// is for a replayed request.
+fn reference_for(key: &str) -> String {
+    format!(
+        "sbx_{}",
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).simple()
+    )
+}
+
+/// Accepts long-running work and arranges its callback, once per execution.
+async fn accept(app: &AppState, request: &Request<'_>, key: &str, finish: Finish) -> Response {
+    let reference = reference_for(key);
+    let outcome = match finish {
+        Finish::Fail => Outcome::Failed,
+        _ => Outcome::Succeeded,
+    };
+    if let (Finish::Early, Some(sender)) = (finish, app.webhooks.as_ref()) {
+        // Delivered, and acknowledged, before the caller even learns the reference.
+        sender
+            .send_now(request.provider, &reference, outcome, request.kind)
+            .await;
+    }
+    let response = execute(app, request, key, Success::Accepted, Duration::ZERO).await;
+    let fresh = response.status() == StatusCode::ACCEPTED
+        && !response.headers().contains_key(IDEMPOTENT_REPLAYED);
+    if let (true, Finish::Succeed | Finish::Fail, Some(sender)) =
+        (fresh, finish, app.webhooks.as_ref())
+    {
+        sender.send_later(request.provider, &reference, outcome, request.kind);
+    }
+    response
+}
+
 /// Runs the operation once per idempotency key; later identical requests get the replay.
 async fn execute(
     app: &AppState,
@@ -193,7 +264,7 @@ async fn execute(
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let reference = format!("sbx_{}", uuid::Uuid::new_v4().simple());
+            let reference = reference_for(key);
             let (status, body) = match success {
                 Success::Completed => (
                     StatusCode::OK,

@@ -9,8 +9,9 @@ use std::time::Duration;
 pub enum Step {
     /// Execute and answer 200 (replaying if the key already executed).
     Ok,
-    /// Execute and answer 202 with a reference: a long-running operation accepted.
-    Accept,
+    /// Execute and answer 202 with a reference: a long-running operation accepted, finished
+    /// later by a signed callback (when the sandbox has a webhook target).
+    Accept(Finish),
     /// Answer this status with an error body, without executing or storing anything.
     Status(u16),
     /// Answer 429 with `Retry-After` in seconds, without executing.
@@ -29,10 +30,24 @@ pub enum Step {
     Leak(u16),
 }
 
+/// How an accepted operation is reported finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// A `succeeded` callback after the configured delay.
+    Succeed,
+    /// A `failed` callback after the configured delay.
+    Fail,
+    /// No callback at all: the command waits until its deadline.
+    Silent,
+    /// A `succeeded` callback delivered before the 202 answers: the callback overtakes the
+    /// worker's own report that the command is waiting.
+    Early,
+}
+
 /// A step string the sandbox does not understand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario step {0:?} (expected ok, accept, hang, lost, a status 200..=599, 429:SECS, slow:MS or leak:STATUS)"
+    "unknown scenario step {0:?} (expected ok, accept, accept:fail, accept:silent, accept:early, hang, lost, a status 200..=599, 429:SECS, slow:MS or leak:STATUS)"
 )]
 pub struct StepParseError(pub String);
 
@@ -43,7 +58,10 @@ impl FromStr for Step {
         let err = || StepParseError(s.to_owned());
         let parsed = match s {
             "ok" => Step::Ok,
-            "accept" => Step::Accept,
+            "accept" => Step::Accept(Finish::Succeed),
+            "accept:fail" => Step::Accept(Finish::Fail),
+            "accept:silent" => Step::Accept(Finish::Silent),
+            "accept:early" => Step::Accept(Finish::Early),
             "hang" => Step::Hang,
             "lost" => Step::Lost,
             _ => {
@@ -79,7 +97,10 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::Ok => f.write_str("ok"),
-            Step::Accept => f.write_str("accept"),
+            Step::Accept(Finish::Succeed) => f.write_str("accept"),
+            Step::Accept(Finish::Fail) => f.write_str("accept:fail"),
+            Step::Accept(Finish::Silent) => f.write_str("accept:silent"),
+            Step::Accept(Finish::Early) => f.write_str("accept:early"),
             Step::Status(status) => write!(f, "{status}"),
             Step::TooManyRequests { retry_after_secs } => write!(f, "429:{retry_after_secs}"),
             Step::Hang => f.write_str("hang"),
@@ -126,7 +147,10 @@ mod tests {
     fn parses_every_documented_step() {
         let cases = [
             ("ok", Step::Ok),
-            ("accept", Step::Accept),
+            ("accept", Step::Accept(Finish::Succeed)),
+            ("accept:fail", Step::Accept(Finish::Fail)),
+            ("accept:silent", Step::Accept(Finish::Silent)),
+            ("accept:early", Step::Accept(Finish::Early)),
             ("hang", Step::Hang),
             ("lost", Step::Lost),
             ("503", Step::Status(503)),

@@ -28,6 +28,7 @@ pub(crate) struct AppState {
     pub(crate) latency: Duration,
     pub(crate) failure_rate: f64,
     pub(crate) bearer_token: Option<String>,
+    pub(crate) webhooks: Option<crate::callback::Sender>,
     started: Instant,
     /// Flips to `true` on shutdown; ends `hang`s so they do not hold the stop up.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -43,6 +44,10 @@ impl AppState {
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/generic/{kind}/{operation}", post(provider::handle))
+        .route(
+            "/async/{provider}/{kind}/{operation}",
+            post(provider::handle_async),
+        )
         .route(
             "/_sandbox/scenarios/{command_id}",
             put(control::put_scenario),
@@ -94,6 +99,10 @@ impl Sandbox {
             latency: config.latency,
             failure_rate: config.failure_rate,
             bearer_token: config.bearer_token,
+            webhooks: config
+                .webhooks
+                .map(crate::callback::Sender::new)
+                .transpose()?,
             started: Instant::now(),
             shutdown,
         });

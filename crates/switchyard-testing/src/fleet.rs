@@ -13,7 +13,7 @@ use switchyard_cli::fleet::{Fleet, SANDBOX_OPERATIONS};
 use switchyard_config::Config;
 use switchyard_core::{Command, Event};
 use switchyard_http::{OutboundClient, OutboundRequest, OutboundSettings};
-use switchyard_sandbox::{Sandbox, SandboxConfig};
+use switchyard_sandbox::{Sandbox, SandboxConfig, WebhookTarget};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -22,6 +22,8 @@ use crate::vhost::TestVhost;
 
 /// The bearer token every test fleet accepts.
 pub const TOKEN: &str = "tok_test_canary_ingress_5d1";
+/// The Standard Webhooks secret of the test fleet's sandbox providers (base64 of a 32-byte key).
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Knobs of a test fleet.
 #[derive(Debug, Clone)]
@@ -114,6 +116,8 @@ pub struct TestFleet {
     pub vhost: TestVhost,
     /// The sandbox providers.
     pub sandbox: Sandbox,
+    /// The ingress's port (chosen before anything starts: the sandbox calls back there).
+    pub ingress_port: u16,
     /// The generated configuration.
     pub config: Config,
     /// The configuration as TOML (to hand to real binaries).
@@ -156,26 +160,43 @@ impl TestFleet {
         let vhost = TestVhost::create().await;
         let dir = std::env::temp_dir().join(format!("switchyard-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let sandbox = Sandbox::start(SandboxConfig::new(dir.join("sandbox")))
-            .await
-            .unwrap();
+        // The ingress's port is chosen first: the sandbox sends its callbacks there.
+        let ingress_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let secret_file = dir.join("webhook-secret");
+        std::fs::write(&secret_file, WEBHOOK_SECRET).unwrap();
+        let mut sandbox_config = SandboxConfig::new(dir.join("sandbox"));
+        sandbox_config.webhooks = Some(WebhookTarget {
+            base_url: format!("http://127.0.0.1:{ingress_port}/v1/webhooks/"),
+            secret: WEBHOOK_SECRET.to_owned(),
+            delay: Duration::from_millis(200),
+        });
+        let sandbox = Sandbox::start(sandbox_config).await.unwrap();
 
         let mut toml = format!(
             "[amqp]\nurl = \"{}\"\nconfirm_timeout_ms = 3000\nreconnect_max_ms = 1000\n\
-             [ingress]\nlisten = \"127.0.0.1:0\"\ntokens = [\"{TOKEN}\"]\nmax_body_bytes = 65536\n\
+             [ingress]\nlisten = \"127.0.0.1:{ingress_port}\"\ntokens = [\"{TOKEN}\"]\nmax_body_bytes = 65536\n\
              [worker]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\nidempotency_secret = \"idem_test_canary_secret_9e4\"\n\
              [retry]\nmax_attempts = {}\nbase = \"100ms\"\ncap = \"1s\"\ntiers = [\"100ms\", \"300ms\", \"1s\", \"2s\"]\n\
              [outbound]\nallow_loopback = true\ntimeout_ms = {}\n\
-             [telemetry]\nlog_filter = \"warn,switchyard=info\"\n",
-            vhost.amqp_url, opts.max_attempts, opts.timeout_ms
+             [telemetry]\nlog_filter = \"warn,switchyard=info\"\n\
+             [ledger]\nlisten = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}?mode=rwc\"\nbatch_max_wait_ms = 20\n",
+            vhost.amqp_url,
+            opts.max_attempts,
+            opts.timeout_ms,
+            dir.join("ledger.db").display()
         );
         for (kind, ops) in SANDBOX_OPERATIONS {
             let ops: Vec<String> = ops.iter().map(|o| format!("\"{o}\"")).collect();
             toml.push_str(&format!(
-                "\n[[providers]]\nname = \"sandbox\"\nkind = \"{kind}\"\ntype = \"http\"\nbase_url = \"{}\"\noperations = [{}]\nca_file = \"{}\"\n",
+                "\n[[providers]]\nname = \"sandbox\"\nkind = \"{kind}\"\ntype = \"http\"\nbase_url = \"{}\"\noperations = [{}]\nca_file = \"{}\"\nwebhook_secret_file = \"{}\"\n",
                 sandbox.generic_base_url(kind),
                 ops.join(", "),
-                sandbox.ca_pem_path().display()
+                sandbox.ca_pem_path().display(),
+                secret_file.display()
             ));
         }
         toml.push_str(&opts.extra_toml);
@@ -231,6 +252,7 @@ impl TestFleet {
             publisher: Publisher::new(broker.clone(), Duration::from_secs(10)),
             vhost,
             sandbox,
+            ingress_port,
             config,
             config_toml: toml,
             fleet,

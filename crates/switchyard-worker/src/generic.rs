@@ -28,6 +28,9 @@ struct Options {
     /// Environment variable holding the Standard Webhooks secret (`whsec_...`).
     #[serde(default)]
     webhook_secret_env: Option<String>,
+    /// Or a file holding it (a mounted secret); surrounding whitespace is ignored.
+    #[serde(default)]
+    webhook_secret_file: Option<std::path::PathBuf>,
     /// Environment variable holding a bearer token sent to the provider.
     #[serde(default)]
     bearer_token_env: Option<String>,
@@ -59,6 +62,41 @@ fn secret_from_env(key: String, var: &str) -> Result<Secret<String>, ConfigError
 }
 
 impl GenericHttpProvider {
+    /// The Standard Webhooks secret of a generic provider's entry, if it takes callbacks.
+    /// An empty or unset variable is an error naming the key: it would make every signature
+    /// check meaningless.
+    pub fn webhook_secret(
+        config: &ProviderConfig,
+        index: usize,
+    ) -> Result<Option<Secret<String>>, ConfigError> {
+        let key = ProviderConfig::key(index);
+        let opts: Options = config.parse_options(index)?;
+        match (opts.webhook_secret_env.as_deref(), opts.webhook_secret_file) {
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                format!("{key}.webhook_secret_file"),
+                "set webhook_secret_env or webhook_secret_file, not both",
+            )),
+            (Some(var), None) => {
+                secret_from_env(format!("{key}.webhook_secret_env"), var).map(Some)
+            }
+            (None, Some(path)) => {
+                let name = format!("{key}.webhook_secret_file");
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::invalid(name.clone(), format!("{}: {e}", path.display()))
+                })?;
+                let secret = text.trim();
+                if secret.is_empty() {
+                    return Err(ConfigError::invalid(
+                        name,
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Ok(Some(Secret::new(secret.to_owned())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Builds the provider from its entry; errors name the offending key.
     pub fn from_config(
         config: &ProviderConfig,
@@ -84,10 +122,7 @@ impl GenericHttpProvider {
             .map(|var| secret_from_env(format!("{key}.bearer_token_env"), var))
             .transpose()?
             .map(Arc::new);
-        if let Some(var) = opts.webhook_secret_env.as_deref() {
-            // An empty or missing webhook secret would make every signature check meaningless.
-            secret_from_env(format!("{key}.webhook_secret_env"), var)?;
-        }
+        Self::webhook_secret(config, index)?;
         let client = OutboundClient::new(&ctx.outbound)
             .map_err(|e| ConfigError::invalid(format!("{key}.ca_file"), e.to_string()))?;
         Ok(Self {

@@ -6,20 +6,18 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
-use switchyard_amqp::messages::{
-    self, ATTEMPT_HEADER, ATTEMPTS_HEADER, ERROR_CLASS_HEADER, ERROR_HEADER, FAILED_AT_HEADER,
-    SOURCE_HEADER, TRACEPARENT_HEADER,
-};
+use switchyard_amqp::messages::{self, ATTEMPT_HEADER, SOURCE_HEADER, TRACEPARENT_HEADER};
 use switchyard_amqp::topology::{
     DEAD_EXCHANGE, KIND_HEADER, RETRY_EXCHANGE, TIER_HEADER, tier_label,
 };
 use switchyard_amqp::{Delivery, HeaderRead, Headers, Outgoing, PublishError, Publisher};
 use switchyard_core::command::sniff_id;
+use switchyard_core::waiting::{EXPIRY_TYPE_V1, Expiry, WAIT_TYPE_V1, WaitRecord};
 use switchyard_core::{
     Command, ErrorClass, ErrorInfo, Event, IdempotencyNamespace, Lifecycle, Name, PayloadValidator,
     ProviderCall, ProviderError, ProviderOutcome, Recorder, RoutingKey,
 };
-use switchyard_http::{Redactor, contains_card_number, mask_card_numbers};
+use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
 use tower::ServiceExt;
 use tracing::{Instrument, info_span, warn};
 
@@ -40,6 +38,8 @@ pub(crate) struct Handler {
     pub kind: Name,
     pub providers: HashMap<Name, Slot>,
     pub validator: PayloadValidator,
+    /// Each operation's default wait for a long-running provider.
+    pub max_wait: HashMap<Name, Duration>,
     pub publisher: Publisher,
     pub namespace: IdempotencyNamespace,
     pub schedule: RetrySchedule,
@@ -165,6 +165,11 @@ impl Handler {
                 self.finish(&event, tp).await
             }
             Ok(ProviderOutcome::Waiting { reference }) => {
+                // The resolver learns what to wait for, and when to give up, before anyone
+                // hears of `waiting`; then the delivery is done: nothing is held while waiting.
+                if let Err(e) = self.park(&command, attempt_no, &reference, now).await {
+                    return Disposition::Requeue(e);
+                }
                 let (_waiting, event) = attempt.wait(reference, now);
                 self.finish(&event, tp).await
             }
@@ -282,7 +287,7 @@ impl Handler {
         let error = ErrorInfo::new(
             ErrorClass::Invalid,
             "invalid_command",
-            truncate(&self.redactor.text(&message), 500),
+            cap(&self.redactor.text(&message), 500),
         );
         warn!(error = %error.message, "invalid command, dead-lettering");
         let id = invalid.id.or_else(|| sniff_id(&delivery.data));
@@ -326,14 +331,11 @@ impl Handler {
         error: &ErrorInfo,
         attempts: u32,
     ) -> Result<(), PublishError> {
-        let headers = Headers::from_table(delivery.properties.headers().as_ref())
-            .str(ERROR_CLASS_HEADER, error.class.as_str())
-            .str(
-                ERROR_HEADER,
-                &truncate(&format!("{}: {}", error.code, error.message), 1000),
-            )
-            .int(ATTEMPTS_HEADER, i64::from(attempts))
-            .str(FAILED_AT_HEADER, &Utc::now().to_rfc3339());
+        let headers = messages::dead_letter_headers(
+            Headers::from_table(delivery.properties.headers().as_ref()),
+            error,
+            attempts,
+        );
         // Keep the routing key when it is usable, so the kind's DLQ binding catches it.
         let rk = if delivery
             .routing_key
@@ -378,6 +380,56 @@ impl Handler {
         self.finish(event, tp).await
     }
 
+    /// Hands a waiting command to the resolver: its wait record now, its expiry at the deadline
+    /// (or the operation's default wait) through the delay tiers.
+    async fn park(
+        &self,
+        command: &Command,
+        attempt: u32,
+        reference: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PublishError> {
+        let max_wait = self
+            .max_wait
+            .get(&command.operation)
+            .copied()
+            .unwrap_or(switchyard_core::kind::DEFAULT_MAX_WAIT);
+        let expires_at = command
+            .deadline
+            .unwrap_or_else(|| now + chrono::Duration::from_std(max_wait).unwrap_or_default());
+        let record = WaitRecord {
+            command: command.clone(),
+            attempt,
+            reference: reference.to_owned(),
+            since: now,
+            expires_at,
+        };
+        let id = format!("{}.{attempt}", command.id);
+        messages::publish_callback_message(
+            &self.publisher,
+            WAIT_TYPE_V1,
+            &format!("wait.{id}"),
+            &record.to_bytes(),
+            None,
+            Headers::default(),
+        )
+        .await?;
+        let expiry = Expiry {
+            command_id: command.id,
+            due: expires_at,
+        };
+        let remaining = (expires_at - now).to_std().unwrap_or_default();
+        messages::publish_callback_message(
+            &self.publisher,
+            EXPIRY_TYPE_V1,
+            &format!("expiry.{id}"),
+            &expiry.to_bytes(),
+            messages::tier_within(self.schedule.tiers(), remaining),
+            Headers::default(),
+        )
+        .await
+    }
+
     /// Parks a copy in the delay tier; the tier's TTL dead-letters it back to the work queue.
     async fn schedule_retry(
         &self,
@@ -409,15 +461,4 @@ fn expired_during_retry(info: &ErrorInfo) -> ErrorInfo {
         info.message
     );
     info
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }

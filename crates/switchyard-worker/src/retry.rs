@@ -32,6 +32,11 @@ impl RetrySchedule {
         self.backoff(attempt).max(retry_after.unwrap_or_default())
     }
 
+    /// The delay tiers, shortest first.
+    pub fn tiers(&self) -> &[Duration] {
+        &self.tiers
+    }
+
     /// The shortest tier at least `delay` long, or the longest tier.
     pub fn tier_for(&self, delay: Duration) -> Duration {
         self.tiers

@@ -50,6 +50,8 @@ pub async fn start(
     config: &Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<WorkerHandle> {
+    // Its own token: stopping this worker must not stop whatever shares the parent.
+    let shutdown = shutdown.child_token();
     let spec = kind.spec();
     let entries = build_providers(kind.as_ref(), config)?;
     if entries.is_empty() {
@@ -97,6 +99,11 @@ pub async fn start(
         kind: spec.name.clone(),
         providers,
         validator: PayloadValidator::new([&spec])?,
+        max_wait: spec
+            .operations
+            .iter()
+            .map(|o| (o.name.clone(), o.max_wait))
+            .collect(),
         publisher,
         namespace: IdempotencyNamespace::from_secret(&config.worker.idempotency_secret),
         redactor: crate::kind::redactor(config),

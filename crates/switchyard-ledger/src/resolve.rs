@@ -1,0 +1,300 @@
+//! The resolver: consumes `switchyard.callbacks` and ends waiting commands.
+//!
+//! Wait records say what a command waits for; verified callbacks (webhooks, poll answers) and
+//! expiries say how it ended. The ledger's database decides once per command which of them
+//! wins, so a command gets exactly one terminal event however callbacks, retries and
+//! deadlines race. A callback that overtakes its command's wait record is put back through the
+//! delay tiers and tried again; nothing scans the database.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
+use switchyard_amqp::messages::{
+    self, DEFERRALS_HEADER, command_properties, dead_letter_headers, publish_event,
+};
+use switchyard_amqp::topology::{CALLBACKS_QUEUE, DEAD_EXCHANGE};
+use switchyard_amqp::{
+    Broker, ConsumeSettings, Delivery, HeaderRead, Headers, Outgoing, PublishError, Publisher,
+    consume,
+};
+use switchyard_core::waiting::{CALLBACK_TYPE_V1, EXPIRY_TYPE_V1, WAIT_TYPE_V1};
+use switchyard_core::{Callback, ErrorClass, ErrorInfo, Event, Expiry, Status, WaitRecord};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::store::{Store, StoreError};
+use crate::waits::Resolution;
+
+/// How often a message may be put back to wait for its wait record before it is given up
+/// (with delay tiers of 1 s .. 1 h, about a day).
+const MAX_DEFERRALS: i64 = 30;
+
+struct Resolver {
+    store: Store,
+    publisher: Publisher,
+    tiers: Vec<Duration>,
+}
+
+/// What became of one delivery.
+enum Done {
+    Ack,
+    /// Not decodable: to the callbacks' dead-letter queue through the queue's own DLX.
+    Reject,
+    /// The store or the broker failed: try again later.
+    Retry(String),
+}
+
+/// Consumes the resolver's queue until `shutdown`.
+pub async fn run(
+    broker: Broker,
+    store: Store,
+    publisher: Publisher,
+    tiers: Vec<Duration>,
+    shutdown: CancellationToken,
+) {
+    let resolver = std::sync::Arc::new(Resolver {
+        store,
+        publisher,
+        tiers,
+    });
+    consume(
+        broker,
+        ConsumeSettings {
+            queue: CALLBACKS_QUEUE.to_owned(),
+            prefetch: 64,
+            grace: Duration::from_secs(5),
+        },
+        shutdown,
+        move |d| {
+            let resolver = resolver.clone();
+            async move {
+                match resolver.handle(&d).await {
+                    Done::Ack => {
+                        let _ = d.acker.ack(BasicAckOptions::default()).await;
+                    }
+                    Done::Reject => {
+                        let _ = d
+                            .acker
+                            .nack(BasicNackOptions {
+                                multiple: false,
+                                requeue: false,
+                            })
+                            .await;
+                    }
+                    Done::Retry(error) => {
+                        warn!(%error, "resolving failed; the message will be redelivered");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let _ = d
+                            .acker
+                            .nack(BasicNackOptions {
+                                multiple: false,
+                                requeue: true,
+                            })
+                            .await;
+                    }
+                }
+            }
+        },
+    )
+    .await;
+}
+
+impl From<StoreError> for Done {
+    fn from(e: StoreError) -> Self {
+        Done::Retry(e.to_string())
+    }
+}
+
+impl From<PublishError> for Done {
+    fn from(e: PublishError) -> Self {
+        Done::Retry(e.to_string())
+    }
+}
+
+impl Resolver {
+    async fn handle(&self, d: &Delivery) -> Done {
+        let kind = short_property(d.properties.kind());
+        match kind.as_str() {
+            WAIT_TYPE_V1 => match WaitRecord::decode(&d.data) {
+                Ok(w) => match self.store.record_wait(&w).await {
+                    Ok(()) => Done::Ack,
+                    Err(e) => e.into(),
+                },
+                Err(e) => rejected(&kind, &e),
+            },
+            CALLBACK_TYPE_V1 => match Callback::decode(&d.data) {
+                Ok(c) => match self.store.resolve_callback(&c, d.redelivered).await {
+                    Ok(r) => self.settle(d, r, "callback").await,
+                    Err(e) => e.into(),
+                },
+                Err(e) => rejected(&kind, &e),
+            },
+            EXPIRY_TYPE_V1 => match Expiry::decode(&d.data) {
+                Ok(x) => self.expire(d, &x).await,
+                Err(e) => rejected(&kind, &e),
+            },
+            other => rejected(other, &"unknown message type"),
+        }
+    }
+
+    async fn expire(&self, d: &Delivery, x: &Expiry) -> Done {
+        let now = Utc::now();
+        let remaining = (x.due - now).to_std().unwrap_or_default();
+        if !remaining.is_zero() {
+            // Not yet (never early): another hop through the tiers.
+            return match self
+                .delay(
+                    d,
+                    remaining,
+                    Headers::from_table(d.properties.headers().as_ref()),
+                )
+                .await
+            {
+                Ok(()) => Done::Ack,
+                Err(e) => e.into(),
+            };
+        }
+        match self
+            .store
+            .resolve_expiry(x.command_id, now, d.redelivered)
+            .await
+        {
+            Ok(r) => self.settle(d, r, "expiry").await,
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Acts on a resolution: publish what was decided, or wait for the wait record.
+    async fn settle(&self, d: &Delivery, r: Resolution, what: &'static str) -> Done {
+        metrics::counter!("switchyard_resolutions_total", "source" => what, "outcome" => label(&r))
+            .increment(1);
+        match r {
+            Resolution::Decided { event, record } => match self.report(&event, &record).await {
+                Ok(()) => {
+                    info!(command_id = %event.command_id, status = %event.status.as_str(), source = what, "waiting command ended");
+                    Done::Ack
+                }
+                Err(e) => e.into(),
+            },
+            Resolution::Unknown => self.defer(d).await,
+            Resolution::Duplicate | Resolution::Recorded | Resolution::Late => Done::Ack,
+        }
+    }
+
+    /// Publishes the terminal event, after dead-lettering the command when it failed.
+    async fn report(&self, event: &Event, record: &WaitRecord) -> Result<(), PublishError> {
+        if event.status == Status::Failed {
+            let error = event.error.clone().unwrap_or_else(|| {
+                ErrorInfo::new(
+                    ErrorClass::Permanent,
+                    "failed",
+                    "the provider reported a failure",
+                )
+            });
+            let body = record.command.to_bytes();
+            let properties = command_properties(
+                &record.command,
+                dead_letter_headers(Headers::default(), &error, record.attempt),
+            );
+            self.publisher
+                .publish(Outgoing {
+                    exchange: DEAD_EXCHANGE,
+                    routing_key: &record.command.routing_key().to_string(),
+                    body: &body,
+                    properties,
+                    mandatory: true,
+                })
+                .await?;
+        }
+        publish_event(&self.publisher, event, None).await
+    }
+
+    /// Puts a message back to wait for its wait record, or gives it up.
+    async fn defer(&self, d: &Delivery) -> Done {
+        let headers = Headers::from_table(d.properties.headers().as_ref());
+        let n = d
+            .properties
+            .headers()
+            .header_int(DEFERRALS_HEADER)
+            .unwrap_or(0);
+        if n >= MAX_DEFERRALS {
+            warn!("no waiting command ever matched this message: dead-lettered");
+            let error = ErrorInfo::new(
+                ErrorClass::Invalid,
+                "uncorrelated",
+                "no waiting command matches this message's reference",
+            );
+            let published = self
+                .publisher
+                .publish(Outgoing {
+                    exchange: DEAD_EXCHANGE,
+                    routing_key: "callbacks.uncorrelated",
+                    body: &d.data,
+                    properties: d
+                        .properties
+                        .clone()
+                        .with_headers(dead_letter_headers(headers, &error, 0).build()),
+                    mandatory: true,
+                })
+                .await;
+            return match published {
+                Ok(()) => Done::Ack,
+                Err(e) => e.into(),
+            };
+        }
+        let step = usize::try_from(n).unwrap_or(usize::MAX);
+        let wait = self
+            .tiers
+            .get(step)
+            .or(self.tiers.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1));
+        match self
+            .delay(d, wait, headers.int(DEFERRALS_HEADER, n + 1))
+            .await
+        {
+            Ok(()) => Done::Ack,
+            Err(e) => e.into(),
+        }
+    }
+
+    async fn delay(
+        &self,
+        d: &Delivery,
+        wait: Duration,
+        headers: Headers,
+    ) -> Result<(), PublishError> {
+        let kind = short_property(d.properties.kind());
+        let id = short_property(d.properties.message_id());
+        messages::publish_callback_message(
+            &self.publisher,
+            &kind,
+            &id,
+            &d.data,
+            messages::tier_within(&self.tiers, wait),
+            headers,
+        )
+        .await
+    }
+}
+
+/// An AMQP short-string property (`type`, `message_id`), or empty when absent.
+fn short_property(p: &Option<switchyard_amqp::lapin::types::ShortString>) -> String {
+    p.as_ref().map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn rejected(kind: &str, e: &dyn std::fmt::Display) -> Done {
+    warn!(message_type = kind, error = %e, "undecodable message on the callbacks queue: dead-lettered");
+    Done::Reject
+}
+
+fn label(r: &Resolution) -> &'static str {
+    match r {
+        Resolution::Unknown => "deferred",
+        Resolution::Duplicate => "duplicate",
+        Resolution::Recorded => "recorded",
+        Resolution::Late => "late",
+        Resolution::Decided { .. } => "decided",
+    }
+}

@@ -1,5 +1,6 @@
 //! Long-running integrations: `waiting` ended by a verified webhook (also when the callback
-//! overtakes the worker), by the deadline, never twice; bad signatures refused.
+//! overtakes the worker), by polling a provider without callbacks, by the deadline, never
+//! twice; bad signatures refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use switchyard_amqp::HeaderRead;
 use switchyard_core::{ErrorClass, Status};
 use switchyard_e2e::{statuses, terminal};
-use switchyard_testing::{TestFleet, WEBHOOK_SECRET};
+use switchyard_testing::{POLLED_PROVIDER, TestFleet, WEBHOOK_SECRET};
 use switchyard_webhooks::StandardWebhooks;
 
 /// Signs and posts a generic callback to the fleet's ingress.
@@ -152,6 +153,79 @@ async fn a_command_still_waiting_at_its_deadline_expires() {
             .count(),
         1
     );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_without_callbacks_is_polled_to_the_end() {
+    let fleet = TestFleet::start().await;
+    let polled = |fleet: &TestFleet| {
+        let mut c = fleet.command("shipping", "create_label", shipping_payload());
+        c.provider = POLLED_PROVIDER.parse().unwrap();
+        c
+    };
+    let ok = polled(&fleet);
+    let failing = polled(&fleet);
+    fleet.scenario(failing.id, &["accept:fail"]).await;
+    let mut endless = polled(&fleet);
+    endless.deadline = Some(chrono::Utc::now() + chrono::Duration::seconds(4));
+    fleet.scenario(endless.id, &["accept:silent"]).await;
+    for c in [&ok, &failing, &endless] {
+        fleet.publish(c).await;
+    }
+
+    let events = fleet.events.terminal(ok.id, Duration::from_secs(30)).await;
+    let done = terminal(&events);
+    assert_eq!(done.status, Status::Completed, "{events:#?}");
+    assert!(statuses(&events).contains(&Status::Waiting), "{events:#?}");
+    assert_eq!(done.result.as_ref().unwrap()["status"], "succeeded");
+    assert_eq!(
+        done.provider_reference.as_deref(),
+        Some(end_reference(&events).as_str())
+    );
+    let view = fleet.sandbox_view(ok.id).await;
+    assert_eq!(view["effects"], 1);
+    assert!(view["status_checks"].as_u64().unwrap() >= 1, "{view:#}");
+
+    let events = fleet
+        .events
+        .terminal(failing.id, Duration::from_secs(30))
+        .await;
+    let failed = terminal(&events);
+    assert_eq!(failed.status, Status::Failed, "{events:#?}");
+    assert_eq!(failed.error.as_ref().unwrap().class, ErrorClass::Permanent);
+
+    // Pending answers keep it waiting, with checks backing off, until the deadline ends it.
+    let events = fleet
+        .events
+        .terminal(endless.id, Duration::from_secs(30))
+        .await;
+    let end = terminal(&events);
+    assert_eq!(end.status, Status::Failed, "{events:#?}");
+    assert_eq!(end.error.as_ref().unwrap().class, ErrorClass::Expired);
+    assert!(end.occurred_at >= endless.deadline.unwrap());
+    let checks = fleet.sandbox_view(endless.id).await["status_checks"]
+        .as_u64()
+        .unwrap();
+    assert!(checks >= 2, "checked {checks} times in four seconds");
+    // Checks were spaced out by backoff, not a busy loop.
+    assert!(checks <= 15, "checked {checks} times in four seconds");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = fleet.sandbox_view(endless.id).await["status_checks"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        later <= checks + 1,
+        "checks go on after the end: {checks} then {later}"
+    );
+
+    let dead = fleet.dead_letters("shipping").await;
+    let classes: Vec<_> = dead
+        .iter()
+        .map(|(d, _)| d.header_str("x-switchyard-error-class").unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2, "{classes:?}");
+    assert!(classes.contains(&"permanent".to_owned()) && classes.contains(&"expired".to_owned()));
     fleet.stop().await;
 }
 

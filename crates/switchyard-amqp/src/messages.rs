@@ -27,6 +27,13 @@ pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
 /// When a command was dead-lettered (RFC 3339).
 pub const FAILED_AT_HEADER: &str = "x-switchyard-failed-at";
 
+/// On a status check (a copy of a waiting command back in its work queue): the check's number.
+pub const CHECK_HEADER: &str = "x-switchyard-check";
+/// The provider's reference a status check asks about.
+pub const REFERENCE_HEADER: &str = "x-switchyard-reference";
+/// When the waiting command expires (Unix ms): checks stop there and the expiry decides.
+pub const WAIT_UNTIL_HEADER: &str = "x-switchyard-wait-until";
+
 /// Counts how often the resolver put a message back to wait (a callback ahead of its wait
 /// record); past a bound it is dead-lettered instead.
 pub const DEFERRALS_HEADER: &str = "x-switchyard-deferrals";

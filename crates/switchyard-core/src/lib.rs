@@ -25,7 +25,7 @@ pub use idempotency::IdempotencyNamespace;
 pub use kind::{KindSpec, OperationSpec, PayloadValidator};
 pub use lifecycle::{Attempt, Lifecycle};
 pub use name::{Name, RoutingKey};
-pub use provider::{Provider, ProviderCall, ProviderError, ProviderOutcome};
+pub use provider::{Completion, Provider, ProviderCall, ProviderError, ProviderOutcome};
 pub use secret::Secret;
 pub use waiting::{Callback, CallbackOutcome, Expiry, WaitRecord};
 

@@ -11,6 +11,7 @@ use crate::attempt::Recorder;
 use crate::command::Command;
 use crate::error::{ErrorClass, ErrorInfo};
 use crate::name::Name;
+use crate::waiting::CallbackOutcome;
 
 /// One call to a provider for one attempt of a command.
 #[derive(Debug, Clone)]
@@ -88,6 +89,16 @@ impl ProviderError {
     }
 }
 
+/// How a provider finishes work it accepted ([`ProviderOutcome::Waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// It calls back (a verified webhook): nothing to do but wait for it, or for the deadline.
+    Callback,
+    /// It has no callbacks and must be asked: status checks are scheduled through the delay
+    /// tiers, with backoff, until a terminal answer or the deadline.
+    Poll,
+}
+
 /// A provider of one kind: maps a command to the vendor's API and the answer back.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + fmt::Debug {
@@ -99,4 +110,24 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// Performs one attempt. Implementations classify every failure.
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError>;
+
+    /// How accepted work finishes; most providers call back.
+    fn completion(&self) -> Completion {
+        Completion::Callback
+    }
+
+    /// Asks how the work accepted under `reference` is going. Only called when
+    /// [`Provider::completion`] is [`Completion::Poll`]; `Pending` schedules the next check.
+    async fn check(
+        &self,
+        call: &ProviderCall,
+        reference: &str,
+    ) -> Result<CallbackOutcome, ProviderError> {
+        let _ = (call, reference);
+        Err(ProviderError::new(
+            ErrorClass::Permanent,
+            "no_status_checks",
+            format!("provider {:?} takes no status checks", self.name().as_str()),
+        ))
+    }
 }

@@ -9,13 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::Value;
 use switchyard_amqp::messages::publish_callback_message;
 use switchyard_amqp::{Headers, Publisher};
 use switchyard_config::{Config, ConfigError};
 use switchyard_core::waiting::CALLBACK_TYPE_V1;
-use switchyard_core::{Callback, CallbackOutcome, ErrorClass, ErrorInfo, Name};
+use switchyard_core::{Callback, Name};
 use switchyard_http::Redactor;
 use switchyard_webhooks::StandardWebhooks;
 use tracing::warn;
@@ -67,25 +65,6 @@ impl Receivers {
     }
 }
 
-/// The generic provider's callback body (contract section 6).
-#[derive(Debug, Deserialize)]
-struct GenericBody {
-    reference: String,
-    status: GenericStatus,
-    #[serde(default)]
-    result: Option<Value>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum GenericStatus {
-    Succeeded,
-    Failed,
-    Pending,
-}
-
 pub(crate) async fn receive(
     State(r): State<Arc<Receivers>>,
     Path(provider): Path<String>,
@@ -122,30 +101,12 @@ async fn verify_and_queue(
         .find_map(|v| v.verify(headers, &raw, now).ok())
         .ok_or_else(Problem::bad_signature)?;
     // Verified: only now is the body parsed.
-    let parsed: GenericBody = serde_json::from_slice(&raw)
+    let (reference, outcome) = switchyard_worker::parse_report(&raw, &r.redactor)
         .map_err(|e| Problem::malformed(format!("not a callback of this provider: {e}")))?;
-    let outcome = match parsed.status {
-        GenericStatus::Succeeded => CallbackOutcome::Succeeded {
-            result: r.redactor.json(&parsed.result.unwrap_or(Value::Null)),
-        },
-        GenericStatus::Failed => CallbackOutcome::Failed {
-            error: ErrorInfo::new(
-                ErrorClass::Permanent,
-                "provider_failed",
-                r.redactor.text(
-                    parsed
-                        .error
-                        .as_deref()
-                        .unwrap_or("the provider reported a failure"),
-                ),
-            ),
-        },
-        GenericStatus::Pending => CallbackOutcome::Pending,
-    };
     let callback = Callback {
         provider: name,
         webhook_id,
-        reference: parsed.reference,
+        reference,
         outcome,
         received_at: Utc::now(),
     };

@@ -9,10 +9,26 @@ use switchyard_webhooks::StandardWebhooks;
 use crate::config::WebhookTarget;
 
 /// How an operation ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Succeeded,
     Failed,
+}
+
+/// The generic provider's report of an operation (contract section 6): the body of its
+/// callbacks and of its status answers; `None` is still running.
+pub(crate) fn report(reference: &str, outcome: Option<Outcome>, kind: &str) -> serde_json::Value {
+    match outcome {
+        None => json!({"reference": reference, "status": "pending"}),
+        Some(Outcome::Succeeded) => json!({
+            "reference": reference, "status": "succeeded",
+            "result": {"reference": reference, "status": "succeeded", "kind": kind},
+        }),
+        Some(Outcome::Failed) => json!({
+            "reference": reference, "status": "failed",
+            "error": "the sandbox operation failed",
+        }),
+    }
 }
 
 /// Sends callbacks to one receiver.
@@ -20,7 +36,6 @@ pub(crate) enum Outcome {
 pub(crate) struct Sender {
     base_url: String,
     signer: StandardWebhooks,
-    delay: Duration,
     http: reqwest::Client,
 }
 
@@ -31,20 +46,26 @@ impl Sender {
         Ok(Self {
             base_url: target.base_url,
             signer,
-            delay: target.delay,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
         })
     }
 
-    /// Sends after the configured delay, in the background.
-    pub(crate) fn send_later(&self, provider: &str, reference: &str, outcome: Outcome, kind: &str) {
+    /// Sends after `delay`, in the background.
+    pub(crate) fn send_later(
+        &self,
+        delay: Duration,
+        provider: &str,
+        reference: &str,
+        outcome: Outcome,
+        kind: &str,
+    ) {
         let this = self.clone();
         let (provider, reference, kind) =
             (provider.to_owned(), reference.to_owned(), kind.to_owned());
         tokio::spawn(async move {
-            tokio::time::sleep(this.delay).await;
+            tokio::time::sleep(delay).await;
             this.send_now(&provider, &reference, outcome, &kind).await;
         });
     }
@@ -57,17 +78,7 @@ impl Sender {
         outcome: Outcome,
         kind: &str,
     ) {
-        let body = match outcome {
-            Outcome::Succeeded => json!({
-                "reference": reference, "status": "succeeded",
-                "result": {"reference": reference, "status": "succeeded", "kind": kind},
-            }),
-            Outcome::Failed => json!({
-                "reference": reference, "status": "failed",
-                "error": "the sandbox operation failed",
-            }),
-        }
-        .to_string();
+        let body = report(reference, Some(outcome), kind).to_string();
         // One id per event: a retry of this delivery is the same webhook.
         let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let url = format!("{}{provider}", self.base_url);

@@ -19,6 +19,9 @@ pub struct SandboxConfig {
     pub bearer_token: Option<String>,
     /// Where accepted operations are reported finished, signed per Standard Webhooks.
     pub webhooks: Option<WebhookTarget>,
+    /// How long an accepted operation runs before it finishes: its callback is sent then,
+    /// and its status answers turn terminal.
+    pub operation_time: Duration,
 }
 
 /// The receiver of the sandbox's callbacks.
@@ -28,12 +31,11 @@ pub struct WebhookTarget {
     pub base_url: String,
     /// The Standard Webhooks secret (`whsec_...`) the receiver verifies with.
     pub secret: String,
-    /// How long after the 202 the callback is sent.
-    pub delay: Duration,
 }
 
 impl SandboxConfig {
-    /// Defaults: `127.0.0.1:0`, no latency, no random failures, no auth.
+    /// Defaults: `127.0.0.1:0`, no latency, no random failures, no auth, no callbacks,
+    /// accepted operations finishing after 500 ms.
     pub fn new(cert_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -42,6 +44,7 @@ impl SandboxConfig {
             failure_rate: 0.0,
             bearer_token: None,
             webhooks: None,
+            operation_time: Duration::from_millis(500),
         }
     }
 

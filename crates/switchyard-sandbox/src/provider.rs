@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, PROXY_AUTHORIZATION, RETRY_AFTER};
@@ -13,10 +13,10 @@ use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::callback::Outcome;
+use crate::callback::{Outcome, report};
 use crate::scenario::{Finish, Step};
 use crate::server::AppState;
-use crate::state::{Begin, RecordRef, RequestRecord};
+use crate::state::{Begin, Operation, RecordRef, RequestRecord};
 
 pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub(crate) const COMMAND_ID: &str = "x-switchyard-command-id";
@@ -41,7 +41,7 @@ pub(crate) async fn handle(
 ) -> Response {
     serve(
         app,
-        "sandbox".to_owned(),
+        ("sandbox".to_owned(), Reports::Callback),
         kind,
         operation,
         headers,
@@ -60,12 +60,97 @@ pub(crate) async fn handle_async(
     body: Bytes,
 ) -> Response {
     let default = Step::Accept(Finish::Succeed);
-    serve(app, provider, kind, operation, headers, body, default).await
+    let reports = Reports::Callback;
+    serve(
+        app,
+        (provider, reports),
+        kind,
+        operation,
+        headers,
+        body,
+        default,
+    )
+    .await
+}
+
+/// `POST /polled/{provider}/{kind}/{operation}`: long-running like `/async`, but a provider
+/// without callbacks: the outcome is only told by the status endpoint.
+pub(crate) async fn handle_polled(
+    State(app): State<Arc<AppState>>,
+    Path((provider, kind, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let default = Step::Accept(Finish::Succeed);
+    let reports = Reports::StatusOnly;
+    serve(
+        app,
+        (provider, reports),
+        kind,
+        operation,
+        headers,
+        body,
+        default,
+    )
+    .await
+}
+
+/// `GET /{async|polled}/{provider}/{kind}/operations/{reference}`: how an accepted operation
+/// is going, in the callback body's shape; 404 for a reference never accepted.
+pub(crate) async fn status(
+    State(app): State<Arc<AppState>>,
+    Path((_provider, _kind, reference)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    app.ledger.count_request();
+    if let Some(refused) = unauthorized(&app, &headers) {
+        return refused;
+    }
+    if let Some(command_id) = header_str(&headers, COMMAND_ID) {
+        app.ledger.count_status_check(command_id);
+    }
+    match app.ledger.operation(&reference) {
+        Some(op) => {
+            let body = report(&reference, op.outcome_at(Instant::now()), &op.kind);
+            json_response(StatusCode::OK, Bytes::from(body.to_string()))
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "no operation with this reference",
+        ),
+    }
+}
+
+/// How a long-running operation's end is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reports {
+    /// A signed callback (when the sandbox has a webhook target), and the status endpoint.
+    Callback,
+    /// The status endpoint only.
+    StatusOnly,
+}
+
+/// A 401 unless the request carries the configured bearer token.
+fn unauthorized(app: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let token = app.bearer_token.as_deref()?;
+    if bearer_matches(headers, token) {
+        return None;
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        "missing or invalid bearer token",
+    );
+    response
+        .headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    Some(response)
 }
 
 async fn serve(
     app: Arc<AppState>,
-    provider: String,
+    (provider, reports): (String, Reports),
     kind: String,
     operation: String,
     headers: HeaderMap,
@@ -97,6 +182,7 @@ async fn serve(
 
     let request = Request {
         provider: &provider,
+        reports,
         default_step,
         kind: &kind,
         operation: &operation,
@@ -122,6 +208,7 @@ async fn serve(
 /// The parts of one provider request the decision needs.
 struct Request<'a> {
     provider: &'a str,
+    reports: Reports,
     default_step: Step,
     kind: &'a str,
     operation: &'a str,
@@ -133,18 +220,8 @@ struct Request<'a> {
 }
 
 async fn respond(app: &AppState, request: Request<'_>) -> Response {
-    if let Some(token) = app.bearer_token.as_deref()
-        && !bearer_matches(request.headers, token)
-    {
-        let mut response = error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "missing or invalid bearer token",
-        );
-        response
-            .headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-        return response;
+    if let Some(refused) = unauthorized(app, request.headers) {
+        return refused;
     }
     let Some(key) = request.key else {
         return error(
@@ -226,14 +303,18 @@ fn reference_for(key: &str) -> String {
     )
 }
 
-/// Accepts long-running work and arranges its callback, once per execution.
+/// Accepts long-running work and arranges how its end is told, once per execution.
 async fn accept(app: &AppState, request: &Request<'_>, key: &str, finish: Finish) -> Response {
     let reference = reference_for(key);
     let outcome = match finish {
         Finish::Fail => Outcome::Failed,
         _ => Outcome::Succeeded,
     };
-    if let (Finish::Early, Some(sender)) = (finish, app.webhooks.as_ref()) {
+    let sender = app
+        .webhooks
+        .as_ref()
+        .filter(|_| request.reports == Reports::Callback);
+    if let (Finish::Early, Some(sender)) = (finish, sender) {
         // Delivered, and acknowledged, before the caller even learns the reference.
         sender
             .send_now(request.provider, &reference, outcome, request.kind)
@@ -242,10 +323,23 @@ async fn accept(app: &AppState, request: &Request<'_>, key: &str, finish: Finish
     let response = execute(app, request, key, Success::Accepted, Duration::ZERO).await;
     let fresh = response.status() == StatusCode::ACCEPTED
         && !response.headers().contains_key(IDEMPOTENT_REPLAYED);
-    if let (true, Finish::Succeed | Finish::Fail, Some(sender)) =
-        (fresh, finish, app.webhooks.as_ref())
-    {
-        sender.send_later(request.provider, &reference, outcome, request.kind);
+    if fresh {
+        let (ends, delay) = match finish {
+            Finish::Silent => (None, Duration::ZERO),
+            Finish::Early => (Some(outcome), Duration::ZERO),
+            Finish::Succeed | Finish::Fail => (Some(outcome), app.operation_time),
+        };
+        app.ledger.accept_operation(
+            &reference,
+            Operation {
+                kind: request.kind.to_owned(),
+                outcome: ends,
+                done_at: Instant::now() + delay,
+            },
+        );
+        if let (Finish::Succeed | Finish::Fail, Some(sender)) = (finish, sender) {
+            sender.send_later(delay, request.provider, &reference, outcome, request.kind);
+        }
     }
     response
 }

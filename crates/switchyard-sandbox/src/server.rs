@@ -29,6 +29,7 @@ pub(crate) struct AppState {
     pub(crate) failure_rate: f64,
     pub(crate) bearer_token: Option<String>,
     pub(crate) webhooks: Option<crate::callback::Sender>,
+    pub(crate) operation_time: Duration,
     started: Instant,
     /// Flips to `true` on shutdown; ends `hang`s so they do not hold the stop up.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -47,6 +48,18 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             "/async/{provider}/{kind}/{operation}",
             post(provider::handle_async),
+        )
+        .route(
+            "/polled/{provider}/{kind}/{operation}",
+            post(provider::handle_polled),
+        )
+        .route(
+            "/async/{provider}/{kind}/operations/{reference}",
+            get(provider::status),
+        )
+        .route(
+            "/polled/{provider}/{kind}/operations/{reference}",
+            get(provider::status),
         )
         .route(
             "/_sandbox/scenarios/{command_id}",
@@ -98,6 +111,7 @@ impl Sandbox {
             ledger: Ledger::default(),
             latency: config.latency,
             failure_rate: config.failure_rate,
+            operation_time: config.operation_time,
             bearer_token: config.bearer_token,
             webhooks: config
                 .webhooks

@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::callback::Outcome;
 use crate::scenario::{Script, Step};
 
 /// Shared handle to the sandbox's memory; clones see the same data.
@@ -26,6 +28,24 @@ struct Inner {
     keys: HashMap<String, KeyEntry>,
     scripts: HashMap<String, Script>,
     commands: HashMap<String, Vec<RequestRecord>>,
+    operations: HashMap<String, Operation>,
+    status_checks: HashMap<String, u64>,
+}
+
+/// A long-running operation the sandbox accepted, by reference.
+#[derive(Debug, Clone)]
+pub(crate) struct Operation {
+    pub(crate) kind: String,
+    /// How it ends; `None` never ends.
+    pub(crate) outcome: Option<Outcome>,
+    pub(crate) done_at: Instant,
+}
+
+impl Operation {
+    /// How it stands at `now`: `None` while running.
+    pub(crate) fn outcome_at(&self, now: Instant) -> Option<Outcome> {
+        self.outcome.filter(|_| now >= self.done_at)
+    }
 }
 
 /// The state of one idempotency key.
@@ -95,12 +115,36 @@ pub(crate) struct CommandView {
     pub(crate) command_id: String,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) effects: u64,
+    /// Status checks made for this command's operations.
+    pub(crate) status_checks: u64,
 }
 
 impl Ledger {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere must not turn every later request into another panic.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remembers an accepted operation (the first acceptance of a reference wins).
+    pub(crate) fn accept_operation(&self, reference: &str, operation: Operation) {
+        self.lock()
+            .operations
+            .entry(reference.to_owned())
+            .or_insert(operation);
+    }
+
+    /// The accepted operation under `reference`, if any.
+    pub(crate) fn operation(&self, reference: &str) -> Option<Operation> {
+        self.lock().operations.get(reference).cloned()
+    }
+
+    /// Counts a status check, by the command that asked.
+    pub(crate) fn count_status_check(&self, command_id: &str) {
+        *self
+            .lock()
+            .status_checks
+            .entry(command_id.to_owned())
+            .or_default() += 1;
     }
 
     pub(crate) fn count_request(&self) {
@@ -177,10 +221,12 @@ impl Ledger {
             .filter_map(|r| r.idempotency_key.as_deref())
             .collect();
         let effects = keys.iter().filter_map(|key| inner.effects.get(*key)).sum();
+        let status_checks = inner.status_checks.get(command_id).copied().unwrap_or(0);
         Some(CommandView {
             command_id: command_id.to_owned(),
             requests,
             effects,
+            status_checks,
         })
     }
 }

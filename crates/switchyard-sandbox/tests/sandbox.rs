@@ -352,6 +352,50 @@ async fn accept_answers_202_with_a_reference() {
 }
 
 #[tokio::test]
+async fn polled_operations_are_pending_until_their_time_then_tell_their_end() {
+    let h = start_with(|c| c.operation_time = Duration::from_millis(300)).await;
+    let base = format!("{}/polled/poller/shipping", h.sandbox.base_url());
+    h.scenario("cmd-p2", &["accept:fail"]).await;
+    let mut references = Vec::new();
+    for (command, key) in [("cmd-p1", "key-p1"), ("cmd-p2", "key-p2")] {
+        let accepted = h
+            .client
+            .post(format!("{base}/create_label"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .header("x-switchyard-command-id", command)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+        let body: Value = accepted.json().await.unwrap();
+        references.push(body["reference"].as_str().unwrap().to_owned());
+    }
+    let status = |reference: &str| {
+        h.client
+            .get(format!("{base}/operations/{reference}"))
+            .header("x-switchyard-command-id", "cmd-p1")
+            .send()
+    };
+    let early: Value = status(&references[0]).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        early,
+        json!({"reference": references[0], "status": "pending"})
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let done: Value = status(&references[0]).await.unwrap().json().await.unwrap();
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["result"]["reference"], references[0].as_str());
+    let failed: Value = status(&references[1]).await.unwrap().json().await.unwrap();
+    assert_eq!(failed["status"], "failed");
+    let unknown = status("sbx_never").await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(h.command("cmd-p1").await["status_checks"], 4);
+    h.sandbox.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_concurrent_request_with_the_same_key_gets_409() {
     let h = start().await;
     h.scenario("cmd-7", &["slow:600"]).await;

@@ -25,6 +25,9 @@ pub const TOKEN: &str = "tok_test_canary_ingress_5d1";
 /// The Standard Webhooks secret of the test fleet's sandbox providers (base64 of a 32-byte key).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The test fleet's shipping provider whose operations end only by polling.
+pub const POLLED_PROVIDER: &str = "poller";
+
 /// Knobs of a test fleet.
 #[derive(Debug, Clone)]
 pub struct TestFleetOptions {
@@ -172,8 +175,8 @@ impl TestFleet {
         sandbox_config.webhooks = Some(WebhookTarget {
             base_url: format!("http://127.0.0.1:{ingress_port}/v1/webhooks/"),
             secret: WEBHOOK_SECRET.to_owned(),
-            delay: Duration::from_millis(200),
         });
+        sandbox_config.operation_time = Duration::from_millis(200);
         let sandbox = Sandbox::start(sandbox_config).await.unwrap();
 
         let mut toml = format!(
@@ -199,6 +202,12 @@ impl TestFleet {
                 secret_file.display()
             ));
         }
+        // A provider without callbacks: its long-running operations are polled.
+        toml.push_str(&format!(
+            "\n[[providers]]\nname = \"{POLLED_PROVIDER}\"\nkind = \"shipping\"\ntype = \"http\"\nbase_url = \"{}/polled/{POLLED_PROVIDER}/shipping\"\nstatus_path = \"operations/{{reference}}\"\noperations = [\"create_label\"]\nca_file = \"{}\"\n",
+            sandbox.base_url(),
+            sandbox.ca_pem_path().display(),
+        ));
         toml.push_str(&opts.extra_toml);
         let config = Config::from_toml_str(&toml).unwrap();
 

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use switchyard_config::{ConfigError, ProviderConfig};
 use switchyard_core::{
-    ErrorClass, Name, Provider, ProviderCall, ProviderError, ProviderOutcome, Secret,
+    CallbackOutcome, Completion, ErrorClass, ErrorInfo, Name, Provider, ProviderCall,
+    ProviderError, ProviderOutcome, Secret,
 };
 use switchyard_http::{
     OutboundClient, OutboundRequest, Redactor, classify, parse_retry_after, validate_provider_url,
@@ -34,6 +35,61 @@ struct Options {
     /// Environment variable holding a bearer token sent to the provider.
     #[serde(default)]
     bearer_token_env: Option<String>,
+    /// For a provider without callbacks: `GET {base_url}/{status_path}`, with `{reference}`
+    /// replaced, answers how accepted work is going (the callback body's shape).
+    #[serde(default)]
+    status_path: Option<String>,
+}
+
+/// Where `{reference}` goes in `status_path`.
+const REFERENCE_PLACEHOLDER: &str = "{reference}";
+
+/// How a generic provider reports accepted work (contract section 6): the body of its
+/// callbacks and of its status answers.
+#[derive(Debug, Deserialize)]
+struct Report {
+    reference: String,
+    status: ReportStatus,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ReportStatus {
+    Succeeded,
+    Failed,
+    Pending,
+}
+
+/// Reads a generic provider's report (a verified callback body or a status answer) into the
+/// reference it is about and its outcome, redacted.
+pub fn parse_report(
+    raw: &[u8],
+    redactor: &Redactor,
+) -> Result<(String, CallbackOutcome), serde_json::Error> {
+    let report: Report = serde_json::from_slice(raw)?;
+    let outcome = match report.status {
+        ReportStatus::Succeeded => CallbackOutcome::Succeeded {
+            result: redactor.json(&report.result.unwrap_or(Value::Null)),
+        },
+        ReportStatus::Failed => CallbackOutcome::Failed {
+            error: ErrorInfo::new(
+                ErrorClass::Permanent,
+                "provider_failed",
+                redactor.text(
+                    report
+                        .error
+                        .as_deref()
+                        .unwrap_or("the provider reported a failure"),
+                ),
+            ),
+        },
+        ReportStatus::Pending => CallbackOutcome::Pending,
+    };
+    Ok((report.reference, outcome))
 }
 
 /// A provider described only by configuration.
@@ -44,6 +100,7 @@ pub struct GenericHttpProvider {
     base_url: Url,
     client: OutboundClient,
     bearer: Option<Arc<Secret<String>>>,
+    status_path: Option<String>,
     redactor: Redactor,
 }
 
@@ -123,6 +180,16 @@ impl GenericHttpProvider {
             .transpose()?
             .map(Arc::new);
         Self::webhook_secret(config, index)?;
+        if let Some(path) = &opts.status_path
+            && (!path.contains(REFERENCE_PLACEHOLDER) || path.starts_with('/'))
+        {
+            return Err(ConfigError::invalid(
+                format!("{key}.status_path"),
+                format!(
+                    "must be relative to base_url and contain {REFERENCE_PLACEHOLDER}, e.g. \"operations/{REFERENCE_PLACEHOLDER}\""
+                ),
+            ));
+        }
         let client = OutboundClient::new(&ctx.outbound)
             .map_err(|e| ConfigError::invalid(format!("{key}.ca_file"), e.to_string()))?;
         Ok(Self {
@@ -131,13 +198,13 @@ impl GenericHttpProvider {
             base_url,
             client,
             bearer,
+            status_path: opts.status_path,
             redactor: ctx.redactor.clone(),
         })
     }
 
     fn headers(&self, call: &ProviderCall) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
                 h.insert(HeaderName::from_static(name), v);
@@ -183,13 +250,15 @@ impl Provider for GenericHttpProvider {
             .map_err(|e| invalid_response(format!("cannot build the operation URL: {e}")))?;
         // serde_json's map is ordered, so the same payload is the same bytes on every attempt.
         let body = Bytes::from(serde_json::to_vec(&call.command.payload).unwrap_or_default());
+        let mut headers = self.headers(call);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let exchange = self
             .client
             .send_recorded(
                 OutboundRequest {
                     method: Method::POST,
                     url,
-                    headers: self.headers(call),
+                    headers,
                     body,
                     timeout: None,
                 },
@@ -233,5 +302,57 @@ impl Provider for GenericHttpProvider {
             result: json,
             reference,
         })
+    }
+
+    fn completion(&self) -> Completion {
+        if self.status_path.is_some() {
+            Completion::Poll
+        } else {
+            Completion::Callback
+        }
+    }
+
+    async fn check(
+        &self,
+        call: &ProviderCall,
+        reference: &str,
+    ) -> Result<CallbackOutcome, ProviderError> {
+        let Some(path) = &self.status_path else {
+            return Err(ProviderError::new(
+                ErrorClass::Permanent,
+                "no_status_checks",
+                "this provider has no status_path",
+            ));
+        };
+        let segment =
+            percent_encoding::utf8_percent_encode(reference, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        let url = self
+            .base_url
+            .join(&path.replace(REFERENCE_PLACEHOLDER, &segment))
+            .map_err(|e| invalid_response(format!("cannot build the status URL: {e}")))?;
+        let exchange = self
+            .client
+            .send_recorded(
+                OutboundRequest {
+                    method: Method::GET,
+                    url,
+                    headers: self.headers(call),
+                    body: Bytes::new(),
+                    timeout: None,
+                },
+                call,
+                &self.redactor,
+            )
+            .await?;
+        classify(exchange.status, &exchange.headers, &exchange.body)?;
+        let (answered, outcome) = parse_report(&exchange.body, &self.redactor)
+            .map_err(|e| invalid_response(format!("status answer is not a report: {e}")))?;
+        if answered != reference {
+            return Err(invalid_response(
+                "the status answer is about another reference",
+            ));
+        }
+        Ok(outcome)
     }
 }

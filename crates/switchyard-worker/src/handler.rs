@@ -6,16 +6,22 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
-use switchyard_amqp::messages::{self, ATTEMPT_HEADER, SOURCE_HEADER, TRACEPARENT_HEADER};
+use switchyard_amqp::messages::{
+    self, ATTEMPT_HEADER, CHECK_HEADER, REFERENCE_HEADER, SOURCE_HEADER, TRACEPARENT_HEADER,
+    WAIT_UNTIL_HEADER,
+};
 use switchyard_amqp::topology::{
     DEAD_EXCHANGE, KIND_HEADER, RETRY_EXCHANGE, TIER_HEADER, tier_label,
 };
 use switchyard_amqp::{Delivery, HeaderRead, Headers, Outgoing, PublishError, Publisher};
 use switchyard_core::command::sniff_id;
-use switchyard_core::waiting::{EXPIRY_TYPE_V1, Expiry, WAIT_TYPE_V1, WaitRecord};
+use switchyard_core::waiting::{
+    CALLBACK_TYPE_V1, EXPIRY_TYPE_V1, Expiry, WAIT_TYPE_V1, WaitRecord,
+};
 use switchyard_core::{
-    Command, ErrorClass, ErrorInfo, Event, IdempotencyNamespace, Lifecycle, Name, PayloadValidator,
-    ProviderCall, ProviderError, ProviderOutcome, Recorder, RoutingKey,
+    Callback, CallbackOutcome, Command, Completion, ErrorClass, ErrorInfo, Event,
+    IdempotencyNamespace, Lifecycle, Name, PayloadValidator, Provider, ProviderCall, ProviderError,
+    ProviderOutcome, Recorder, RoutingKey,
 };
 use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
 use tower::ServiceExt;
@@ -28,6 +34,8 @@ use crate::stack::ProviderStack;
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
     pub stack: ProviderStack,
+    /// The provider itself, for status checks of work it accepted.
+    pub provider: Arc<dyn Provider>,
     pub operations: Vec<Name>,
     pub max_attempts: u32,
 }
@@ -51,6 +59,28 @@ enum Disposition {
     Ack,
     /// Reporting failed: leave the delivery for redelivery.
     Requeue(PublishError),
+}
+
+/// What a status check carries besides the command: it is a copy of the waiting command,
+/// back in its work queue after a delay tier.
+#[derive(Debug, Clone)]
+struct Check {
+    number: u32,
+    attempt: u32,
+    reference: String,
+    until: chrono::DateTime<Utc>,
+}
+
+impl Check {
+    fn read(headers: &Option<switchyard_amqp::lapin::types::FieldTable>) -> Option<Self> {
+        let number = u32::try_from(headers.header_int(CHECK_HEADER)?).ok()?;
+        Some(Self {
+            number,
+            attempt: u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(1)).unwrap_or(1),
+            reference: headers.header_str(REFERENCE_HEADER)?,
+            until: chrono::DateTime::from_timestamp_millis(headers.header_int(WAIT_UNTIL_HEADER)?)?,
+        })
+    }
 }
 
 impl Handler {
@@ -100,6 +130,9 @@ impl Handler {
             Err(invalid) => return self.reject_invalid(delivery, invalid, previous, tp).await,
         };
         tracing::Span::current().record("command_id", tracing::field::display(command.id));
+        if let Some(check) = Check::read(headers) {
+            return self.check(delivery, &command, slot, check, tp).await;
+        }
         let now = Utc::now();
         let lifecycle = Lifecycle::of(&command);
 
@@ -167,7 +200,10 @@ impl Handler {
             Ok(ProviderOutcome::Waiting { reference }) => {
                 // The resolver learns what to wait for, and when to give up, before anyone
                 // hears of `waiting`; then the delivery is done: nothing is held while waiting.
-                if let Err(e) = self.park(&command, attempt_no, &reference, now).await {
+                if let Err(e) = self
+                    .park(delivery, &command, slot, attempt_no, &reference, now)
+                    .await
+                {
                     return Disposition::Requeue(e);
                 }
                 let (_waiting, event) = attempt.wait(reference, now);
@@ -384,7 +420,9 @@ impl Handler {
     /// (or the operation's default wait) through the delay tiers.
     async fn park(
         &self,
+        delivery: &Delivery,
         command: &Command,
+        slot: &Slot,
         attempt: u32,
         reference: &str,
         now: chrono::DateTime<Utc>,
@@ -427,7 +465,124 @@ impl Handler {
             messages::tier_within(self.schedule.tiers(), remaining),
             Headers::default(),
         )
-        .await
+        .await?;
+        if slot.provider.completion() == Completion::Poll {
+            let first = Check {
+                number: 1,
+                attempt,
+                reference: reference.to_owned(),
+                until: expires_at,
+            };
+            self.schedule_check(delivery, &first, now).await?;
+        }
+        Ok(())
+    }
+
+    /// One status check of work a polled provider accepted. A terminal answer goes to the
+    /// resolver like a callback (so it takes effect once, whatever else arrives); anything else
+    /// schedules the next check, until the wait's end, where the expiry decides.
+    async fn check(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        slot: &Slot,
+        check: Check,
+        tp: Option<&str>,
+    ) -> Disposition {
+        if Utc::now() >= check.until {
+            return Disposition::Ack;
+        }
+        let recorder = Recorder::default();
+        let call = ProviderCall {
+            command: Arc::new(command.clone()),
+            attempt: check.attempt,
+            idempotency_key: self.namespace.provider_key(command.id, &command.operation),
+            traceparent: tp.map(str::to_owned),
+            recorder: recorder.clone(),
+        };
+        let answer = slot.provider.check(&call, &check.reference).await;
+        let label = match &answer {
+            Ok(CallbackOutcome::Pending) => "pending",
+            Ok(CallbackOutcome::Succeeded { .. }) => "succeeded",
+            Ok(CallbackOutcome::Failed { .. }) => "failed",
+            Err(e) => e.class.as_str(),
+        };
+        metrics::counter!("switchyard_status_checks_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string(), "outcome" => label).increment(1);
+        let recorded = futures::future::try_join_all(
+            recorder
+                .take()
+                .iter()
+                .map(|r| messages::publish_attempt(&self.publisher, r)),
+        )
+        .await;
+        if let Err(e) = recorded {
+            return Disposition::Requeue(e);
+        }
+        let now = Utc::now();
+        let outcome = match answer {
+            Ok(CallbackOutcome::Pending) => None,
+            Ok(terminal) => Some(terminal),
+            Err(e) if e.class.is_retryable() => {
+                warn!(error = %e, "status check failed; checking again later");
+                None
+            }
+            Err(e) => Some(CallbackOutcome::Failed {
+                error: self.error_info(&e),
+            }),
+        };
+        let sent = match outcome {
+            Some(outcome) => {
+                let callback = Callback {
+                    provider: command.provider.clone(),
+                    webhook_id: format!("check.{}.{}.{}", command.id, check.attempt, check.number),
+                    reference: check.reference,
+                    outcome,
+                    received_at: now,
+                };
+                messages::publish_callback_message(
+                    &self.publisher,
+                    CALLBACK_TYPE_V1,
+                    &format!("callback.{}.{}", callback.provider, callback.webhook_id),
+                    &callback.to_bytes(),
+                    None,
+                    Headers::default(),
+                )
+                .await
+            }
+            None => {
+                let next = Check {
+                    number: check.number.saturating_add(1),
+                    ..check
+                };
+                self.schedule_check(delivery, &next, now).await
+            }
+        };
+        match sent {
+            Ok(()) => Disposition::Ack,
+            Err(e) => Disposition::Requeue(e),
+        }
+    }
+
+    /// Parks a status check in a delay tier, backing off with the check's number; none is
+    /// scheduled past the wait's end.
+    async fn schedule_check(
+        &self,
+        delivery: &Delivery,
+        check: &Check,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PublishError> {
+        let tier = self
+            .schedule
+            .tier_for(self.schedule.delay(check.number, None));
+        if now + chrono::Duration::from_std(tier).unwrap_or_default() >= check.until {
+            return Ok(());
+        }
+        let headers = Headers::from_table(delivery.properties.headers().as_ref())
+            .int(ATTEMPT_HEADER, i64::from(check.attempt))
+            .int(CHECK_HEADER, i64::from(check.number))
+            .str(REFERENCE_HEADER, &check.reference)
+            .int(WAIT_UNTIL_HEADER, check.until.timestamp_millis());
+        self.delay(delivery, headers, tier).await
     }
 
     /// Parks a copy in the delay tier; the tier's TTL dead-letters it back to the work queue.
@@ -438,7 +593,18 @@ impl Handler {
         tier: Duration,
     ) -> Result<(), PublishError> {
         let headers = Headers::from_table(delivery.properties.headers().as_ref())
-            .int(ATTEMPT_HEADER, i64::from(attempts))
+            .int(ATTEMPT_HEADER, i64::from(attempts));
+        self.delay(delivery, headers, tier).await
+    }
+
+    /// Publishes a copy of the delivery with `headers` into the kind's delay tier.
+    async fn delay(
+        &self,
+        delivery: &Delivery,
+        headers: Headers,
+        tier: Duration,
+    ) -> Result<(), PublishError> {
+        let headers = headers
             .str(KIND_HEADER, self.kind.as_str())
             .str(TIER_HEADER, &tier_label(tier));
         self.publisher

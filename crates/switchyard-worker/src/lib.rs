@@ -19,7 +19,7 @@ mod runtime;
 mod stack;
 
 pub use entry::main;
-pub use generic::GenericHttpProvider;
+pub use generic::{GenericHttpProvider, parse_report};
 pub use kind::{
     Catalog, Kind, NotInCatalog, ProviderContext, ProviderEntry, build_providers, redactor,
 };

@@ -89,6 +89,7 @@ pub async fn start(
             );
             let slot = Slot {
                 stack,
+                provider: e.provider.clone(),
                 operations: e.provider.operations().to_vec(),
                 max_attempts: e.max_attempts,
             };

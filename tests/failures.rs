@@ -264,19 +264,14 @@ async fn an_expired_command_fails_with_class_expired() {
     fleet.stop().await;
 }
 
-#[test]
-fn a_plain_http_provider_url_is_refused_at_start() {
-    let dir =
-        std::env::temp_dir().join(format!("switchyard-http-refused-{}", uuid::Uuid::new_v4()));
+/// Starts each binary with `toml` and expects a refusal whose message names `key` and `needle`.
+fn refused_at_start(toml: &str, bins: &[&str], key: &str, needle: &str) {
+    let dir = std::env::temp_dir().join(format!("switchyard-refused-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("switchyard.toml");
-    std::fs::write(
-        &config,
-        "[[providers]]\nname = \"acme\"\nkind = \"payment\"\ntype = \"http\"\n\
-         base_url = \"http://pay.acme.example/api\"\noperations = [\"charge\"]\n",
-    )
-    .unwrap();
-    for bin in ["switchyard-payment", "switchyard-ingress"] {
+    std::fs::write(&config, toml.replace("{dir}", &dir.display().to_string())).unwrap();
+    std::fs::write(dir.join("empty-secret"), "\n").unwrap();
+    for bin in bins {
         let out = std::process::Command::new(binary(bin))
             .arg("--config")
             .arg(&config)
@@ -284,8 +279,39 @@ fn a_plain_http_provider_url_is_refused_at_start() {
             .unwrap();
         assert!(!out.status.success(), "{bin} must refuse to start");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("providers[0].base_url"), "{bin}: {stderr}");
-        assert!(stderr.contains("http://"), "{bin}: {stderr}");
+        assert!(stderr.contains(key), "{bin}: {stderr}");
+        assert!(stderr.contains(needle), "{bin}: {stderr}");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_plain_http_provider_url_is_refused_at_start() {
+    refused_at_start(
+        "[[providers]]\nname = \"acme\"\nkind = \"payment\"\ntype = \"http\"\n\
+         base_url = \"http://pay.acme.example/api\"\noperations = [\"charge\"]\n",
+        &["switchyard-payment", "switchyard-ingress"],
+        "providers[0].base_url",
+        "http://",
+    );
+}
+
+#[test]
+fn an_empty_webhook_secret_or_a_status_path_without_reference_is_refused_at_start() {
+    refused_at_start(
+        "[[providers]]\nname = \"acme\"\nkind = \"shipping\"\ntype = \"http\"\n\
+         base_url = \"https://ship.acme.example/api\"\noperations = [\"create_label\"]\n\
+         webhook_secret_file = \"{dir}/empty-secret\"\n",
+        &["switchyard-shipping", "switchyard-ingress"],
+        "providers[0].webhook_secret_file",
+        "is empty",
+    );
+    refused_at_start(
+        "[[providers]]\nname = \"acme\"\nkind = \"shipping\"\ntype = \"http\"\n\
+         base_url = \"https://ship.acme.example/api\"\noperations = [\"create_label\"]\n\
+         status_path = \"operations/latest\"\n",
+        &["switchyard-shipping"],
+        "providers[0].status_path",
+        "{reference}",
+    );
 }

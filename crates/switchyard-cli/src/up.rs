@@ -1,7 +1,7 @@
 //! `switchyard up`: the whole fleet locally, against sandbox providers, ready for a curl.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -9,10 +9,12 @@ use switchyard_amqp::lapin::options::BasicAckOptions;
 use switchyard_amqp::{Broker, BrokerSettings, ConsumeSettings, Topology, consume};
 use switchyard_config::Config;
 use switchyard_core::Event;
+use switchyard_sandbox::WebhookTarget;
+use switchyard_webhooks::StandardWebhooks;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::fleet::{Fleet, sandbox_config, start_sandbox};
+use crate::fleet::{ASYNC_PROVIDER, Fleet, POLLED_PROVIDER, sandbox_config, start_sandbox};
 use crate::say;
 
 /// Options of `switchyard up`.
@@ -74,9 +76,21 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("creating {}", opts.state_dir.display()))?;
-    let sandbox = start_sandbox(&opts.state_dir).await?;
+    // The sandbox must know where to send callbacks before the ingress binds.
+    let listen = with_fixed_port(opts.listen)?;
+    let webhook_secret = StandardWebhooks::generate_secret();
+    let webhook_secret_file = opts.state_dir.join("webhook-secret");
+    write_private(&webhook_secret_file, &webhook_secret)?;
+    let sandbox = start_sandbox(
+        &opts.state_dir,
+        Some(WebhookTarget {
+            base_url: format!("http://{}/v1/webhooks/", reachable(listen)),
+            secret: webhook_secret,
+        }),
+    )
+    .await?;
     let token = format!("sy_dev_{}", Uuid::new_v4().simple());
-    let mut toml = sandbox_config(&sandbox, opts.listen, &token);
+    let mut toml = sandbox_config(&sandbox, listen, &token, &webhook_secret_file);
     // Kept across runs: a replayed command must get the same provider idempotency key.
     let secret_path = opts.state_dir.join("idempotency-secret");
     let secret = match std::fs::read_to_string(&secret_path) {
@@ -122,7 +136,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         workers.join(", ")
     ));
     say(format!(
-        "Try it:\n  curl -sS {url}/v1/commands \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"kind\":\"payment\",\"provider\":\"sandbox\",\"operation\":\"charge\",\"payload\":{{\"amount\":1999,\"currency\":\"usd\",\"payment_method\":\"pm_card_visa\"}}}}'\n\nThen ask the ledger what happened:\n  curl -sS {url}/v1/commands/<id> -H 'Authorization: Bearer {token}'\n\nLifecycle events appear below. Ctrl-C stops everything.\n"
+        "Try it:\n  curl -sS {url}/v1/commands \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"kind\":\"payment\",\"provider\":\"sandbox\",\"operation\":\"charge\",\"payload\":{{\"amount\":1999,\"currency\":\"usd\",\"payment_method\":\"pm_card_visa\"}}}}'\n\nA long-running one: `waiting`, then `completed` by a signed webhook about 2 s later\n(provider {POLLED_PROVIDER} does the same by polling):\n  curl -sS {url}/v1/commands \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"kind\":\"notification\",\"provider\":\"{ASYNC_PROVIDER}\",\"operation\":\"send_sms\",\"payload\":{{\"to\":\"+14155550100\",\"body\":\"Your parcel is on its way\"}}}}'\n\nThen ask the ledger what happened:\n  curl -sS {url}/v1/commands/<id> -H 'Authorization: Bearer {token}'\n\nLifecycle events appear below. Ctrl-C stops everything.\n"
     ));
 
     shutdown.cancelled().await;
@@ -131,6 +145,38 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     tail.close().await;
     sandbox.shutdown().await;
     say("stopped.");
+    Ok(())
+}
+
+/// `listen`, with port 0 replaced by a free port.
+fn with_fixed_port(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    let probe = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("finding a free port on {}", listen.ip()))?;
+    Ok(probe.local_addr()?)
+}
+
+/// An address this machine can connect to for `listen` (a wildcard becomes loopback).
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    std::fs::write(path, secret).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
     Ok(())
 }
 

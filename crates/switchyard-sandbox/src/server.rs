@@ -154,6 +154,18 @@ impl Sandbox {
         format!("{}/generic/{kind}", self.base_url())
     }
 
+    /// The `base_url` of a generic provider named `provider` whose operations all end later
+    /// by a signed callback to the webhook target.
+    pub fn async_base_url(&self, provider: &str, kind: &str) -> String {
+        format!("{}/async/{provider}/{kind}", self.base_url())
+    }
+
+    /// The `base_url` of a generic provider whose operations end later and are told only at
+    /// `operations/{reference}` (its `status_path`).
+    pub fn polled_base_url(&self, provider: &str, kind: &str) -> String {
+        format!("{}/polled/{provider}/{kind}", self.base_url())
+    }
+
     /// `{cert_dir}/ca.pem`: the root clients add to their trust store.
     pub fn ca_pem_path(&self) -> &Path {
         &self.ca_pem_path

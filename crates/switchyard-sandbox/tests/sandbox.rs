@@ -354,7 +354,7 @@ async fn accept_answers_202_with_a_reference() {
 #[tokio::test]
 async fn polled_operations_are_pending_until_their_time_then_tell_their_end() {
     let h = start_with(|c| c.operation_time = Duration::from_millis(300)).await;
-    let base = format!("{}/polled/poller/shipping", h.sandbox.base_url());
+    let base = h.sandbox.polled_base_url("poller", "shipping");
     h.scenario("cmd-p2", &["accept:fail"]).await;
     let mut references = Vec::new();
     for (command, key) in [("cmd-p1", "key-p1"), ("cmd-p2", "key-p2")] {

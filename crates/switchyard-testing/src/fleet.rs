@@ -204,8 +204,8 @@ impl TestFleet {
         }
         // A provider without callbacks: its long-running operations are polled.
         toml.push_str(&format!(
-            "\n[[providers]]\nname = \"{POLLED_PROVIDER}\"\nkind = \"shipping\"\ntype = \"http\"\nbase_url = \"{}/polled/{POLLED_PROVIDER}/shipping\"\nstatus_path = \"operations/{{reference}}\"\noperations = [\"create_label\"]\nca_file = \"{}\"\n",
-            sandbox.base_url(),
+            "\n[[providers]]\nname = \"{POLLED_PROVIDER}\"\nkind = \"shipping\"\ntype = \"http\"\nbase_url = \"{}\"\nstatus_path = \"operations/{{reference}}\"\noperations = [\"create_label\"]\nca_file = \"{}\"\n",
+            sandbox.polled_base_url(POLLED_PROVIDER, "shipping"),
             sandbox.ca_pem_path().display(),
         ));
         toml.push_str(&opts.extra_toml);

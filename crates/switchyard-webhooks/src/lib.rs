@@ -102,6 +102,12 @@ impl StandardWebhooks {
         })
     }
 
+    /// A fresh `whsec_` secret of 32 random bytes, for a sender and receiver set up together.
+    pub fn generate_secret() -> String {
+        let key: [u8; 32] = rand::random();
+        format!("whsec_{}", B64.encode(key))
+    }
+
     /// The `webhook-signature` value for a message: `v1,<base64>`.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
         let ts = timestamp.to_string();

@@ -73,6 +73,21 @@ fn standard_webhooks_rotation_timestamps_and_empty_signatures() {
 }
 
 #[test]
+fn generated_secrets_are_fresh_32_byte_keys_that_sign_and_verify() {
+    let a = StandardWebhooks::generate_secret();
+    let b = StandardWebhooks::generate_secret();
+    assert_ne!(a, b);
+    let key = B64.decode(a.strip_prefix("whsec_").unwrap()).unwrap();
+    assert_eq!(key.len(), 32);
+    let sw = StandardWebhooks::new(&a).unwrap();
+    let sig = sw.sign("msg_1", SW_TS, b"{}");
+    assert!(
+        sw.verify(&sw_headers("msg_1", &SW_TS.to_string(), &sig), b"{}", SW_TS)
+            .is_ok()
+    );
+}
+
+#[test]
 fn empty_secrets_are_refused() {
     assert_eq!(
         StandardWebhooks::new("whsec_").unwrap_err(),

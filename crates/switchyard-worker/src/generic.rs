@@ -41,6 +41,13 @@ struct Options {
     status_path: Option<String>,
 }
 
+/// What a reference escapes to stay one path segment: all but `-`, `_` and `~` (dots too, and
+/// all-dot references are refused, since URL parsing folds `%2e` segments like `.`).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Where `{reference}` goes in `status_path`.
 const REFERENCE_PLACEHOLDER: &str = "{reference}";
 
@@ -324,9 +331,12 @@ impl Provider for GenericHttpProvider {
                 "this provider has no status_path",
             ));
         };
-        let segment =
-            percent_encoding::utf8_percent_encode(reference, percent_encoding::NON_ALPHANUMERIC)
-                .to_string();
+        if reference.chars().all(|c| c == '.') {
+            return Err(invalid_response(
+                "the provider reference is not a path segment",
+            ));
+        }
+        let segment = percent_encoding::utf8_percent_encode(reference, PATH_SEGMENT).to_string();
         let url = self
             .base_url
             .join(&path.replace(REFERENCE_PLACEHOLDER, &segment))

@@ -1,16 +1,16 @@
-//! Every `toml` block of docs/configuration.md parses, and the defaults block matches the
+//! Every `toml` block of the docs parses, and configuration.md's defaults block matches the
 //! built-in defaults.
 
 #![allow(clippy::unwrap_used)]
 
 use switchyard_config::Config;
 
-fn toml_blocks() -> Vec<String> {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/configuration.md"
-    ))
-    .unwrap();
+fn docs_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+}
+
+fn toml_blocks(page: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(docs_dir().join(page)).unwrap();
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in doc.lines() {
@@ -32,7 +32,7 @@ fn toml_blocks() -> Vec<String> {
 
 #[test]
 fn documented_configuration_parses() {
-    let blocks = toml_blocks();
+    let blocks = toml_blocks("configuration.md");
     assert!(blocks.len() >= 2);
     for b in &blocks {
         Config::from_toml_str(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
@@ -44,4 +44,20 @@ fn documented_configuration_parses() {
         format!("{defaults:?}"),
         "the documented defaults are the defaults"
     );
+}
+
+#[test]
+fn every_page_s_configuration_examples_parse() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(docs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            let page = path.file_name().unwrap().to_str().unwrap().to_owned();
+            for b in toml_blocks(&page) {
+                Config::from_toml_str(&b).unwrap_or_else(|e| panic!("{page}: {e}\n{b}"));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "only {checked} blocks found");
 }

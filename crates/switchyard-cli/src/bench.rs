@@ -1,7 +1,9 @@
 //! `switchyard bench`: drives N commands through the whole path (confirmed AMQP publish ->
 //! the `switchyard-payment` worker process -> an HTTPS call to the `switchyard-sandbox`
 //! process -> the `completed` event consumed here) and prints throughput, end-to-end latency
-//! and each process's peak RSS.
+//! and each process's peak RSS. With `--waiting`, every command is accepted (202) instead and
+//! completed later by a signed webhook through the ingress and the ledger's resolver: the run
+//! shows the worker's memory with all commands waiting at once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use switchyard_amqp::{
     Broker, BrokerSettings, ConsumeSettings, Headers, Publisher, Topology, consume,
 };
 use switchyard_core::{Command, Event, Name, Status};
+use switchyard_webhooks::StandardWebhooks;
 use tokio::process::{Child, Command as Process};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +50,9 @@ pub struct BenchOptions {
     /// Run the `switchyard-ledger` process beside the worker (SQLite, or
     /// SWITCHYARD_DATABASE_URL), consuming every event and attempt record.
     pub with_ledger: bool,
+    /// Long-running mode: the provider accepts every command and calls back this long after.
+    /// Runs the ingress (webhooks) and the ledger (resolver) too.
+    pub waiting: Option<Duration>,
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -70,10 +76,19 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Peak resident set size of a process, from /proc (Linux).
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size of a process now, from /proc (Linux).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -127,15 +142,28 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let sandbox_port = free_port()?;
     let worker_port = free_port()?;
+    let ingress_port = free_port()?;
     let mut children = Children(Vec::new());
-
-    let sandbox = Process::new(sibling("switchyard-sandbox")?)
+    let secret_file = dir.join("webhook-secret");
+    let mut sandbox = Process::new(sibling("switchyard-sandbox")?);
+    sandbox
         .args([
             "--listen",
             &format!("127.0.0.1:{sandbox_port}"),
             "--cert-dir",
         ])
-        .arg(dir.join("sandbox"))
+        .arg(dir.join("sandbox"));
+    if let Some(hold) = opts.waiting {
+        std::fs::write(&secret_file, StandardWebhooks::generate_secret())?;
+        sandbox
+            .arg("--operation-time-ms")
+            .arg(hold.as_millis().to_string())
+            .arg("--webhook-url")
+            .arg(format!("http://127.0.0.1:{ingress_port}/v1/webhooks/"))
+            .arg("--webhook-secret-file")
+            .arg(&secret_file);
+    }
+    let sandbox = sandbox
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -147,14 +175,23 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     }
 
     let ledger_port = free_port()?;
+    let with_ledger = opts.with_ledger || opts.waiting.is_some();
+    let (path, webhooks) = match opts.waiting {
+        Some(_) => (
+            "async/bench/payment",
+            format!("webhook_secret_file = \"{}\"\n", secret_file.display()),
+        ),
+        None => ("generic/payment", String::new()),
+    };
     let config = format!(
-        "[ledger]\nenabled = {}\nlisten = \"127.0.0.1:{ledger_port}\"\ndatabase_url = \"sqlite://{}?mode=rwc\"\n\
+        "[ingress]\nlisten = \"127.0.0.1:{ingress_port}\"\ntokens = [\"sy_bench\"]\n\
+         [ledger]\nenabled = {}\nlisten = \"127.0.0.1:{ledger_port}\"\ndatabase_url = \"sqlite://{}?mode=rwc\"\n\
          [amqp]\nprefetch = {c}\n[worker]\nlisten = \"127.0.0.1:{worker_port}\"\nconcurrency = {c}\n\
          [outbound]\nallow_loopback = true\n[telemetry]\nlog_filter = \"warn\"\n\
          [[providers]]\nname = \"bench\"\nkind = \"payment\"\ntype = \"http\"\n\
-         base_url = \"https://localhost:{sandbox_port}/generic/payment\"\noperations = [\"charge\"]\n\
-         ca_file = \"{}\"\n",
-        opts.with_ledger,
+         base_url = \"https://localhost:{sandbox_port}/{path}\"\noperations = [\"charge\"]\n\
+         ca_file = \"{}\"\n{webhooks}",
+        with_ledger,
         dir.join("ledger.db").display(),
         ca.display(),
         c = opts.concurrency,
@@ -168,7 +205,16 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         .spawn()
         .context("starting switchyard-payment")?;
     children.0.push(("switchyard-payment", worker));
-    if opts.with_ledger {
+    if opts.waiting.is_some() {
+        let ingress = Process::new(sibling("switchyard-ingress")?)
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting switchyard-ingress")?;
+        children.0.push(("switchyard-ingress", ingress));
+    }
+    if with_ledger {
         let ledger = Process::new(sibling("switchyard-ledger")?)
             .arg("--config")
             .arg(&config_path)
@@ -192,6 +238,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         Topology::new(switchyard_config::RetryConfig::default().tiers, 5)
             .with_provider(&kind, &provider)
             .with_event_tap(tap.clone(), "payment.bench.completed")
+            .with_event_tap(tap.clone(), "payment.bench.waiting")
             .with_event_tap(tap.clone(), "payment.bench.failed"),
     )?;
     let session = broker
@@ -226,7 +273,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    if !opts.with_ledger && queue_exists(&session.connection, LEDGER_EVENTS_QUEUE).await {
+    if !with_ledger && queue_exists(&session.connection, LEDGER_EVENTS_QUEUE).await {
         say(format!(
             "bench: note: {LEDGER_EVENTS_QUEUE} exists on this broker, so every event is also \
              copied there; the figures include that load"
@@ -273,8 +320,18 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             .unwrap_or_default(),
         opts.window,
         opts.concurrency,
-        if opts.with_ledger { "running" } else { "off" }
+        if with_ledger { "running" } else { "off" }
     ));
+    let worker_pid = children
+        .0
+        .iter()
+        .find(|(name, _)| *name == "switchyard-payment")
+        .and_then(|(_, c)| c.id());
+    let worker_rss = || worker_pid.and_then(rss_kib).unwrap_or(0);
+    // Worker memory by number of commands waiting at once: before any, a tenth, all.
+    let mut waiting_rss = vec![(0usize, worker_rss(), 0usize, Duration::ZERO)];
+    let marks = [opts.commands / 10, opts.commands];
+    let mut waiting = 0usize;
     let started = Instant::now();
     let publishing = {
         let sent = sent.clone();
@@ -302,7 +359,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
                     operation: "charge".parse().unwrap_or_else(|_| kind.clone()),
                     payload: body.clone(),
                     idempotency_key: None,
-                    deadline: None,
+                    // A waiting command's expiry stays scheduled after it completes; a near
+                    // deadline lets the run's expiries fire (as no-ops) soon after it.
+                    deadline: opts.waiting.and_then(|hold| {
+                        chrono::Duration::from_std(hold * 2 + Duration::from_secs(120))
+                            .ok()
+                            .map(|d| Utc::now() + d)
+                    }),
                     metadata: Default::default(),
                     created_at: Utc::now(),
                 };
@@ -335,6 +398,13 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         else {
             break;
         };
+        if status == Status::Waiting {
+            waiting += 1;
+            if marks.contains(&waiting) {
+                waiting_rss.push((waiting, worker_rss(), completed + failed, started.elapsed()));
+            }
+            continue;
+        }
         let sent_at = sent.lock().ok().and_then(|mut s| s.remove(&id));
         let Some(sent_at) = sent_at else { continue };
         match status {
@@ -348,7 +418,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let elapsed = last.duration_since(started).as_secs_f64().max(1e-9);
     stop.cancel();
     let _ = tap_consumer.await;
-    let ledger_lag = if opts.with_ledger {
+    let ledger_lag = if with_ledger {
         Some(ledger_caught_up(&dir.join("ledger.db"), opts.commands, last).await)
     } else {
         None
@@ -368,6 +438,19 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
     ));
+    if opts.waiting.is_some() {
+        for (n, rss, ended, at) in &waiting_rss {
+            say(format!(
+                "bench: worker RSS with {n} commands waiting ({ended} ended so far, at {:.1} s): {:.1} MiB",
+                at.as_secs_f64(),
+                *rss as f64 / 1024.0
+            ));
+        }
+        say(format!(
+            "bench: worker RSS after all completed: {:.1} MiB",
+            worker_rss() as f64 / 1024.0
+        ));
+    }
     match ledger_lag {
         Some(Ok(lag)) => say(format!(
             "bench: the ledger had recorded everything {:.2} s after the last completed event",

@@ -62,6 +62,10 @@ enum Cmd {
         /// Run the ledger process beside the worker.
         #[arg(long)]
         with_ledger: bool,
+        /// Long-running mode: the provider accepts every command (202) and completes it by a
+        /// signed webhook this long after, e.g. `30s`; shows worker memory with all waiting.
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        waiting: Option<Duration>,
     },
     /// The ledger.
     Ledger {
@@ -136,6 +140,7 @@ async fn main() -> ExitCode {
             concurrency,
             rate,
             with_ledger,
+            waiting,
         } => {
             bench::run(bench::BenchOptions {
                 commands,
@@ -144,6 +149,7 @@ async fn main() -> ExitCode {
                 concurrency,
                 rate,
                 with_ledger,
+                waiting,
             })
             .await
         }

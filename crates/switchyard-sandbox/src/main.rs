@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use switchyard_sandbox::{Sandbox, SandboxConfig};
+use switchyard_sandbox::{Sandbox, SandboxConfig, WebhookTarget};
 use tracing_subscriber::EnvFilter;
 
 /// HTTPS emulator of Switchyard's providers, for local runs and benchmarks.
@@ -28,6 +28,16 @@ struct Args {
     /// Require `Authorization: Bearer <token>` on provider endpoints.
     #[arg(long, env = "SWITCHYARD_SANDBOX_TOKEN", hide_env_values = true)]
     bearer_token: Option<String>,
+    /// How long an accepted (202) operation runs before it finishes, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    operation_time_ms: u64,
+    /// Where finished operations are reported, e.g. `http://127.0.0.1:8080/v1/webhooks/`
+    /// (the provider's name is appended); needs `--webhook-secret-file`.
+    #[arg(long, requires = "webhook_secret_file")]
+    webhook_url: Option<String>,
+    /// File holding the Standard Webhooks secret (`whsec_...`) callbacks are signed with.
+    #[arg(long, requires = "webhook_url")]
+    webhook_secret_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -44,6 +54,15 @@ async fn main() -> anyhow::Result<()> {
     config.latency = Duration::from_millis(args.latency_ms);
     config.failure_rate = args.failure_rate;
     config.bearer_token = args.bearer_token;
+    config.operation_time = Duration::from_millis(args.operation_time_ms);
+    if let (Some(base_url), Some(file)) = (args.webhook_url, args.webhook_secret_file) {
+        let secret = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        config.webhooks = Some(WebhookTarget {
+            base_url,
+            secret: secret.trim().to_owned(),
+        });
+    }
 
     let sandbox = Sandbox::start(config)
         .await

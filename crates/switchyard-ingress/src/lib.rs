@@ -120,10 +120,11 @@ pub async fn start_with_routes(
         max_body: config.ingress.max_body_bytes,
         retry_after: config.ingress.retry_after_secs,
     });
-    let receivers = Arc::new(webhooks::Receivers::from_config(
+    let receivers = Arc::new(webhooks::Receivers::new(
+        &state.catalog,
         config,
         state.publisher.clone(),
-    )?);
+    ));
     let ready_broker = broker.clone();
     let router = Router::new()
         .route("/v1/commands", post(submit))

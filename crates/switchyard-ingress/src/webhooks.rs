@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use switchyard_amqp::messages::publish_callback_message;
 use switchyard_amqp::{Headers, Publisher};
-use switchyard_config::{Config, ConfigError};
+use switchyard_config::Config;
 use switchyard_core::waiting::CALLBACK_TYPE_V1;
 use switchyard_core::{Callback, Name};
-use switchyard_http::Redactor;
-use switchyard_webhooks::StandardWebhooks;
+use switchyard_webhooks::{Notice, Receiver, Refused, VerifyError};
+use switchyard_worker::Catalog;
 use tracing::warn;
 
 use crate::Problem;
@@ -23,45 +23,29 @@ use crate::Problem;
 /// Bodies larger than this are refused (413) before verification.
 pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
 
-/// The verifiers of every provider that takes callbacks, by provider name.
+/// The webhook receivers of every provider that takes callbacks, by provider name.
 pub(crate) struct Receivers {
-    by_provider: HashMap<Name, Vec<StandardWebhooks>>,
+    by_provider: HashMap<Name, Vec<Receiver>>,
     publisher: Publisher,
-    redactor: Redactor,
     retry_after: u32,
 }
 
 impl Receivers {
-    /// Reads every generic provider's webhook secret; an empty or unset one refuses the start.
-    pub fn from_config(config: &Config, publisher: Publisher) -> Result<Self, ConfigError> {
-        let mut by_provider: HashMap<Name, Vec<StandardWebhooks>> = HashMap::new();
-        for (i, p) in config.providers.iter().enumerate() {
-            if p.provider_type.as_str() != "http" {
-                continue;
-            }
-            if let Some(secret) = switchyard_worker::GenericHttpProvider::webhook_secret(p, i)? {
-                let verifier = StandardWebhooks::new(secret.expose()).map_err(|e| {
-                    ConfigError::invalid(
-                        format!(
-                            "{}.webhook_secret_env",
-                            switchyard_config::ProviderConfig::key(i)
-                        ),
-                        e.to_string(),
-                    )
-                })?;
-                // A provider name shared by several kinds may hold one secret per entry.
-                by_provider
-                    .entry(p.name.clone())
-                    .or_default()
-                    .push(verifier);
-            }
+    /// The receivers the catalog's providers declared (building them already refused an
+    /// empty or unset secret, naming its key).
+    pub fn new(catalog: &Catalog, config: &Config, publisher: Publisher) -> Self {
+        let mut by_provider: HashMap<Name, Vec<Receiver>> = HashMap::new();
+        for (name, receiver) in catalog.receivers() {
+            by_provider
+                .entry(name.clone())
+                .or_default()
+                .push(receiver.clone());
         }
-        Ok(Self {
+        Self {
             by_provider,
             publisher,
-            redactor: switchyard_worker::redactor(config),
             retry_after: config.ingress.retry_after_secs,
-        })
+        }
     }
 }
 
@@ -91,18 +75,43 @@ async fn verify_and_queue(
 ) -> Result<(), Problem> {
     let unknown = || Problem::not_found(format!("no provider {provider:?} takes webhooks here"));
     let name: Name = provider.parse().map_err(|_| unknown())?;
-    let verifiers = r.by_provider.get(&name).ok_or_else(unknown)?;
+    let receivers = r.by_provider.get(&name).ok_or_else(unknown)?;
     let raw = to_bytes(body, MAX_WEBHOOK_BYTES)
         .await
         .map_err(|_| Problem::too_large(MAX_WEBHOOK_BYTES))?;
     let now = Utc::now().timestamp();
-    let webhook_id = verifiers
-        .iter()
-        .find_map(|v| v.verify(headers, &raw, now).ok())
-        .ok_or_else(Problem::bad_signature)?;
-    // Verified: only now is the body parsed.
-    let (reference, outcome) = switchyard_worker::parse_report(&raw, &r.redactor)
-        .map_err(|e| Problem::malformed(format!("not a callback of this provider: {e}")))?;
+    // A name shared by several kinds may hold several receivers: the first to verify reads.
+    let mut refusal = Refused::Signature(VerifyError::Mismatch);
+    let mut notice = None;
+    for receiver in receivers {
+        match receiver.receive(headers, &raw, now) {
+            Ok(n) => {
+                notice = Some(n);
+                break;
+            }
+            // Verified but unreadable: no other receiver's answer would be truer.
+            Err(e @ Refused::Malformed(_)) => {
+                refusal = e;
+                break;
+            }
+            Err(e) => refusal = e,
+        }
+    }
+    let Some(notice) = notice else {
+        return Err(match refusal {
+            Refused::Signature(_) => Problem::bad_signature(),
+            Refused::Malformed(why) => Problem::malformed(why),
+        });
+    };
+    // Verified, and about nothing Switchyard waits for.
+    let Some(Notice {
+        id: webhook_id,
+        reference,
+        outcome,
+    }) = notice
+    else {
+        return Ok(());
+    };
     let callback = Callback {
         provider: name,
         webhook_id,

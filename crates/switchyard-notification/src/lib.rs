@@ -5,11 +5,10 @@
 //! `providers.rs`; any provider can also be a generic `type = "http"` provider.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use switchyard_config::{ConfigError, ProviderConfig};
-use switchyard_core::{KindSpec, Name, OperationSpec, Provider};
-use switchyard_worker::{Kind, ProviderContext};
+use switchyard_core::{KindSpec, Name, OperationSpec};
+use switchyard_worker::{CodeProvider, Kind, ProviderContext};
 
 pub mod payload;
 mod providers;
@@ -41,7 +40,7 @@ impl Kind for Notification {
         config: &ProviderConfig,
         index: usize,
         ctx: &ProviderContext,
-    ) -> Result<Option<Arc<dyn Provider>>, ConfigError> {
+    ) -> Result<Option<CodeProvider>, ConfigError> {
         providers::build(config, index, ctx)
     }
 }

@@ -5,7 +5,8 @@
 //! [`TwilioSignature`]. Every comparison is constant-time and length-checked, an empty
 //! signature never matches, an empty secret is refused at construction (so a misconfigured
 //! provider cannot start), and timestamped schemes reject anything more than
-//! [`TOLERANCE_SECS`] away from now. This crate knows nothing of HTTP routing or queues.
+//! [`TOLERANCE_SECS`] away from now. A provider's [`Receiver`] pairs its [`Scheme`] with the
+//! reader of its bodies. This crate knows nothing of HTTP routing or queues.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,6 +15,10 @@ use http::HeaderMap;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use switchyard_core::Secret;
+
+mod receiver;
+
+pub use receiver::{Notice, Receiver, Refused, Scheme, Verified, WebhookReader};
 
 /// Timestamps further than this from now, either way, are rejected.
 pub const TOLERANCE_SECS: i64 = 300;

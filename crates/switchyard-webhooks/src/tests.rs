@@ -3,6 +3,7 @@
 use super::*;
 use http::HeaderValue;
 use proptest::prelude::*;
+use switchyard_core::CallbackOutcome;
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -231,4 +232,150 @@ proptest! {
         let sig = gh.sign(body);
         prop_assert!(gh.verify(&headers(&[("x-hub-signature-256", &sig)]), &flip(body, index, xor)).is_err());
     }
+}
+
+/// Reads Stripe-like events: `{"id": "evt_..", "data": {"object": {"id": "pi_..", "status": ..}}}`.
+#[derive(Debug)]
+struct EventReader;
+
+impl WebhookReader for EventReader {
+    fn read(&self, delivery: &Verified<'_>) -> Result<Option<Notice>, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(delivery.body()).map_err(|e| e.to_string())?;
+        let object = &v["data"]["object"];
+        let outcome = match object["status"].as_str() {
+            Some("succeeded") => CallbackOutcome::Succeeded {
+                result: object.clone(),
+            },
+            Some("processing") => CallbackOutcome::Pending,
+            _ => return Ok(None),
+        };
+        Ok(Some(Notice {
+            id: v["id"].as_str().ok_or("no id")?.to_owned(),
+            reference: object["id"].as_str().ok_or("no object id")?.to_owned(),
+            outcome,
+        }))
+    }
+}
+
+/// Fails the test if a delivery reaches it: for schemes that must refuse first.
+#[derive(Debug)]
+struct MustNotRead;
+
+impl WebhookReader for MustNotRead {
+    fn read(&self, _: &Verified<'_>) -> Result<Option<Notice>, String> {
+        panic!("an unverified delivery was read");
+    }
+}
+
+#[test]
+fn a_receiver_verifies_with_any_current_secret_then_reads() {
+    let old = StripeSignature::new("whsec_old").unwrap();
+    let new = StripeSignature::new("whsec_new").unwrap();
+    let receiver = Receiver {
+        scheme: Scheme::Stripe(vec![old, new.clone()]),
+        reader: std::sync::Arc::new(EventReader),
+    };
+    let body = br#"{"id":"evt_1","data":{"object":{"id":"pi_1","status":"succeeded"}}}"#;
+    let now = 1_700_000_000;
+    let h = headers(&[("stripe-signature", &new.sign(now, body))]);
+    let notice = receiver.receive(&h, body, now).unwrap().unwrap();
+    assert_eq!(
+        (notice.id.as_str(), notice.reference.as_str()),
+        ("evt_1", "pi_1")
+    );
+    assert!(matches!(notice.outcome, CallbackOutcome::Succeeded { .. }));
+    // Verified but about nothing waited for: acknowledged, nothing to do.
+    let other = br#"{"id":"evt_2","data":{"object":{"id":"cus_1","status":"active"}}}"#;
+    let h = headers(&[("stripe-signature", &new.sign(now, other))]);
+    assert_eq!(receiver.receive(&h, other, now), Ok(None));
+    // Verified but not this provider's body.
+    let h = headers(&[("stripe-signature", &new.sign(now, b"not json"))]);
+    assert!(matches!(
+        receiver.receive(&h, b"not json", now),
+        Err(Refused::Malformed(_))
+    ));
+    // Stale: refused whichever key signed.
+    let h = headers(&[("stripe-signature", &new.sign(now - 600, body))]);
+    assert_eq!(
+        receiver.receive(&h, body, now),
+        Err(Refused::Signature(VerifyError::Timestamp))
+    );
+}
+
+#[test]
+fn no_scheme_lets_an_unverified_delivery_reach_its_reader() {
+    let never = std::sync::Arc::new(MustNotRead);
+    let now = 1_700_000_000;
+    let body = b"{}";
+    let cases: Vec<(Scheme, HeaderMap)> = vec![
+        (
+            Scheme::Standard(vec![StandardWebhooks::new(SW_SECRET).unwrap()]),
+            sw_headers("msg_1", &now.to_string(), "v1,AAAA"),
+        ),
+        (
+            Scheme::Stripe(vec![StripeSignature::new("whsec_a").unwrap()]),
+            headers(&[(
+                "stripe-signature",
+                &StripeSignature::new("whsec_b").unwrap().sign(now, body),
+            )]),
+        ),
+        (
+            Scheme::HmacHex(vec![GitHubSignature::new("a").unwrap()]),
+            headers(&[(
+                "x-hub-signature-256",
+                &GitHubSignature::new("b").unwrap().sign(body),
+            )]),
+        ),
+        (
+            Scheme::Twilio {
+                signers: vec![TwilioSignature::new("a").unwrap()],
+                url: "https://hooks.example/v1/webhooks/twilio".into(),
+            },
+            headers(&[("x-twilio-signature", "bm9wZQ==")]),
+        ),
+        (
+            Scheme::HmacHex(vec![GitHubSignature::new("a").unwrap()]),
+            HeaderMap::new(),
+        ),
+    ];
+    for (scheme, h) in cases {
+        let receiver = Receiver {
+            scheme,
+            reader: never.clone(),
+        };
+        assert!(
+            matches!(receiver.receive(&h, body, now), Err(Refused::Signature(_))),
+            "{receiver:?}"
+        );
+    }
+}
+
+#[test]
+fn twilio_deliveries_verify_over_the_configured_url_and_the_form() {
+    let url = "https://hooks.example/v1/webhooks/twilio";
+    let token = TwilioSignature::new("auth_token_1").unwrap();
+    let body = b"MessageSid=SM1&MessageStatus=delivered&To=%2B14155550100";
+    let params: Vec<(String, String)> = form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let h = headers(&[("x-twilio-signature", &token.sign(url, &params))]);
+    let scheme = Scheme::Twilio {
+        signers: vec![token],
+        url: url.into(),
+    };
+    assert!(scheme.verify(&h, body, 0).is_ok());
+    let elsewhere = Scheme::Twilio {
+        signers: vec![TwilioSignature::new("auth_token_1").unwrap()],
+        url: "https://other.example/v1/webhooks/twilio".into(),
+    };
+    assert_eq!(
+        elsewhere.verify(&h, body, 0).unwrap_err(),
+        VerifyError::Mismatch
+    );
+    let tampered = b"MessageSid=SM1&MessageStatus=failed&To=%2B14155550100";
+    assert_eq!(
+        scheme.verify(&h, tampered, 0).unwrap_err(),
+        VerifyError::Mismatch
+    );
 }

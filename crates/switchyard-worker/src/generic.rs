@@ -16,6 +16,7 @@ use switchyard_core::{
 use switchyard_http::{
     OutboundClient, OutboundRequest, Redactor, classify, parse_retry_after, validate_provider_url,
 };
+use switchyard_webhooks::{Notice, Receiver, Scheme, StandardWebhooks, Verified, WebhookReader};
 use url::Url;
 
 use crate::kind::ProviderContext;
@@ -99,6 +100,28 @@ pub fn parse_report(
     Ok((report.reference, outcome))
 }
 
+/// Reads the generic provider's callbacks: [`parse_report`] bodies, de-duplicated on the
+/// signed `webhook-id`.
+#[derive(Debug)]
+struct ReportReader {
+    redactor: Redactor,
+}
+
+impl WebhookReader for ReportReader {
+    fn read(&self, delivery: &Verified<'_>) -> Result<Option<Notice>, String> {
+        let id = delivery
+            .signed_id()
+            .ok_or("a Standard Webhooks delivery without its id")?;
+        let (reference, outcome) = parse_report(delivery.body(), &self.redactor)
+            .map_err(|e| format!("not a callback of this provider: {e}"))?;
+        Ok(Some(Notice {
+            id: id.to_owned(),
+            reference,
+            outcome,
+        }))
+    }
+}
+
 /// A provider described only by configuration.
 #[derive(Debug, Clone)]
 pub struct GenericHttpProvider {
@@ -159,6 +182,29 @@ impl GenericHttpProvider {
             }
             (None, None) => Ok(None),
         }
+    }
+
+    /// Its webhooks, when it has a secret: Standard Webhooks, bodies in the report shape.
+    pub fn receiver(
+        config: &ProviderConfig,
+        index: usize,
+        redactor: &Redactor,
+    ) -> Result<Option<Receiver>, ConfigError> {
+        let Some(secret) = Self::webhook_secret(config, index)? else {
+            return Ok(None);
+        };
+        let key = StandardWebhooks::new(secret.expose()).map_err(|e| {
+            ConfigError::invalid(
+                format!("{}.webhook_secret_env", ProviderConfig::key(index)),
+                e.to_string(),
+            )
+        })?;
+        Ok(Some(Receiver {
+            scheme: Scheme::Standard(vec![key]),
+            reader: Arc::new(ReportReader {
+                redactor: redactor.clone(),
+            }),
+        }))
     }
 
     /// Builds the provider from its entry; errors name the offending key.

@@ -9,6 +9,7 @@ use switchyard_amqp::Topology;
 use switchyard_config::{Config, ConfigError, ProviderConfig};
 use switchyard_core::{KindSpec, Name, Provider};
 use switchyard_http::{OutboundSettings, Redactor};
+use switchyard_webhooks::Receiver;
 
 use crate::generic::GenericHttpProvider;
 
@@ -30,7 +31,32 @@ pub trait Kind: Send + Sync + 'static {
         config: &ProviderConfig,
         index: usize,
         ctx: &ProviderContext,
-    ) -> Result<Option<Arc<dyn Provider>>, ConfigError>;
+    ) -> Result<Option<CodeProvider>, ConfigError>;
+}
+
+/// A provider written in code, with its inbound webhooks when it completes work by callback.
+#[derive(Debug, Clone)]
+pub struct CodeProvider {
+    /// Calls the provider.
+    pub provider: Arc<dyn Provider>,
+    /// Verifies and reads its callbacks at `POST /v1/webhooks/{name}`.
+    pub webhooks: Option<Receiver>,
+}
+
+impl CodeProvider {
+    /// A provider that takes no webhooks.
+    pub fn new(provider: Arc<dyn Provider>) -> Self {
+        Self {
+            provider,
+            webhooks: None,
+        }
+    }
+
+    /// With its webhook receiver.
+    pub fn with_webhooks(mut self, receiver: Receiver) -> Self {
+        self.webhooks = Some(receiver);
+        self
+    }
 }
 
 /// What a provider needs from the rest of the configuration to build itself.
@@ -47,6 +73,8 @@ pub struct ProviderContext {
 pub struct ProviderEntry {
     /// The provider.
     pub provider: Arc<dyn Provider>,
+    /// Its inbound webhooks, if it takes any.
+    pub webhooks: Option<Receiver>,
     /// Attempts before a transient failure is final.
     pub max_attempts: u32,
     /// Concurrent calls.
@@ -91,8 +119,11 @@ pub fn build_providers(
             outbound: outbound_for(config, p),
             redactor: redactor(config),
         };
-        let provider: Arc<dyn Provider> = if p.provider_type == *"http" {
-            Arc::new(GenericHttpProvider::from_config(p, index, &ctx)?)
+        let built = if p.provider_type == *"http" {
+            CodeProvider {
+                provider: Arc::new(GenericHttpProvider::from_config(p, index, &ctx)?),
+                webhooks: GenericHttpProvider::receiver(p, index, &ctx.redactor)?,
+            }
         } else {
             kind.code_provider(p, index, &ctx)?.ok_or_else(|| {
                 ConfigError::invalid(
@@ -106,7 +137,8 @@ pub fn build_providers(
             })?
         };
         out.push(ProviderEntry {
-            provider,
+            provider: built.provider,
+            webhooks: built.webhooks,
             max_attempts: p.max_attempts.unwrap_or(config.retry.max_attempts),
             concurrency: p.concurrency.unwrap_or(config.worker.concurrency),
             timeout: ctx.outbound.timeout,
@@ -119,6 +151,7 @@ pub fn build_providers(
 #[derive(Debug, Clone)]
 pub struct Catalog {
     kinds: Vec<(KindSpec, BTreeMap<Name, Vec<Name>>)>,
+    receivers: Vec<(Name, Receiver)>,
 }
 
 /// Why a command's address is not in the catalog.
@@ -150,17 +183,28 @@ impl Catalog {
     /// Builds the catalog from the configuration, constructing every provider (so a bad
     /// entry fails here, at start-up).
     pub fn build(kinds: &[Arc<dyn Kind>], config: &Config) -> Result<Self, ConfigError> {
+        let mut receivers = Vec::new();
         let kinds = kinds
             .iter()
             .map(|k| {
-                let providers = build_providers(k.as_ref(), config)?
-                    .into_iter()
-                    .map(|e| (e.provider.name().clone(), e.provider.operations().to_vec()))
-                    .collect();
+                let mut providers = BTreeMap::new();
+                for e in build_providers(k.as_ref(), config)? {
+                    let name = e.provider.name().clone();
+                    if let Some(r) = e.webhooks {
+                        receivers.push((name.clone(), r));
+                    }
+                    providers.insert(name, e.provider.operations().to_vec());
+                }
                 Ok((k.spec(), providers))
             })
             .collect::<Result<_, ConfigError>>()?;
-        Ok(Self { kinds })
+        Ok(Self { kinds, receivers })
+    }
+
+    /// The webhook receivers, by provider name (a name shared by several kinds may have one
+    /// per kind).
+    pub fn receivers(&self) -> &[(Name, Receiver)] {
+        &self.receivers
     }
 
     /// The kinds' specs.

@@ -21,7 +21,8 @@ mod stack;
 pub use entry::main;
 pub use generic::{GenericHttpProvider, parse_report};
 pub use kind::{
-    Catalog, Kind, NotInCatalog, ProviderContext, ProviderEntry, build_providers, redactor,
+    Catalog, CodeProvider, Kind, NotInCatalog, ProviderContext, ProviderEntry, build_providers,
+    redactor,
 };
 pub use retry::RetrySchedule;
 pub use runtime::{WorkerHandle, run, start};

@@ -149,39 +149,56 @@ fn secret_from_env(key: String, var: &str) -> Result<Secret<String>, ConfigError
 }
 
 impl GenericHttpProvider {
-    /// The Standard Webhooks secret of a generic provider's entry, if it takes callbacks.
-    /// An empty or unset variable is an error naming the key: it would make every signature
+    /// The Standard Webhooks keys of a generic provider's entry, if it takes callbacks: the
+    /// secret text (env or file) holds one `whsec_` secret, or several separated by
+    /// whitespace while a secret is rotated (a delivery signed with any of them verifies).
+    /// Empty, unset or malformed is an error naming the key: it would make every signature
     /// check meaningless.
-    pub fn webhook_secret(
+    fn webhook_keys(
         config: &ProviderConfig,
         index: usize,
-    ) -> Result<Option<Secret<String>>, ConfigError> {
+    ) -> Result<Option<Vec<StandardWebhooks>>, ConfigError> {
         let key = ProviderConfig::key(index);
         let opts: Options = config.parse_options(index)?;
-        match (opts.webhook_secret_env.as_deref(), opts.webhook_secret_file) {
-            (Some(_), Some(_)) => Err(ConfigError::invalid(
-                format!("{key}.webhook_secret_file"),
-                "set webhook_secret_env or webhook_secret_file, not both",
-            )),
+        let (name, text) = match (opts.webhook_secret_env.as_deref(), opts.webhook_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.webhook_secret_file"),
+                    "set webhook_secret_env or webhook_secret_file, not both",
+                ));
+            }
             (Some(var), None) => {
-                secret_from_env(format!("{key}.webhook_secret_env"), var).map(Some)
+                let name = format!("{key}.webhook_secret_env");
+                let secret = secret_from_env(name.clone(), var)?;
+                (name, secret)
             }
             (None, Some(path)) => {
                 let name = format!("{key}.webhook_secret_file");
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     ConfigError::invalid(name.clone(), format!("{}: {e}", path.display()))
                 })?;
-                let secret = text.trim();
-                if secret.is_empty() {
+                if text.trim().is_empty() {
                     return Err(ConfigError::invalid(
                         name,
                         format!("{} is empty", path.display()),
                     ));
                 }
-                Ok(Some(Secret::new(secret.to_owned())))
+                (name, Secret::new(text))
             }
-            (None, None) => Ok(None),
+            (None, None) => return Ok(None),
+        };
+        let keys = text
+            .expose()
+            .split_whitespace()
+            .map(|secret| {
+                StandardWebhooks::new(secret)
+                    .map_err(|e| ConfigError::invalid(name.clone(), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(ConfigError::invalid(name, "the webhook secret is empty"));
         }
+        Ok(Some(keys))
     }
 
     /// Its webhooks, when it has a secret: Standard Webhooks, bodies in the report shape.
@@ -190,17 +207,8 @@ impl GenericHttpProvider {
         index: usize,
         redactor: &Redactor,
     ) -> Result<Option<Receiver>, ConfigError> {
-        let Some(secret) = Self::webhook_secret(config, index)? else {
-            return Ok(None);
-        };
-        let key = StandardWebhooks::new(secret.expose()).map_err(|e| {
-            ConfigError::invalid(
-                format!("{}.webhook_secret_env", ProviderConfig::key(index)),
-                e.to_string(),
-            )
-        })?;
-        Ok(Some(Receiver {
-            scheme: Scheme::Standard(vec![key]),
+        Ok(Self::webhook_keys(config, index)?.map(|keys| Receiver {
+            scheme: Scheme::Standard(keys),
             reader: Arc::new(ReportReader {
                 redactor: redactor.clone(),
             }),
@@ -232,7 +240,7 @@ impl GenericHttpProvider {
             .map(|var| secret_from_env(format!("{key}.bearer_token_env"), var))
             .transpose()?
             .map(Arc::new);
-        Self::webhook_secret(config, index)?;
+        Self::webhook_keys(config, index)?;
         if let Some(path) = &opts.status_path
             && (!path.contains(REFERENCE_PLACEHOLDER) || path.starts_with('/'))
         {
@@ -410,5 +418,80 @@ impl Provider for GenericHttpProvider {
             ));
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_config::Config;
+
+    fn entry(secret_text: &str) -> (Config, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("sy-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, secret_text).unwrap();
+        let toml = format!(
+            "[[providers]]\nname = \"acme\"\nkind = \"shipping\"\ntype = \"http\"\n\
+             base_url = \"https://ship.acme.example/api\"\noperations = [\"create_label\"]\n\
+             webhook_secret_file = \"{}\"\n",
+            path.display()
+        );
+        (Config::from_toml_str(&toml).unwrap(), path)
+    }
+
+    fn signed(secret: &str, body: &[u8], now: i64) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", HeaderValue::from_static("msg_1"));
+        h.insert(
+            "webhook-timestamp",
+            HeaderValue::from_str(&now.to_string()).unwrap(),
+        );
+        let sig = StandardWebhooks::new(secret)
+            .unwrap()
+            .sign("msg_1", now, body);
+        h.insert("webhook-signature", HeaderValue::from_str(&sig).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_rotated_secret_verifies_deliveries_signed_with_the_old_or_the_new_key() {
+        let (old, new) = (
+            StandardWebhooks::generate_secret(),
+            StandardWebhooks::generate_secret(),
+        );
+        let (config, path) = entry(&format!("{new}\n{old}\n"));
+        let receiver = GenericHttpProvider::receiver(&config.providers[0], 0, &Redactor::default())
+            .unwrap()
+            .unwrap();
+        let body = br#"{"reference":"r1","status":"succeeded","result":{"ok":true}}"#;
+        let now = 1_700_000_000;
+        for secret in [&old, &new] {
+            let notice = receiver
+                .receive(&signed(secret, body, now), body, now)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (notice.id.as_str(), notice.reference.as_str()),
+                ("msg_1", "r1")
+            );
+        }
+        let other = StandardWebhooks::generate_secret();
+        assert!(
+            receiver
+                .receive(&signed(&other, body, now), body, now)
+                .is_err()
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn an_empty_or_malformed_secret_names_its_key() {
+        for text in ["  \n", "whsec_!!!"] {
+            let (config, path) = entry(text);
+            let err = GenericHttpProvider::receiver(&config.providers[0], 0, &Redactor::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("providers[0].webhook_secret_file"), "{err}");
+            std::fs::remove_file(path).unwrap();
+        }
     }
 }

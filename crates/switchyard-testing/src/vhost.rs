@@ -30,6 +30,7 @@ impl TestVhost {
     /// Creates a fresh vhost with full permissions for guest. Panics with instructions when
     /// the broker is not reachable.
     pub async fn create() -> Self {
+        switchyard_http::install_crypto_provider();
         let name = format!("switchyard-test-{}", Uuid::new_v4().simple());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))

@@ -428,8 +428,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         "bench: completed {completed}, failed {failed}, publish failures {publish_failures}, missing {}",
         opts.commands.saturating_sub(completed + failed)
     ));
+    let held = opts
+        .waiting
+        .map(|h| format!(" (each held {h:?} by the provider)"))
+        .unwrap_or_default();
     say(format!(
-        "bench: throughput {:.0} commands/s over {elapsed:.2} s",
+        "bench: throughput {:.0} commands/s over {elapsed:.2} s{held}",
         completed as f64 / elapsed
     ));
     say(format!(

@@ -235,10 +235,11 @@ async fn ledger_prune(config: Option<PathBuf>, older_than: Option<Duration>) -> 
     let retention = older_than.unwrap_or(config.ledger.attempt_body_retention);
     let store = switchyard_ledger::Store::connect(config.ledger.database_url.expose()).await?;
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention)?;
-    let n = store.prune(cutoff).await?;
+    let p = store.prune(cutoff).await?;
     store.close().await;
     say(format!(
-        "pruned the bodies of {n} attempts started before {cutoff}"
+        "pruned the bodies of {} attempts and {} webhook ids older than {cutoff}",
+        p.attempts, p.webhook_receipts
     ));
     Ok(())
 }

@@ -27,7 +27,9 @@ mod waits;
 
 pub use api::query_router;
 pub use ingest::BatchSettings;
-pub use store::{BadCursor, CommandSummary, CommandView, ListFilter, Page, Store, StoreError};
+pub use store::{
+    BadCursor, CommandSummary, CommandView, ListFilter, Page, Pruned, Store, StoreError,
+};
 pub use waits::Resolution;
 
 /// A running ledger.
@@ -102,7 +104,11 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             let cutoff =
                 chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
             match prune_store.prune(cutoff).await {
-                Ok(n) if n > 0 => info!(pruned = n, "attempt bodies past retention pruned"),
+                Ok(p) if p.attempts + p.webhook_receipts > 0 => info!(
+                    attempts = p.attempts,
+                    webhook_receipts = p.webhook_receipts,
+                    "attempt bodies and webhook ids past retention pruned"
+                ),
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "pruning failed"),
             }

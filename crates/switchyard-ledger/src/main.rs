@@ -55,11 +55,13 @@ async fn main() -> ExitCode {
             let cutoff =
                 chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
             match store.prune(cutoff).await {
-                Ok(n) => {
+                Ok(p) => {
                     use std::io::Write;
                     let _ = writeln!(
                         std::io::stdout(),
-                        "pruned the bodies of {n} attempts older than {cutoff}"
+                        "pruned the bodies of {} attempts and {} webhook ids older than {cutoff}",
+                        p.attempts,
+                        p.webhook_receipts
                     );
                     ExitCode::SUCCESS
                 }

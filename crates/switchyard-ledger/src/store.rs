@@ -93,6 +93,15 @@ pub struct CommandView {
     pub attempts: Vec<AttemptRecord>,
 }
 
+/// What one [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Attempts whose headers and bodies were emptied.
+    pub attempts: u64,
+    /// Webhook ids forgotten.
+    pub webhook_receipts: u64,
+}
+
 /// Filters of the operators' list.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -502,9 +511,24 @@ impl Store {
         ))
     }
 
-    /// Empties headers and bodies of attempts started before `cutoff`; lifecycle rows stay.
-    /// Returns how many attempts were pruned.
-    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// Applies the retention at `cutoff`: empties headers and bodies of attempts started
+    /// before it and forgets webhook ids received before it. Lifecycle rows and the waits'
+    /// decisions stay, so forgetting a webhook id is safe: a late copy of a terminal callback
+    /// meets its decided wait and has no effect, and a `pending` one never had any.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<Pruned, StoreError> {
+        let attempts = self.prune_attempt_bodies(cutoff).await?;
+        let webhook_receipts = sqlx::query("DELETE FROM webhook_receipts WHERE received_at < $1")
+            .bind(ms(cutoff))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(Pruned {
+            attempts,
+            webhook_receipts,
+        })
+    }
+
+    async fn prune_attempt_bodies(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut pruned = 0;
         loop {
             let rows = sqlx::query(

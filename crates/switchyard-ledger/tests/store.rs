@@ -5,8 +5,11 @@
 
 use chrono::{Duration, Utc};
 use serde_json::json;
-use switchyard_core::{AttemptRecord, Command, ErrorClass, ErrorInfo, Event, Lifecycle, Status};
-use switchyard_ledger::{ListFilter, Store};
+use switchyard_core::{
+    AttemptRecord, Callback, CallbackOutcome, Command, ErrorClass, ErrorInfo, Event, Lifecycle,
+    Status, WaitRecord,
+};
+use switchyard_ledger::{ListFilter, Resolution, Store};
 use uuid::Uuid;
 
 /// A database that exists for one test.
@@ -93,6 +96,7 @@ both!(
     attempts_before_any_event_are_kept,
     pagination_and_filters,
     prune_empties_old_bodies_only,
+    forgotten_webhook_ids_still_have_no_second_effect,
 );
 
 fn command(kind: &str) -> Command {
@@ -412,11 +416,19 @@ async fn prune_empties_old_bodies_only(store: &Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.prune(Utc::now() - Duration::days(30)).await.unwrap(),
+        store
+            .prune(Utc::now() - Duration::days(30))
+            .await
+            .unwrap()
+            .attempts,
         1
     );
     assert_eq!(
-        store.prune(Utc::now() - Duration::days(30)).await.unwrap(),
+        store
+            .prune(Utc::now() - Duration::days(30))
+            .await
+            .unwrap()
+            .attempts,
         0,
         "idempotent"
     );
@@ -431,4 +443,60 @@ async fn prune_empties_old_bodies_only(store: &Store) {
     );
     assert!(!view.attempts[1].request_body.is_empty());
     assert_eq!(view.events.len(), 5, "lifecycle rows are kept");
+}
+
+async fn forgotten_webhook_ids_still_have_no_second_effect(store: &Store) {
+    let c = command("shipping");
+    let long_ago = Utc::now() - Duration::days(40);
+    store
+        .record_wait(&WaitRecord {
+            command: c.clone(),
+            attempt: 1,
+            reference: format!("ref_{}", c.id.simple()),
+            since: long_ago,
+            expires_at: Utc::now() + Duration::days(1),
+        })
+        .await
+        .unwrap();
+    let callback = |id: &str, outcome: CallbackOutcome| Callback {
+        provider: c.provider.clone(),
+        webhook_id: id.to_owned(),
+        reference: format!("ref_{}", c.id.simple()),
+        outcome,
+        received_at: long_ago,
+    };
+    let pending = callback("msg_pending", CallbackOutcome::Pending);
+    let done = callback(
+        "msg_done",
+        CallbackOutcome::Succeeded {
+            result: json!({"label": "L1"}),
+        },
+    );
+    assert!(matches!(
+        store.resolve_callback(&pending, false).await.unwrap(),
+        Resolution::Recorded
+    ));
+    assert!(matches!(
+        store.resolve_callback(&done, false).await.unwrap(),
+        Resolution::Decided { .. }
+    ));
+    let pruned = store.prune(Utc::now() - Duration::days(30)).await.unwrap();
+    assert_eq!(pruned.webhook_receipts, 2);
+    // Forgotten, yet the decision stands: the same deliveries again change nothing.
+    for again in [&done, &pending] {
+        assert!(matches!(
+            store.resolve_callback(again, false).await.unwrap(),
+            Resolution::Late
+        ));
+    }
+    let failed = callback(
+        "msg_other",
+        CallbackOutcome::Failed {
+            error: ErrorInfo::new(ErrorClass::Permanent, "provider_failed", "lost"),
+        },
+    );
+    assert!(matches!(
+        store.resolve_callback(&failed, false).await.unwrap(),
+        Resolution::Late
+    ));
 }

@@ -454,6 +454,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
             "bench: worker RSS after all completed: {:.1} MiB",
             worker_rss() as f64 / 1024.0
         ));
+        say(
+            "bench: note: each command's expiry stays scheduled until its deadline (twice the \
+             hold plus 2 min after it was sent) and is then consumed by whichever ledger runs on \
+             this vhost; give the bench a vhost of its own to keep them apart from a fleet you \
+             use, e.g. SWITCHYARD_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/bench",
+        );
     }
     match ledger_lag {
         Some(Ok(lag)) => say(format!(

@@ -31,8 +31,10 @@ pub const DEV_IDEMPOTENCY_SECRET: &str = "switchyard-development-namespace";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Parsing or merging a layer failed; figment's message names the key and its source.
+    /// Not an error `source`: the message already holds it, and a report that walks the
+    /// chain would print it twice.
     #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     /// A value is well-formed but not acceptable.
     #[error("configuration: {key}: {message}")]
     Invalid {
@@ -41,6 +43,12 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        Self::Load(e)
+    }
 }
 
 impl ConfigError {
@@ -524,6 +532,9 @@ mod tests {
         Jail::expect_with(|jail| {
             let e = Config::from_toml_str("[amqp]\nhartbeat_secs = 3\n").unwrap_err();
             assert!(e.to_string().contains("hartbeat_secs"), "{e}");
+            // Said once: a report walking the error chain must not repeat it.
+            let report = format!("{:#}", anyhow::Error::from(e));
+            assert_eq!(report.matches("TOML source string").count(), 1, "{report}");
             jail.set_env("SWITCHYARD_WORKER__CONCURENCY", "3");
             let e = Config::from_toml_str("").unwrap_err();
             assert!(e.to_string().contains("concurency"), "{e}");

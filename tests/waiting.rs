@@ -9,7 +9,7 @@ use std::time::Duration;
 use switchyard_amqp::HeaderRead;
 use switchyard_core::{ErrorClass, Status};
 use switchyard_e2e::{statuses, terminal};
-use switchyard_testing::{POLLED_PROVIDER, TestFleet, WEBHOOK_SECRET};
+use switchyard_testing::{POLLED_PROVIDER, TOKEN, TestFleet, WEBHOOK_SECRET};
 use switchyard_webhooks::StandardWebhooks;
 
 /// Signs and posts a generic callback to the fleet's ingress.
@@ -170,7 +170,10 @@ async fn a_provider_without_callbacks_is_polled_to_the_end() {
     let mut endless = polled(&fleet);
     endless.deadline = Some(chrono::Utc::now() + chrono::Duration::seconds(4));
     fleet.scenario(endless.id, &["accept:silent"]).await;
-    for c in [&ok, &failing, &endless] {
+    // The first two checks fail: 503, then 429 asking for a second's pause.
+    let flaky = polled(&fleet);
+    fleet.scenario(flaky.id, &["accept", "503", "429:1"]).await;
+    for c in [&ok, &failing, &endless, &flaky] {
         fleet.publish(c).await;
     }
 
@@ -217,6 +220,28 @@ async fn a_provider_without_callbacks_is_polled_to_the_end() {
     assert!(
         later <= checks + 1,
         "checks go on after the end: {checks} then {later}"
+    );
+
+    let events = fleet
+        .events
+        .terminal(flaky.id, Duration::from_secs(30))
+        .await;
+    assert_eq!(terminal(&events).status, Status::Completed, "{events:#?}");
+    let checks = checks_in_ledger(&fleet, flaky.id, 3).await;
+    let statuses: Vec<_> = checks.iter().map(|c| c["status"].as_u64()).collect();
+    assert_eq!(
+        &statuses[..3],
+        &[Some(503), Some(429), Some(200)],
+        "{checks:#?}"
+    );
+    let at = |i: usize| {
+        chrono::DateTime::parse_from_rfc3339(checks[i]["started_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        at(2) - at(1) >= chrono::Duration::seconds(1),
+        "Retry-After: 1 honoured: {} then {}",
+        at(1),
+        at(2)
     );
 
     let dead = fleet.dead_letters("shipping").await;
@@ -324,5 +349,32 @@ async fn wait_for_reference(fleet: &TestFleet, id: uuid::Uuid) -> String {
         }
         assert!(tokio::time::Instant::now() < deadline, "never waiting");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The status checks (GETs) the ledger recorded for a command, oldest first, once there are
+/// at least `n`.
+async fn checks_in_ledger(fleet: &TestFleet, id: uuid::Uuid, n: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view: serde_json::Value = fleet
+            .http()
+            .get(format!("{}/v1/commands/{id}", fleet.ingress_url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        let checks: Vec<serde_json::Value> = view["attempts"]
+            .as_array()
+            .map(|a| a.iter().filter(|r| r["method"] == "GET").cloned().collect())
+            .unwrap_or_default();
+        if checks.len() >= n {
+            return checks;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -108,6 +108,15 @@ pub(crate) async fn status(
     }
     if let Some(command_id) = header_str(&headers, COMMAND_ID) {
         app.ledger.count_status_check(command_id);
+        // A check takes the command's next scripted step too: failures fail the check.
+        match app.ledger.next_step(command_id) {
+            Some(Step::Status(status)) if status >= 400 => return scripted(status),
+            Some(Step::TooManyRequests { retry_after_secs }) => {
+                return too_many_requests(retry_after_secs);
+            }
+            Some(Step::Hang) => return hang(&app).await,
+            _ => {}
+        }
     }
     match app.ledger.operation(&reference) {
         Some(op) => {
@@ -274,13 +283,7 @@ async fn respond(app: &AppState, request: Request<'_>) -> Response {
             json_response(status, Bytes::from(leaky_body(None).to_string()))
         }
         Step::Status(status) => scripted(status),
-        Step::TooManyRequests { retry_after_secs } => {
-            let mut response = scripted(429);
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            response
-        }
+        Step::TooManyRequests { retry_after_secs } => too_many_requests(retry_after_secs),
         Step::Hang => hang(app).await,
         Step::Lost => {
             let response = run(Success::Completed, Duration::ZERO).await;
@@ -425,6 +428,14 @@ async fn hang(app: &AppState) -> Response {
         "sandbox_error",
         "sandbox shutting down",
     )
+}
+
+fn too_many_requests(retry_after_secs: u64) -> Response {
+    let mut response = scripted(429);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
 }
 
 fn scripted(status: u16) -> Response {

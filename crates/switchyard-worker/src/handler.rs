@@ -473,7 +473,7 @@ impl Handler {
                 reference: reference.to_owned(),
                 until: expires_at,
             };
-            self.schedule_check(delivery, &first, now).await?;
+            self.schedule_check(delivery, &first, now, None).await?;
         }
         Ok(())
     }
@@ -519,19 +519,20 @@ impl Handler {
             return Disposition::Requeue(e);
         }
         let now = Utc::now();
+        // Ok(outcome): the end, for the resolver; Err(retry_after): check again.
         let outcome = match answer {
-            Ok(CallbackOutcome::Pending) => None,
-            Ok(terminal) => Some(terminal),
+            Ok(CallbackOutcome::Pending) => Err(None),
+            Ok(terminal) => Ok(terminal),
             Err(e) if e.class.is_retryable() => {
                 warn!(error = %e, "status check failed; checking again later");
-                None
+                Err(e.retry_after)
             }
-            Err(e) => Some(CallbackOutcome::Failed {
+            Err(e) => Ok(CallbackOutcome::Failed {
                 error: self.error_info(&e),
             }),
         };
         let sent = match outcome {
-            Some(outcome) => {
+            Ok(outcome) => {
                 let callback = Callback {
                     provider: command.provider.clone(),
                     webhook_id: format!("check.{}.{}.{}", command.id, check.attempt, check.number),
@@ -549,12 +550,12 @@ impl Handler {
                 )
                 .await
             }
-            None => {
+            Err(retry_after) => {
                 let next = Check {
                     number: check.number.saturating_add(1),
                     ..check
                 };
-                self.schedule_check(delivery, &next, now).await
+                self.schedule_check(delivery, &next, now, retry_after).await
             }
         };
         match sent {
@@ -563,17 +564,18 @@ impl Handler {
         }
     }
 
-    /// Parks a status check in a delay tier, backing off with the check's number; none is
-    /// scheduled past the wait's end.
+    /// Parks a status check in a delay tier, backing off with the check's number (or later,
+    /// when the provider asked with `Retry-After`); none is scheduled past the wait's end.
     async fn schedule_check(
         &self,
         delivery: &Delivery,
         check: &Check,
         now: chrono::DateTime<Utc>,
+        retry_after: Option<Duration>,
     ) -> Result<(), PublishError> {
         let tier = self
             .schedule
-            .tier_for(self.schedule.delay(check.number, None));
+            .tier_for(self.schedule.delay(check.number, retry_after));
         if now + chrono::Duration::from_std(tier).unwrap_or_default() >= check.until {
             return Ok(());
         }

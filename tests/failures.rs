@@ -297,7 +297,7 @@ fn a_plain_http_provider_url_is_refused_at_start() {
 }
 
 #[test]
-fn an_empty_webhook_secret_or_a_status_path_without_reference_is_refused_at_start() {
+fn missing_or_empty_webhook_secrets_and_a_status_path_without_reference_are_refused_at_start() {
     refused_at_start(
         "[[providers]]\nname = \"acme\"\nkind = \"shipping\"\ntype = \"http\"\n\
          base_url = \"https://ship.acme.example/api\"\noperations = [\"create_label\"]\n\
@@ -313,5 +313,20 @@ fn an_empty_webhook_secret_or_a_status_path_without_reference_is_refused_at_star
         &["switchyard-shipping"],
         "providers[0].status_path",
         "{reference}",
+    );
+    // A webhook provider signs every delivery: no secret, no start.
+    refused_at_start(
+        "[[providers]]\nname = \"partners\"\nkind = \"notification\"\ntype = \"webhook\"\n\
+         operations = [\"send_webhook\"]\n",
+        &["switchyard-notification", "switchyard-ingress"],
+        "providers[0].signing_secret_env",
+        "signing_secret_file",
+    );
+    refused_at_start(
+        "[[providers]]\nname = \"partners\"\nkind = \"notification\"\ntype = \"webhook\"\n\
+         operations = [\"send_webhook\"]\nsigning_secret_file = \"{dir}/empty-secret\"\n",
+        &["switchyard-notification"],
+        "providers[0].signing_secret_file",
+        "is empty",
     );
 }

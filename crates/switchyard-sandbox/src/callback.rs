@@ -52,6 +52,16 @@ impl Sender {
         })
     }
 
+    /// Verifies a delivery signed with the same secret (the sandbox's partner endpoint).
+    pub(crate) fn verify(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<String, switchyard_webhooks::VerifyError> {
+        self.signer
+            .verify(headers, body, chrono::Utc::now().timestamp())
+    }
+
     /// Sends after `delay`, in the background.
     pub(crate) fn send_later(
         &self,

@@ -131,6 +131,52 @@ pub(crate) async fn status(
     }
 }
 
+/// `POST /partner/{partner}/webhooks`: a partner receiving Switchyard's signed webhooks. The
+/// Standard Webhooks signature is checked with the webhook target's secret (401 otherwise);
+/// then the delivery is one execution per `webhook-id`, scripted like any provider request.
+pub(crate) async fn partner(
+    State(app): State<Arc<AppState>>,
+    Path(partner): Path<String>,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(receiver) = app.webhooks.as_ref() else {
+        app.ledger.count_request();
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "sandbox_error",
+            "the sandbox has no webhook secret to verify partner deliveries with",
+        );
+    };
+    let id = match receiver.verify(&headers, &body) {
+        Ok(id) => id,
+        Err(e) => {
+            app.ledger.count_request();
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                &e.to_string(),
+            );
+        }
+    };
+    // A partner de-duplicates on the webhook id: it is the delivery's idempotency key.
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(IDEMPOTENCY_KEY, v);
+    }
+    let reports = Reports::StatusOnly;
+    let (kind, operation) = ("notification".to_owned(), "send_webhook".to_owned());
+    serve(
+        app,
+        (partner, reports),
+        kind,
+        operation,
+        headers,
+        body,
+        Step::Ok,
+    )
+    .await
+}
+
 /// How a long-running operation's end is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reports {

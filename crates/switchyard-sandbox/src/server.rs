@@ -61,6 +61,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/polled/{provider}/{kind}/operations/{reference}",
             get(provider::status),
         )
+        .route("/partner/{partner}/webhooks", post(provider::partner))
         .route(
             "/_sandbox/scenarios/{command_id}",
             put(control::put_scenario),
@@ -164,6 +165,12 @@ impl Sandbox {
     /// `operations/{reference}` (its `status_path`).
     pub fn polled_base_url(&self, provider: &str, kind: &str) -> String {
         format!("{}/polled/{provider}/{kind}", self.base_url())
+    }
+
+    /// A partner's webhook endpoint: Standard Webhooks deliveries signed with the webhook
+    /// target's secret are accepted, once per `webhook-id`.
+    pub fn partner_url(&self, partner: &str) -> String {
+        format!("{}/partner/{partner}/webhooks", self.base_url())
     }
 
     /// `{cert_dir}/ca.pem`: the root clients add to their trust store.

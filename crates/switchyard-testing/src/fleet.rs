@@ -25,6 +25,10 @@ pub const TOKEN: &str = "tok_test_canary_ingress_5d1";
 /// The Standard Webhooks secret of the test fleet's sandbox providers (base64 of a 32-byte key).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The test fleet's notification provider delivering signed webhooks (to the sandbox's
+/// partner endpoints, signed with [`WEBHOOK_SECRET`]).
+pub const WEBHOOK_PROVIDER: &str = "partner_hooks";
+
 /// The test fleet's shipping provider whose operations end only by polling.
 pub const POLLED_PROVIDER: &str = "poller";
 
@@ -206,6 +210,12 @@ impl TestFleet {
         toml.push_str(&format!(
             "\n[[providers]]\nname = \"{POLLED_PROVIDER}\"\nkind = \"shipping\"\ntype = \"http\"\nbase_url = \"{}\"\nstatus_path = \"operations/{{reference}}\"\noperations = [\"create_label\"]\nca_file = \"{}\"\n",
             sandbox.polled_base_url(POLLED_PROVIDER, "shipping"),
+            sandbox.ca_pem_path().display(),
+        ));
+        // Signed outbound webhooks, to the sandbox's partner endpoints (same secret).
+        toml.push_str(&format!(
+            "\n[[providers]]\nname = \"{WEBHOOK_PROVIDER}\"\nkind = \"notification\"\ntype = \"webhook\"\noperations = [\"send_webhook\"]\nsigning_secret_file = \"{}\"\nca_file = \"{}\"\n",
+            secret_file.display(),
             sandbox.ca_pem_path().display(),
         ));
         toml.push_str(&opts.extra_toml);

@@ -20,6 +20,7 @@ use switchyard_webhooks::{Notice, Receiver, Scheme, StandardWebhooks, Verified, 
 use url::Url;
 
 use crate::kind::ProviderContext;
+use crate::secrets::{env_secret, provider_secret};
 
 /// The generic provider's own options in its `[[providers]]` entry.
 #[derive(Debug, Deserialize)]
@@ -134,20 +135,6 @@ pub struct GenericHttpProvider {
     redactor: Redactor,
 }
 
-fn secret_from_env(key: String, var: &str) -> Result<Secret<String>, ConfigError> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-        Ok(_) => Err(ConfigError::invalid(
-            key,
-            format!("environment variable {var} is empty"),
-        )),
-        Err(_) => Err(ConfigError::invalid(
-            key,
-            format!("environment variable {var} is not set"),
-        )),
-    }
-}
-
 impl GenericHttpProvider {
     /// The Standard Webhooks keys of a generic provider's entry, if it takes callbacks: the
     /// secret text (env or file) holds one `whsec_` secret, or several separated by
@@ -158,34 +145,15 @@ impl GenericHttpProvider {
         config: &ProviderConfig,
         index: usize,
     ) -> Result<Option<Vec<StandardWebhooks>>, ConfigError> {
-        let key = ProviderConfig::key(index);
         let opts: Options = config.parse_options(index)?;
-        let (name, text) = match (opts.webhook_secret_env.as_deref(), opts.webhook_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    format!("{key}.webhook_secret_file"),
-                    "set webhook_secret_env or webhook_secret_file, not both",
-                ));
-            }
-            (Some(var), None) => {
-                let name = format!("{key}.webhook_secret_env");
-                let secret = secret_from_env(name.clone(), var)?;
-                (name, secret)
-            }
-            (None, Some(path)) => {
-                let name = format!("{key}.webhook_secret_file");
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError::invalid(name.clone(), format!("{}: {e}", path.display()))
-                })?;
-                if text.trim().is_empty() {
-                    return Err(ConfigError::invalid(
-                        name,
-                        format!("{} is empty", path.display()),
-                    ));
-                }
-                (name, Secret::new(text))
-            }
-            (None, None) => return Ok(None),
+        let Some((name, text)) = provider_secret(
+            index,
+            "webhook_secret",
+            opts.webhook_secret_env.as_deref(),
+            opts.webhook_secret_file.as_deref(),
+        )?
+        else {
+            return Ok(None);
         };
         let keys = text
             .expose()
@@ -237,7 +205,7 @@ impl GenericHttpProvider {
         let bearer = opts
             .bearer_token_env
             .as_deref()
-            .map(|var| secret_from_env(format!("{key}.bearer_token_env"), var))
+            .map(|var| env_secret(&format!("{key}.bearer_token_env"), var))
             .transpose()?
             .map(Arc::new);
         Self::webhook_keys(config, index)?;

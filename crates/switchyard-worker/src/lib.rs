@@ -16,6 +16,7 @@ mod handler;
 mod kind;
 mod retry;
 mod runtime;
+mod secrets;
 mod stack;
 
 pub use entry::main;
@@ -26,4 +27,5 @@ pub use kind::{
 };
 pub use retry::RetrySchedule;
 pub use runtime::{WorkerHandle, run, start};
+pub use secrets::provider_secret;
 pub use stack::{ProviderStack, StackSettings, provider_stack};

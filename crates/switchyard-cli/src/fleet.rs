@@ -22,6 +22,8 @@ pub const SANDBOX_OPERATIONS: [(&str, &[&str]); 3] = [
 
 /// The sandbox's provider that finishes every operation later by signed callback.
 pub const ASYNC_PROVIDER: &str = "sandbox_async";
+/// The notification provider delivering signed webhooks (to the sandbox's partners).
+pub const WEBHOOK_PROVIDER: &str = "partners";
 /// The sandbox's provider that finishes every operation later, told only when polled.
 pub const POLLED_PROVIDER: &str = "sandbox_polled";
 
@@ -63,6 +65,11 @@ pub fn sandbox_config(
             sandbox.polled_base_url(POLLED_PROVIDER, kind),
         ));
     }
+    // Signed webhooks to partners; the sandbox plays them at /partner/{name}/webhooks.
+    toml.push_str(&format!(
+        "\n[[providers]]\nname = \"{WEBHOOK_PROVIDER}\"\nkind = \"notification\"\ntype = \"webhook\"\n\
+         operations = [\"send_webhook\"]\nca_file = \"{ca}\"\nsigning_secret_file = \"{secret}\"\n",
+    ));
     toml
 }
 

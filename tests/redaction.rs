@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::{AttemptRecord, Status};
 use switchyard_e2e::binary;
-use switchyard_testing::{TOKEN, TestFleet, TestFleetOptions};
+use switchyard_testing::{SENDGRID_KEY, TOKEN, TestFleet, TestFleetOptions};
 use tokio::process::{Child, Command};
 
 const PROVIDER_TOKEN: &str = "tok_provider_canary_81b3";
@@ -25,6 +25,7 @@ const CANARIES: &[&str] = &[
     PROVIDER_TOKEN,
     TOKEN,
     "idem_test_canary_secret_9e4",
+    SENDGRID_KEY,
 ];
 
 fn scan(place: &str, text: &str) {
@@ -95,10 +96,12 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         dir.join("ingress.log"),
         dir.join("payment.log"),
         dir.join("ledger.log"),
+        dir.join("notification.log"),
     ];
     let mut ingress = spawn("switchyard-ingress", &config, &logs[0]);
     let mut worker = spawn("switchyard-payment", &config, &logs[1]);
     let mut ledger = spawn("switchyard-ledger", &config, &logs[2]);
+    let mut notifier = spawn("switchyard-notification", &config, &logs[3]);
 
     let url = format!("http://127.0.0.1:{port}/v1/commands");
     let http = fleet.http().clone();
@@ -161,6 +164,22 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         assert_eq!(r.status(), 202);
         ids.push(id);
     }
+    // SendGrid's API key rides in the Authorization header of every attempt, retried here.
+    let email = uuid::Uuid::now_v7();
+    fleet.scenario(email, &["503"]).await;
+    let r = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(
+            &serde_json::json!({"id": email, "kind": "notification", "provider": "sendgrid",
+            "operation": "send_email", "payload": {"to": ["ann@example.com"],
+            "from": "shop@example.com", "subject": "canary", "text": "canary run"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    ids.push(email);
     // A card number in a command: refused at the ingress without echoing it...
     let mut with_card = charge.clone();
     with_card["description"] = "pay with 4000056655665556".into();
@@ -190,6 +209,7 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         vec![
             Status::Completed,
             Status::Failed,
+            Status::Completed,
             Status::Completed,
             Status::Failed
         ]
@@ -252,7 +272,7 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     );
 
     // Logs of every process, at debug level, and the ledger's database files.
-    for child in [&mut ingress, &mut worker, &mut ledger] {
+    for child in [&mut ingress, &mut worker, &mut ledger, &mut notifier] {
         child.start_kill().unwrap();
         let _ = child.wait().await;
     }

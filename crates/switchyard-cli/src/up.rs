@@ -90,7 +90,16 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     )
     .await?;
     let token = format!("sy_dev_{}", Uuid::new_v4().simple());
-    let mut toml = sandbox_config(&sandbox, listen, &token, &webhook_secret_file);
+    // The sandbox's SendGrid takes any key that looks like one.
+    let sendgrid_key_file = opts.state_dir.join("sendgrid-key");
+    write_private(&sendgrid_key_file, "SG.sandbox_dev_key")?;
+    let mut toml = sandbox_config(
+        &sandbox,
+        listen,
+        &token,
+        &webhook_secret_file,
+        &sendgrid_key_file,
+    );
     // Kept across runs: a replayed command must get the same provider idempotency key.
     let secret_path = opts.state_dir.join("idempotency-secret");
     let secret = match std::fs::read_to_string(&secret_path) {

@@ -76,6 +76,21 @@ impl OutboundRequest {
             timeout: None,
         }
     }
+
+    /// A `POST` of a JSON `body` with `headers` (its content type set here).
+    pub fn post_json(url: Url, mut headers: HeaderMap, body: Bytes) -> Self {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Self {
+            method: Method::POST,
+            url,
+            headers,
+            body,
+            timeout: None,
+        }
+    }
 }
 
 impl fmt::Debug for OutboundRequest {

@@ -11,8 +11,10 @@
 use std::sync::Arc;
 
 use switchyard_config::{ConfigError, ProviderConfig};
+use switchyard_core::Provider;
 use switchyard_worker::{CodeProvider, ProviderContext};
 
+mod sendgrid;
 mod webhook;
 
 /// Builds the code provider named by `config.provider_type`, or `None` if there is none.
@@ -21,7 +23,8 @@ pub(crate) fn build(
     index: usize,
     ctx: &ProviderContext,
 ) -> Result<Option<CodeProvider>, ConfigError> {
-    let provider = match config.provider_type.as_str() {
+    let provider: Arc<dyn Provider> = match config.provider_type.as_str() {
+        "sendgrid" => Arc::new(sendgrid::SendGridProvider::from_config(config, index, ctx)?),
         "webhook" => Arc::new(webhook::WebhookProvider::from_config(config, index, ctx)?),
         _ => return Ok(None),
     };

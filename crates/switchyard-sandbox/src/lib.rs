@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod provider;
 mod scenario;
+mod sendgrid;
 mod server;
 mod state;
 mod tls;

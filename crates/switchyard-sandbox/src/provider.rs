@@ -465,7 +465,7 @@ fn leaky_body(reference: Option<&str>) -> serde_json::Value {
 }
 
 /// Never answers, until the sandbox shuts down (so graceful shutdown does not wait forever).
-async fn hang(app: &AppState) -> Response {
+pub(crate) async fn hang(app: &AppState) -> Response {
     let mut shutdown = app.shutdown.clone();
     // An error means the sandbox is gone, which ends the hang as well.
     let _ = shutdown.wait_for(|stopping| *stopping).await;
@@ -508,7 +508,7 @@ fn json_response(status: StatusCode, body: Bytes) -> Response {
 }
 
 /// A header's value when present, valid text and non-empty.
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -534,7 +534,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Request headers for the command view: lowercased names, credentials left out.
-fn loggable_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+pub(crate) fn loggable_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     let mut logged: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in headers {
         if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {

@@ -62,6 +62,7 @@ fn router(state: Arc<AppState>) -> Router {
             get(provider::status),
         )
         .route("/partner/{partner}/webhooks", post(provider::partner))
+        .route("/sendgrid/v3/mail/send", post(crate::sendgrid::mail_send))
         .route(
             "/_sandbox/scenarios/{command_id}",
             put(control::put_scenario),
@@ -171,6 +172,11 @@ impl Sandbox {
     /// target's secret are accepted, once per `webhook-id`.
     pub fn partner_url(&self, partner: &str) -> String {
         format!("{}/partner/{partner}/webhooks", self.base_url())
+    }
+
+    /// The `base_url` of a SendGrid provider pointed at the sandbox's emulator.
+    pub fn sendgrid_base_url(&self) -> String {
+        format!("{}/sendgrid", self.base_url())
     }
 
     /// `{cert_dir}/ca.pem`: the root clients add to their trust store.

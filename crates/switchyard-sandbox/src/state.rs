@@ -138,6 +138,14 @@ impl Ledger {
         self.lock().operations.get(reference).cloned()
     }
 
+    /// Counts one effect under `key`, for providers without idempotency (each request
+    /// that executes is an effect, however often the same key arrives).
+    pub(crate) fn count_effect(&self, key: &str) {
+        let mut inner = self.lock();
+        *inner.effects.entry(key.to_owned()).or_default() += 1;
+        inner.total_effects += 1;
+    }
+
     /// Counts a status check, by the command that asked.
     pub(crate) fn count_status_check(&self, command_id: &str) {
         *self

@@ -558,3 +558,82 @@ async fn shutdown_ends_hanging_requests_promptly() {
         .expect("shutdown must not wait for the hang");
     let _ = pending.await;
 }
+
+#[tokio::test]
+async fn the_sendgrid_emulator_refuses_what_sendgrid_refuses() {
+    let h = start().await;
+    let url = format!("{}/v3/mail/send", h.sandbox.sendgrid_base_url());
+    let good = json!({
+        "personalizations": [{"to": [{"email": "ann@example.com"}]}],
+        "from": {"email": "shop@example.com"},
+        "subject": "Hi",
+        "content": [{"type": "text/plain", "value": "Hi"}, {"type": "text/html", "value": "<p>Hi</p>"}],
+    });
+    let send = |key: Option<&str>, content_type: &str, body: String| {
+        let mut r = h
+            .client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            r = r.bearer_auth(key);
+        }
+        r.send()
+    };
+    let accepted = send(Some("SG.key"), "application/json", good.to_string())
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    assert!(accepted.headers().contains_key("x-message-id"));
+    assert!(accepted.bytes().await.unwrap().is_empty());
+
+    for key in [None, Some("not-a-sendgrid-key")] {
+        let r = send(key, "application/json", good.to_string())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let body: Value = r.json().await.unwrap();
+        assert!(body["errors"][0]["message"].is_string());
+    }
+    let form = send(
+        Some("SG.key"),
+        "application/x-www-form-urlencoded",
+        "to=ann".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(form.status(), StatusCode::BAD_REQUEST);
+
+    let mut broken = Vec::new();
+    let mut b = good.clone();
+    b.as_object_mut().unwrap().remove("personalizations");
+    broken.push((b, "personalizations"));
+    let mut b = good.clone();
+    b["from"] = json!({"email": "nobody"});
+    broken.push((b, "from"));
+    let mut b = good.clone();
+    b.as_object_mut().unwrap().remove("subject");
+    broken.push((b, "subject"));
+    let mut b = good.clone();
+    b["content"] =
+        json!([{"type": "text/html", "value": "<p>Hi</p>"}, {"type": "text/plain", "value": "Hi"}]);
+    broken.push((b, "content"));
+    for (body, field) in broken {
+        let r = send(Some("SG.key"), "application/json", body.to_string())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{field}");
+        let errors: Value = r.json().await.unwrap();
+        assert!(
+            errors["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"].as_str().is_some_and(|f| f.starts_with(field))),
+            "{field}: {errors}"
+        );
+    }
+    // Every accepted request sent once: SendGrid has no idempotency key.
+    assert_eq!(h.stats().await["total_effects"], 1);
+    h.sandbox.shutdown().await;
+}

@@ -25,6 +25,9 @@ pub const TOKEN: &str = "tok_test_canary_ingress_5d1";
 /// The Standard Webhooks secret of the test fleet's sandbox providers (base64 of a 32-byte key).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The test fleet's SendGrid API key (a canary: it must never appear unredacted).
+pub const SENDGRID_KEY: &str = "SG.canary_sendgrid_key_7c41";
+
 /// The test fleet's notification provider delivering signed webhooks (to the sandbox's
 /// partner endpoints, signed with [`WEBHOOK_SECRET`]).
 pub const WEBHOOK_PROVIDER: &str = "partner_hooks";
@@ -216,6 +219,15 @@ impl TestFleet {
         toml.push_str(&format!(
             "\n[[providers]]\nname = \"{WEBHOOK_PROVIDER}\"\nkind = \"notification\"\ntype = \"webhook\"\noperations = [\"send_webhook\"]\nsigning_secret_file = \"{}\"\nca_file = \"{}\"\n",
             secret_file.display(),
+            sandbox.ca_pem_path().display(),
+        ));
+        // SendGrid, against the sandbox's emulator.
+        let sendgrid_key = dir.join("sendgrid-key");
+        std::fs::write(&sendgrid_key, SENDGRID_KEY).unwrap();
+        toml.push_str(&format!(
+            "\n[[providers]]\nname = \"sendgrid\"\nkind = \"notification\"\ntype = \"sendgrid\"\noperations = [\"send_email\"]\nbase_url = \"{}\"\napi_key_file = \"{}\"\nca_file = \"{}\"\n",
+            sandbox.sendgrid_base_url(),
+            sendgrid_key.display(),
             sandbox.ca_pem_path().display(),
         ));
         toml.push_str(&opts.extra_toml);

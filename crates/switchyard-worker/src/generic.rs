@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
@@ -219,8 +219,7 @@ impl GenericHttpProvider {
                 ),
             ));
         }
-        let client = OutboundClient::new(&ctx.outbound)
-            .map_err(|e| ConfigError::invalid(format!("{key}.ca_file"), e.to_string()))?;
+        let client = ctx.client(index)?;
         Ok(Self {
             name: config.name.clone(),
             operations: config.operations.clone(),
@@ -279,21 +278,10 @@ impl Provider for GenericHttpProvider {
             .map_err(|e| invalid_response(format!("cannot build the operation URL: {e}")))?;
         // serde_json's map is ordered, so the same payload is the same bytes on every attempt.
         let body = Bytes::from(serde_json::to_vec(&call.command.payload).unwrap_or_default());
-        let mut headers = self.headers(call);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let request = OutboundRequest::post_json(url, self.headers(call), body);
         let exchange = self
             .client
-            .send_recorded(
-                OutboundRequest {
-                    method: Method::POST,
-                    url,
-                    headers,
-                    body,
-                    timeout: None,
-                },
-                call,
-                &self.redactor,
-            )
+            .send_recorded(request, call, &self.redactor)
             .await?;
         if exchange.status == StatusCode::CONFLICT {
             // A request with the same idempotency key is still executing at the provider

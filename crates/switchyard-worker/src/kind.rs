@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_amqp::Topology;
 use switchyard_config::{Config, ConfigError, ProviderConfig};
 use switchyard_core::{KindSpec, Name, Provider};
-use switchyard_http::{OutboundSettings, Redactor};
+use switchyard_http::{OutboundClient, OutboundSettings, Redactor};
 use switchyard_webhooks::Receiver;
 
 use crate::generic::GenericHttpProvider;
@@ -66,6 +66,41 @@ pub struct ProviderContext {
     pub outbound: OutboundSettings,
     /// Redaction of attempt records.
     pub redactor: Redactor,
+}
+
+impl ProviderContext {
+    /// The outbound client for entry `index`; a trust root that cannot be read names its key.
+    pub fn client(&self, index: usize) -> Result<OutboundClient, ConfigError> {
+        OutboundClient::new(&self.outbound).map_err(|e| {
+            ConfigError::invalid(
+                format!("{}.ca_file", ProviderConfig::key(index)),
+                e.to_string(),
+            )
+        })
+    }
+}
+
+/// Refuses an entry listing an operation its provider type does not implement.
+pub fn check_operations(
+    config: &ProviderConfig,
+    index: usize,
+    supported: &[&str],
+) -> Result<(), ConfigError> {
+    match config
+        .operations
+        .iter()
+        .find(|o| !supported.contains(&o.as_str()))
+    {
+        Some(op) => Err(ConfigError::invalid(
+            format!("{}.operations", ProviderConfig::key(index)),
+            format!(
+                "a provider of type {:?} offers {supported:?}, not {:?}",
+                config.provider_type.as_str(),
+                op.as_str()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A configured provider with its effective limits.

@@ -23,7 +23,7 @@ pub use entry::main;
 pub use generic::{GenericHttpProvider, parse_report};
 pub use kind::{
     Catalog, CodeProvider, Kind, NotInCatalog, ProviderContext, ProviderEntry, build_providers,
-    redactor,
+    check_operations, redactor,
 };
 pub use retry::RetrySchedule;
 pub use runtime::{WorkerHandle, run, start};

@@ -11,15 +11,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Method};
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 use switchyard_config::{ConfigError, ProviderConfig};
 use switchyard_core::{ErrorClass, Name, Provider, ProviderCall, ProviderError, ProviderOutcome};
 use switchyard_http::{OutboundClient, OutboundRequest, Redactor, classify};
 use switchyard_webhooks::StandardWebhooks;
-use switchyard_worker::{ProviderContext, provider_secret};
+use switchyard_worker::{ProviderContext, check_operations, provider_secret};
 use url::Url;
 
 use crate::payload::SendWebhook;
@@ -66,26 +66,12 @@ impl WebhookProvider {
         };
         let signer = StandardWebhooks::new(secret.expose().trim())
             .map_err(|e| ConfigError::invalid(name, e.to_string()))?;
-        if let Some(op) = config
-            .operations
-            .iter()
-            .find(|o| o.as_str() != "send_webhook")
-        {
-            return Err(ConfigError::invalid(
-                format!("{key}.operations"),
-                format!(
-                    "a webhook provider only sends webhooks, not {:?}",
-                    op.as_str()
-                ),
-            ));
-        }
-        let client = OutboundClient::new(&ctx.outbound)
-            .map_err(|e| ConfigError::invalid(format!("{key}.ca_file"), e.to_string()))?;
+        check_operations(config, index, &["send_webhook"])?;
         Ok(Self {
             name: config.name.clone(),
             operations: config.operations.clone(),
             signer: Arc::new(signer),
-            client,
+            client: ctx.client(index)?,
             redactor: ctx.redactor.clone(),
         })
     }
@@ -137,20 +123,10 @@ impl Provider for WebhookProvider {
         if let Some(tp) = &call.traceparent {
             set("traceparent", tp);
         }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let request = OutboundRequest::post_json(url, headers, body);
         let exchange = self
             .client
-            .send_recorded(
-                OutboundRequest {
-                    method: Method::POST,
-                    url,
-                    headers,
-                    body,
-                    timeout: None,
-                },
-                call,
-                &self.redactor,
-            )
+            .send_recorded(request, call, &self.redactor)
             .await?;
         classify(exchange.status, &exchange.headers, &exchange.body)?;
         Ok(ProviderOutcome::Completed {

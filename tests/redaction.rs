@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::{AttemptRecord, Status};
 use switchyard_e2e::binary;
-use switchyard_testing::{SENDGRID_KEY, TOKEN, TestFleet, TestFleetOptions};
+use switchyard_testing::{SENDGRID_KEY, TOKEN, TWILIO_TOKEN, TestFleet, TestFleetOptions};
 use tokio::process::{Child, Command};
 
 const PROVIDER_TOKEN: &str = "tok_provider_canary_81b3";
@@ -26,6 +26,7 @@ const CANARIES: &[&str] = &[
     TOKEN,
     "idem_test_canary_secret_9e4",
     SENDGRID_KEY,
+    TWILIO_TOKEN,
 ];
 
 fn scan(place: &str, text: &str) {
@@ -180,6 +181,20 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         .unwrap();
     assert_eq!(r.status(), 202);
     ids.push(email);
+    // Twilio's auth token rides in basic auth; its delivery report ends the command.
+    let text = uuid::Uuid::now_v7();
+    let r = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(
+            &serde_json::json!({"id": text, "kind": "notification", "provider": "twilio",
+            "operation": "send_sms", "payload": {"to": "+14155550100", "body": "canary run"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    ids.push(text);
     // A card number in a command: refused at the ingress without echoing it...
     let mut with_card = charge.clone();
     with_card["description"] = "pay with 4000056655665556".into();
@@ -209,6 +224,7 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         vec![
             Status::Completed,
             Status::Failed,
+            Status::Completed,
             Status::Completed,
             Status::Completed,
             Status::Failed

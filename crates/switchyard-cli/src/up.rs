@@ -14,7 +14,9 @@ use switchyard_webhooks::StandardWebhooks;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::fleet::{ASYNC_PROVIDER, Fleet, POLLED_PROVIDER, sandbox_config, start_sandbox};
+use crate::fleet::{
+    ASYNC_PROVIDER, Fleet, POLLED_PROVIDER, SandboxSecrets, sandbox_config, start_sandbox,
+};
 use crate::say;
 
 /// Options of `switchyard up`.
@@ -90,16 +92,17 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     )
     .await?;
     let token = format!("sy_dev_{}", Uuid::new_v4().simple());
-    // The sandbox's SendGrid takes any key that looks like one.
-    let sendgrid_key_file = opts.state_dir.join("sendgrid-key");
-    write_private(&sendgrid_key_file, "SG.sandbox_dev_key")?;
-    let mut toml = sandbox_config(
-        &sandbox,
-        listen,
-        &token,
-        &webhook_secret_file,
-        &sendgrid_key_file,
-    );
+    // The sandbox's SendGrid and Twilio take any credentials shaped like theirs.
+    let sendgrid_key = opts.state_dir.join("sendgrid-key");
+    write_private(&sendgrid_key, "SG.sandbox_dev_key")?;
+    let twilio_token = opts.state_dir.join("twilio-token");
+    write_private(&twilio_token, "sandbox_dev_auth_token")?;
+    let secrets = SandboxSecrets {
+        webhook_secret: &webhook_secret_file,
+        sendgrid_key: &sendgrid_key,
+        twilio_token: &twilio_token,
+    };
+    let mut toml = sandbox_config(&sandbox, listen, &token, secrets);
     // Kept across runs: a replayed command must get the same provider idempotency key.
     let secret_path = opts.state_dir.join("idempotency-secret");
     let secret = match std::fs::read_to_string(&secret_path) {
@@ -168,7 +171,7 @@ fn with_fixed_port(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
 }
 
 /// An address this machine can connect to for `listen` (a wildcard becomes loopback).
-fn reachable(listen: SocketAddr) -> SocketAddr {
+pub(crate) fn reachable(listen: SocketAddr) -> SocketAddr {
     let ip = match listen.ip() {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

@@ -15,6 +15,7 @@ use switchyard_core::Provider;
 use switchyard_worker::{CodeProvider, ProviderContext};
 
 mod sendgrid;
+mod twilio;
 mod webhook;
 
 /// Builds the code provider named by `config.provider_type`, or `None` if there is none.
@@ -23,6 +24,12 @@ pub(crate) fn build(
     index: usize,
     ctx: &ProviderContext,
 ) -> Result<Option<CodeProvider>, ConfigError> {
+    if config.provider_type.as_str() == "twilio" {
+        let (provider, receiver) = twilio::TwilioProvider::from_config(config, index, ctx)?;
+        return Ok(Some(
+            CodeProvider::new(Arc::new(provider)).with_webhooks(receiver),
+        ));
+    }
     let provider: Arc<dyn Provider> = match config.provider_type.as_str() {
         "sendgrid" => Arc::new(sendgrid::SendGridProvider::from_config(config, index, ctx)?),
         "webhook" => Arc::new(webhook::WebhookProvider::from_config(config, index, ctx)?),

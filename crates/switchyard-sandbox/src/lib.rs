@@ -16,6 +16,7 @@ mod sendgrid;
 mod server;
 mod state;
 mod tls;
+mod twilio;
 
 pub use config::{SandboxConfig, WebhookTarget};
 pub use scenario::{Finish, Step, StepParseError};

@@ -64,6 +64,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/partner/{partner}/webhooks", post(provider::partner))
         .route("/sendgrid/v3/mail/send", post(crate::sendgrid::mail_send))
         .route(
+            "/twilio/2010-04-01/Accounts/{account}/Messages.json",
+            post(crate::twilio::create_message),
+        )
+        .route(
             "/_sandbox/scenarios/{command_id}",
             put(control::put_scenario),
         )
@@ -172,6 +176,11 @@ impl Sandbox {
     /// target's secret are accepted, once per `webhook-id`.
     pub fn partner_url(&self, partner: &str) -> String {
         format!("{}/partner/{partner}/webhooks", self.base_url())
+    }
+
+    /// The `base_url` of a Twilio provider pointed at the sandbox's emulator.
+    pub fn twilio_base_url(&self) -> String {
+        format!("{}/twilio", self.base_url())
     }
 
     /// The `base_url` of a SendGrid provider pointed at the sandbox's emulator.

@@ -25,6 +25,9 @@ pub const TOKEN: &str = "tok_test_canary_ingress_5d1";
 /// The Standard Webhooks secret of the test fleet's sandbox providers (base64 of a 32-byte key).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The test fleet's Twilio auth token (a canary, like the SendGrid key).
+pub const TWILIO_TOKEN: &str = "twilio_canary_token_3f9a";
+
 /// The test fleet's SendGrid API key (a canary: it must never appear unredacted).
 pub const SENDGRID_KEY: &str = "SG.canary_sendgrid_key_7c41";
 
@@ -228,6 +231,15 @@ impl TestFleet {
             "\n[[providers]]\nname = \"sendgrid\"\nkind = \"notification\"\ntype = \"sendgrid\"\noperations = [\"send_email\"]\nbase_url = \"{}\"\napi_key_file = \"{}\"\nca_file = \"{}\"\n",
             sandbox.sendgrid_base_url(),
             sendgrid_key.display(),
+            sandbox.ca_pem_path().display(),
+        ));
+        // Twilio, against the sandbox's emulator; delivery reports come back to the ingress.
+        let twilio_token = dir.join("twilio-token");
+        std::fs::write(&twilio_token, TWILIO_TOKEN).unwrap();
+        toml.push_str(&format!(
+            "\n[[providers]]\nname = \"twilio\"\nkind = \"notification\"\ntype = \"twilio\"\noperations = [\"send_sms\"]\nbase_url = \"{}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token_file = \"{}\"\nfrom = \"+15005550006\"\nstatus_callback = \"http://127.0.0.1:{ingress_port}/v1/webhooks/twilio\"\nca_file = \"{}\"\n",
+            sandbox.twilio_base_url(),
+            twilio_token.display(),
             sandbox.ca_pem_path().display(),
         ));
         toml.push_str(&opts.extra_toml);

@@ -637,3 +637,61 @@ async fn the_sendgrid_emulator_refuses_what_sendgrid_refuses() {
     assert_eq!(h.stats().await["total_effects"], 1);
     h.sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_twilio_emulator_refuses_what_twilio_refuses() {
+    let h = start().await;
+    let url = format!(
+        "{}/2010-04-01/Accounts/AC123/Messages.json",
+        h.sandbox.twilio_base_url()
+    );
+    let send = |account: &str, form: &'static str| {
+        h.client
+            .post(&url)
+            .basic_auth(account, Some("token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let created = send("AC123", "To=%2B14155550100&From=%2B15005550006&Body=Hi")
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let message: Value = created.json().await.unwrap();
+    assert!(message["sid"].as_str().unwrap().starts_with("SM"));
+    assert_eq!(message["status"], "queued");
+
+    // Another account's credentials, and a malformed request, each with Twilio's code.
+    for (account, form, status, code) in [
+        (
+            "AC999",
+            "To=%2B14155550100&From=%2B15005550006&Body=Hi",
+            401,
+            20003,
+        ),
+        (
+            "AC123",
+            "To=4155550100&From=%2B15005550006&Body=Hi",
+            400,
+            21211,
+        ),
+        ("AC123", "To=%2B14155550100&Body=Hi", 400, 21603),
+        ("AC123", "To=%2B14155550100&From=%2B15005550006", 400, 21602),
+    ] {
+        let r = send(account, form).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{form}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], code, "{form}");
+    }
+    let json_body = h
+        .client
+        .post(&url)
+        .basic_auth("AC123", Some("token"))
+        .json(&json!({"To": "+14155550100"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_body.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(h.stats().await["total_effects"], 1);
+    h.sandbox.shutdown().await;
+}

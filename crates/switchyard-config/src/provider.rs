@@ -35,6 +35,10 @@ pub struct ProviderConfig {
     /// Concurrent calls to this provider; defaults to `worker.concurrency`.
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// Requests per second to this provider (per worker process), for a vendor's rate limit;
+    /// unlimited when unset.
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<std::num::NonZeroU32>,
     /// An extra trust root (PEM) for this provider's certificates.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,

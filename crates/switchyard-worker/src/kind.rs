@@ -114,6 +114,8 @@ pub struct ProviderEntry {
     pub max_attempts: u32,
     /// Concurrent calls.
     pub concurrency: usize,
+    /// Requests per second, when limited.
+    pub rate_limit_per_sec: Option<std::num::NonZeroU32>,
     /// Total time of one attempt.
     pub timeout: Duration,
 }
@@ -176,6 +178,7 @@ pub fn build_providers(
             webhooks: built.webhooks,
             max_attempts: p.max_attempts.unwrap_or(config.retry.max_attempts),
             concurrency: p.concurrency.unwrap_or(config.worker.concurrency),
+            rate_limit_per_sec: p.rate_limit_per_sec,
             timeout: ctx.outbound.timeout,
         });
     }

@@ -82,6 +82,7 @@ pub async fn start(
                 e.provider.clone(),
                 &StackSettings {
                     concurrency: e.concurrency,
+                    rate_limit_per_sec: e.rate_limit_per_sec,
                     timeout: e.timeout,
                     quick_retries: config.worker.quick_retries,
                     quick_retry_delay: Duration::from_millis(config.worker.quick_retry_delay_ms),

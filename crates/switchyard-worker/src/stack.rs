@@ -1,6 +1,7 @@
 //! The tower stack every provider call goes through, composed outermost first:
-//! concurrency limit (per provider) -> quick retry of fast transient failures -> per-attempt
-//! timeout -> the provider. Slow failures and `Retry-After` are not retried here: they wait in a
+//! concurrency limit (per provider) -> quick retry of fast transient failures -> rate limit
+//! (per provider, when configured) -> per-attempt timeout -> the provider. Waiting for the
+//! rate limit is not part of an attempt's timeout. Slow failures and `Retry-After` are not retried here: they wait in a
 //! delay tier instead, so no delivery is held for long.
 
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub type ProviderStack = BoxCloneSyncService<ProviderCall, ProviderOutcome, Prov
 pub struct StackSettings {
     /// Concurrent calls to this provider.
     pub concurrency: usize,
+    /// Requests per second to this provider, when limited (each attempt, quick retries too).
+    pub rate_limit_per_sec: Option<std::num::NonZeroU32>,
     /// Total time of one attempt.
     pub timeout: Duration,
     /// Quick in-process retries.
@@ -30,6 +33,43 @@ pub struct StackSettings {
 
 #[derive(Debug, Clone)]
 struct Call(Arc<dyn Provider>);
+
+/// Waits for the provider's rate limiter, shared by every clone of the stack, before each call.
+#[derive(Clone)]
+struct RateLimited<S> {
+    inner: S,
+    limiter: Option<Arc<governor::DefaultDirectRateLimiter>>,
+}
+
+impl<S> Service<ProviderCall> for RateLimited<S>
+where
+    S: Service<ProviderCall, Response = ProviderOutcome, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = ProviderOutcome;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<ProviderOutcome, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ProviderCall) -> Self::Future {
+        // The readied inner service goes with this call; the clone stays for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.limiter.clone();
+        Box::pin(async move {
+            if let Some(limiter) = limiter {
+                limiter.until_ready().await;
+            }
+            inner.call(req).await
+        })
+    }
+}
 
 impl Service<ProviderCall> for Call {
     type Response = ProviderOutcome;
@@ -104,6 +144,14 @@ pub fn provider_stack(provider: Arc<dyn Provider>, settings: &StackSettings) -> 
             delay: settings.quick_retry_delay,
         })
         .map_err(classify_box)
+        .layer_fn(|inner| RateLimited {
+            inner,
+            limiter: settings.rate_limit_per_sec.map(|rate| {
+                Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+                    rate,
+                )))
+            }),
+        })
         .timeout(settings.timeout)
         .service(Call(provider));
     BoxCloneSyncService::new(svc)
@@ -165,6 +213,7 @@ mod tests {
     fn settings() -> StackSettings {
         StackSettings {
             concurrency: 4,
+            rate_limit_per_sec: None,
             timeout: Duration::from_millis(200),
             quick_retries: 1,
             quick_retry_delay: Duration::from_millis(1),
@@ -233,5 +282,31 @@ mod tests {
             1,
             "timeouts are not quick-retried"
         );
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_spaces_calls_across_clones_of_the_stack() {
+        let p = provider(vec![], false);
+        let stack = provider_stack(
+            p.clone(),
+            &StackSettings {
+                rate_limit_per_sec: std::num::NonZeroU32::new(10),
+                ..settings()
+            },
+        );
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..25)
+            .map(|_| tokio::spawn(stack.clone().oneshot(call())))
+            .collect();
+        for c in calls {
+            assert!(c.await.unwrap().is_ok());
+        }
+        // A burst of 10, then 15 more at 10 per second: no sooner than 1.5 s.
+        assert!(
+            started.elapsed() >= Duration::from_millis(1400),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(p.calls.load(Ordering::SeqCst), 25);
     }
 }

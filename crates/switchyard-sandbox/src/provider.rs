@@ -55,34 +55,33 @@ pub(crate) async fn handle(
 /// long-running: 202 with a reference, then a signed callback to `/v1/webhooks/{provider}`.
 pub(crate) async fn handle_async(
     State(app): State<Arc<AppState>>,
-    Path((provider, kind, operation)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let default = Step::Accept(Finish::Succeed);
-    let reports = Reports::Callback;
-    serve(
-        app,
-        (provider, reports),
-        kind,
-        operation,
-        headers,
-        body,
-        default,
-    )
-    .await
+    long_running(app, path, Reports::Callback, headers, body).await
 }
 
 /// `POST /polled/{provider}/{kind}/{operation}`: long-running like `/async`, but a provider
 /// without callbacks: the outcome is only told by the status endpoint.
 pub(crate) async fn handle_polled(
     State(app): State<Arc<AppState>>,
-    Path((provider, kind, operation)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    long_running(app, path, Reports::StatusOnly, headers, body).await
+}
+
+/// Accepts every unscripted operation, to finish after the operation time.
+async fn long_running(
+    app: Arc<AppState>,
+    (provider, kind, operation): (String, String, String),
+    reports: Reports,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let default = Step::Accept(Finish::Succeed);
-    let reports = Reports::StatusOnly;
     serve(
         app,
         (provider, reports),

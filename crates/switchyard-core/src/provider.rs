@@ -28,6 +28,15 @@ pub struct ProviderCall {
     pub recorder: Recorder,
 }
 
+impl ProviderCall {
+    /// The command's payload as the operation's type. The ingress validated it against the
+    /// schema, so a failure here is a command that bypassed it: class `invalid`.
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        serde_json::from_value(Value::Object(self.command.payload.clone()))
+            .map_err(|e| ProviderError::new(ErrorClass::Invalid, "invalid_payload", e.to_string()))
+    }
+}
+
 /// How a successful call ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderOutcome {
@@ -78,6 +87,15 @@ impl ProviderError {
         }
     }
 
+    /// A status check asked of a provider that takes none (a permanent misconfiguration).
+    pub fn no_status_checks(provider: &Name) -> Self {
+        Self::new(
+            ErrorClass::Permanent,
+            "no_status_checks",
+            format!("provider {:?} takes no status checks", provider.as_str()),
+        )
+    }
+
     /// The event and dead-letter view of this error.
     pub fn info(&self) -> ErrorInfo {
         ErrorInfo {
@@ -124,10 +142,6 @@ pub trait Provider: Send + Sync + fmt::Debug {
         reference: &str,
     ) -> Result<CallbackOutcome, ProviderError> {
         let _ = (call, reference);
-        Err(ProviderError::new(
-            ErrorClass::Permanent,
-            "no_status_checks",
-            format!("provider {:?} takes no status checks", self.name().as_str()),
-        ))
+        Err(ProviderError::no_status_checks(self.name()))
     }
 }

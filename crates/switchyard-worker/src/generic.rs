@@ -335,11 +335,7 @@ impl Provider for GenericHttpProvider {
         reference: &str,
     ) -> Result<CallbackOutcome, ProviderError> {
         let Some(path) = &self.status_path else {
-            return Err(ProviderError::new(
-                ErrorClass::Permanent,
-                "no_status_checks",
-                "this provider has no status_path",
-            ));
+            return Err(ProviderError::no_status_checks(&self.name));
         };
         if reference.chars().all(|c| c == '.') {
             return Err(invalid_response(

@@ -147,10 +147,7 @@ impl Provider for SendGridProvider {
     }
 
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
-        let email: SendEmail = serde_json::from_value(Value::Object(call.command.payload.clone()))
-            .map_err(|e| {
-                ProviderError::new(ErrorClass::Invalid, "invalid_payload", e.to_string())
-            })?;
+        let email: SendEmail = call.payload()?;
         let body =
             Bytes::from(serde_json::to_vec(&Self::message(&email, call)?).unwrap_or_default());
         let mut headers = HeaderMap::new();

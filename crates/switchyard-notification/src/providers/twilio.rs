@@ -166,10 +166,7 @@ impl Provider for TwilioProvider {
     }
 
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
-        let sms: SendSms = serde_json::from_value(Value::Object(call.command.payload.clone()))
-            .map_err(|e| {
-                ProviderError::new(ErrorClass::Invalid, "invalid_payload", e.to_string())
-            })?;
+        let sms: SendSms = call.payload()?;
         let body = Bytes::from(self.form(&sms)?);
         let mut headers = HeaderMap::new();
         headers.insert(

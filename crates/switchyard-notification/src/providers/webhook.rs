@@ -93,9 +93,7 @@ impl Provider for WebhookProvider {
 
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
         let command = &call.command;
-        let payload: SendWebhook =
-            serde_json::from_value(serde_json::Value::Object(command.payload.clone()))
-                .map_err(|e| invalid(format!("not a send_webhook payload: {e}")))?;
+        let payload: SendWebhook = call.payload()?;
         let url = Url::parse(&payload.url).map_err(|e| invalid(format!("url: {e}")))?;
         let body = Bytes::from(
             serde_json::to_vec(&json!({

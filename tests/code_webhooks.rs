@@ -16,7 +16,7 @@ use switchyard_core::{
     ProviderOutcome,
 };
 use switchyard_payment::Payment;
-use switchyard_testing::TestVhost;
+use switchyard_testing::{TestVhost, free_port};
 use switchyard_webhooks::{
     Notice, Receiver, Scheme, StandardWebhooks, StripeSignature, Verified, WebhookReader,
 };
@@ -107,11 +107,7 @@ impl Kind for PaymentWithStripeLike {
 #[tokio::test]
 async fn a_code_provider_s_scheme_verifies_its_webhooks_at_the_ingress() {
     let vhost = TestVhost::create().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = Config::from_toml_str(&format!(
         "[amqp]\nurl = \"{}\"\n[ingress]\nlisten = \"127.0.0.1:{port}\"\ntokens = [\"t\"]\n\
          [[providers]]\nname = \"stripe\"\nkind = \"payment\"\ntype = \"stripe_like\"\n\

@@ -11,27 +11,13 @@ use switchyard_core::Status;
 use switchyard_testing::{TOKEN, TestFleet};
 use tokio_util::sync::CancellationToken;
 
-/// Polls `GET /v1/commands/{id}` until the ledger shows a terminal status.
+/// The ledger's answer for `id` once it shows a terminal status.
 async fn settled(fleet: &TestFleet, id: uuid::Uuid) -> Value {
-    let url = format!("{}/v1/commands/{id}", fleet.ingress_url());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = fleet
-            .http()
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            let v: Value = r.json().await.unwrap();
-            if matches!(v["status"].as_str(), Some("completed" | "failed")) {
-                return v;
-            }
-        }
-        assert!(Instant::now() < deadline, "the ledger never settled {id}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet
+        .ledger_view_when(id, |v| {
+            matches!(v["status"].as_str(), Some("completed" | "failed"))
+        })
+        .await
 }
 
 #[tokio::test]

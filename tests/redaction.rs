@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use switchyard_core::{AttemptRecord, Status};
 use switchyard_e2e::binary;
-use switchyard_testing::{SENDGRID_KEY, TOKEN, TWILIO_TOKEN, TestFleet, TestFleetOptions};
+use switchyard_testing::{
+    SENDGRID_KEY, TOKEN, TWILIO_TOKEN, TestFleet, TestFleetOptions, free_port,
+};
 use tokio::process::{Child, Command};
 
 const PROVIDER_TOKEN: &str = "tok_provider_canary_81b3";
@@ -62,15 +64,8 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     })
     .await;
     // The canary provider is the sandbox's payment endpoint, behind a bearer token.
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     // Nothing in-process binds the fleet's ingress port: the ingress binary takes it.
-    let (port, ledger_port) = (fleet.ingress_port, free());
+    let (port, ledger_port) = (fleet.ingress_port, free_port());
     let toml = fleet
         .config_toml
         .replacen(

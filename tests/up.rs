@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchyard_e2e::binary;
-use switchyard_testing::TestVhost;
+use switchyard_testing::{TestVhost, free_port};
 
 /// Everything the process printed so far, line by line.
 #[derive(Clone, Default)]
@@ -66,11 +66,7 @@ fn field(text: &str, label: &str) -> String {
 #[tokio::test]
 async fn the_printed_curls_complete_and_ctrl_c_stops_everything() {
     let vhost = TestVhost::create().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let state = std::env::temp_dir().join(format!("switchyard-up-{}", uuid::Uuid::new_v4()));
     let mut child = Running(
         Command::new(binary("switchyard"))

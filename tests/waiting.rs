@@ -9,7 +9,7 @@ use std::time::Duration;
 use switchyard_amqp::HeaderRead;
 use switchyard_core::{ErrorClass, Status};
 use switchyard_e2e::{statuses, terminal};
-use switchyard_testing::{POLLED_PROVIDER, TOKEN, TestFleet, WEBHOOK_SECRET};
+use switchyard_testing::{POLLED_PROVIDER, TestFleet, WEBHOOK_SECRET};
 use switchyard_webhooks::StandardWebhooks;
 
 /// Signs and posts a generic callback to the fleet's ingress.
@@ -355,26 +355,12 @@ async fn wait_for_reference(fleet: &TestFleet, id: uuid::Uuid) -> String {
 /// The status checks (GETs) the ledger recorded for a command, oldest first, once there are
 /// at least `n`.
 async fn checks_in_ledger(fleet: &TestFleet, id: uuid::Uuid, n: usize) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let view: serde_json::Value = fleet
-            .http()
-            .get(format!("{}/v1/commands/{id}", fleet.ingress_url()))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or_default();
-        let checks: Vec<serde_json::Value> = view["attempts"]
+    let gets = |view: &serde_json::Value| -> Vec<serde_json::Value> {
+        view["attempts"]
             .as_array()
             .map(|a| a.iter().filter(|r| r["method"] == "GET").cloned().collect())
-            .unwrap_or_default();
-        if checks.len() >= n {
-            return checks;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{view:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .unwrap_or_default()
+    };
+    let view = fleet.ledger_view_when(id, |v| gets(v).len() >= n).await;
+    gets(&view)
 }

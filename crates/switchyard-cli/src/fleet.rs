@@ -27,9 +27,8 @@ pub const WEBHOOK_PROVIDER: &str = "partners";
 /// The sandbox's provider that finishes every operation later, told only when polled.
 pub const POLLED_PROVIDER: &str = "sandbox_polled";
 
-/// The configuration `up` generates, against the local sandbox and trusting its CA. Per kind:
-/// `sandbox` (answers at once), `sandbox-async` (202, then a Standard-Webhooks-signed
-/// callback to the ingress) and `sandbox-polled` (202, then status checks).
+/// The configuration `up` generates: the ingress, loopback allowed (the sandbox runs on this
+/// machine) and [`sandbox_providers`].
 pub fn sandbox_config(
     sandbox: &Sandbox,
     ingress: SocketAddr,
@@ -41,6 +40,20 @@ pub fn sandbox_config(
          [ingress]\nlisten = \"{ingress}\"\ntokens = [\"{token}\"]\n\n\
          [outbound]\n# The sandbox runs on this machine.\nallow_loopback = true\n"
     );
+    toml.push_str(&sandbox_providers(sandbox, ingress, secrets));
+    toml
+}
+
+/// The `[[providers]]` entries of every sandbox provider, trusting its CA. Per kind: `sandbox`
+/// (answers at once), `sandbox_async` (202, then a Standard-Webhooks-signed callback to the
+/// ingress at `ingress`) and `sandbox_polled` (202, then status checks); and the notification
+/// providers `partners`, `sendgrid` and `twilio` against the sandbox's emulators.
+pub fn sandbox_providers(
+    sandbox: &Sandbox,
+    ingress: SocketAddr,
+    secrets: SandboxSecrets<'_>,
+) -> String {
+    let mut toml = String::new();
     let ca = sandbox.ca_pem_path().display();
     let secret = secrets.webhook_secret.display();
     for (kind, ops) in SANDBOX_OPERATIONS {

@@ -1,6 +1,7 @@
 //! An in-process fleet on random ports, in its own vhost, against a real sandbox.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,8 @@ use switchyard_amqp::messages::publish_command;
 use switchyard_amqp::{
     Broker, BrokerSettings, ConsumeSettings, Headers, Outgoing, Publisher, Topology, consume,
 };
-use switchyard_cli::fleet::{Fleet, SANDBOX_OPERATIONS};
+use switchyard_cli::fleet::{Fleet, SandboxSecrets, sandbox_providers};
+pub use switchyard_cli::fleet::{POLLED_PROVIDER, WEBHOOK_PROVIDER};
 use switchyard_config::Config;
 use switchyard_core::{Command, Event};
 use switchyard_http::{OutboundClient, OutboundRequest, OutboundSettings};
@@ -30,13 +32,6 @@ pub const TWILIO_TOKEN: &str = "twilio_canary_token_3f9a";
 
 /// The test fleet's SendGrid API key (a canary: it must never appear unredacted).
 pub const SENDGRID_KEY: &str = "SG.canary_sendgrid_key_7c41";
-
-/// The test fleet's notification provider delivering signed webhooks (to the sandbox's
-/// partner endpoints, signed with [`WEBHOOK_SECRET`]).
-pub const WEBHOOK_PROVIDER: &str = "partner_hooks";
-
-/// The test fleet's shipping provider whose operations end only by polling.
-pub const POLLED_PROVIDER: &str = "poller";
 
 /// Knobs of a test fleet.
 #[derive(Debug, Clone)]
@@ -61,6 +56,15 @@ impl Default for TestFleetOptions {
             in_process: true,
         }
     }
+}
+
+/// A port nothing listens on right now, for a process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Every event the test's subscriber received, by command.
@@ -174,11 +178,7 @@ impl TestFleet {
         let dir = std::env::temp_dir().join(format!("switchyard-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         // The ingress's port is chosen first: the sandbox sends its callbacks there.
-        let ingress_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let ingress_port = free_port();
         let secret_file = dir.join("webhook-secret");
         std::fs::write(&secret_file, WEBHOOK_SECRET).unwrap();
         let mut sandbox_config = SandboxConfig::new(dir.join("sandbox"));
@@ -202,45 +202,18 @@ impl TestFleet {
             opts.timeout_ms,
             dir.join("ledger.db").display()
         );
-        for (kind, ops) in SANDBOX_OPERATIONS {
-            let ops: Vec<String> = ops.iter().map(|o| format!("\"{o}\"")).collect();
-            toml.push_str(&format!(
-                "\n[[providers]]\nname = \"sandbox\"\nkind = \"{kind}\"\ntype = \"http\"\nbase_url = \"{}\"\noperations = [{}]\nca_file = \"{}\"\nwebhook_secret_file = \"{}\"\n",
-                sandbox.generic_base_url(kind),
-                ops.join(", "),
-                sandbox.ca_pem_path().display(),
-                secret_file.display()
-            ));
-        }
-        // A provider without callbacks: its long-running operations are polled.
-        toml.push_str(&format!(
-            "\n[[providers]]\nname = \"{POLLED_PROVIDER}\"\nkind = \"shipping\"\ntype = \"http\"\nbase_url = \"{}\"\nstatus_path = \"operations/{{reference}}\"\noperations = [\"create_label\"]\nca_file = \"{}\"\n",
-            sandbox.polled_base_url(POLLED_PROVIDER, "shipping"),
-            sandbox.ca_pem_path().display(),
-        ));
-        // Signed outbound webhooks, to the sandbox's partner endpoints (same secret).
-        toml.push_str(&format!(
-            "\n[[providers]]\nname = \"{WEBHOOK_PROVIDER}\"\nkind = \"notification\"\ntype = \"webhook\"\noperations = [\"send_webhook\"]\nsigning_secret_file = \"{}\"\nca_file = \"{}\"\n",
-            secret_file.display(),
-            sandbox.ca_pem_path().display(),
-        ));
-        // SendGrid, against the sandbox's emulator.
         let sendgrid_key = dir.join("sendgrid-key");
         std::fs::write(&sendgrid_key, SENDGRID_KEY).unwrap();
-        toml.push_str(&format!(
-            "\n[[providers]]\nname = \"sendgrid\"\nkind = \"notification\"\ntype = \"sendgrid\"\noperations = [\"send_email\"]\nbase_url = \"{}\"\napi_key_file = \"{}\"\nca_file = \"{}\"\n",
-            sandbox.sendgrid_base_url(),
-            sendgrid_key.display(),
-            sandbox.ca_pem_path().display(),
-        ));
-        // Twilio, against the sandbox's emulator; delivery reports come back to the ingress.
         let twilio_token = dir.join("twilio-token");
         std::fs::write(&twilio_token, TWILIO_TOKEN).unwrap();
-        toml.push_str(&format!(
-            "\n[[providers]]\nname = \"twilio\"\nkind = \"notification\"\ntype = \"twilio\"\noperations = [\"send_sms\"]\nbase_url = \"{}\"\naccount_sid = \"AC0123456789abcdef\"\nauth_token_file = \"{}\"\nfrom = \"+15005550006\"\nstatus_callback = \"http://127.0.0.1:{ingress_port}/v1/webhooks/twilio\"\nca_file = \"{}\"\n",
-            sandbox.twilio_base_url(),
-            twilio_token.display(),
-            sandbox.ca_pem_path().display(),
+        toml.push_str(&sandbox_providers(
+            &sandbox,
+            SocketAddr::from(([127, 0, 0, 1], ingress_port)),
+            SandboxSecrets {
+                webhook_secret: &secret_file,
+                sendgrid_key: &sendgrid_key,
+                twilio_token: &twilio_token,
+            },
         ));
         toml.push_str(&opts.extra_toml);
         let config = Config::from_toml_str(&toml).unwrap();
@@ -325,6 +298,32 @@ impl TestFleet {
             .send()
             .await
             .unwrap()
+    }
+
+    /// `GET /v1/commands/{id}` on the ingress, polled until `ready` holds for the ledger's
+    /// answer (at most 30 s).
+    pub async fn ledger_view_when(
+        &self,
+        id: Uuid,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let url = format!("{}/v1/commands/{id}", self.ingress_url());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+            if r.status() == 200 {
+                let view: serde_json::Value = r.json().await.unwrap();
+                if ready(&view) {
+                    return view;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{view:#}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the ledger never answered for {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// A plain HTTP client for ad-hoc requests.

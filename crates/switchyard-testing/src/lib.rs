@@ -12,6 +12,6 @@ mod vhost;
 
 pub use fleet::{
     EventLog, POLLED_PROVIDER, SENDGRID_KEY, TOKEN, TWILIO_TOKEN, TestFleet, TestFleetOptions,
-    WEBHOOK_PROVIDER, WEBHOOK_SECRET,
+    WEBHOOK_PROVIDER, WEBHOOK_SECRET, free_port,
 };
 pub use vhost::{TestVhost, management_url};

@@ -1,7 +1,7 @@
 //! `switchyard up`: the whole fleet locally, against sandbox providers, ready for a curl.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::fleet::{
-    ASYNC_PROVIDER, Fleet, POLLED_PROVIDER, SandboxSecrets, sandbox_config, start_sandbox,
+    ASYNC_PROVIDER, Fleet, POLLED_PROVIDER, SandboxSecrets, VendorKeys, sandbox_config,
+    start_sandbox, write_private,
 };
 use crate::say;
 
@@ -92,17 +93,9 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     )
     .await?;
     let token = format!("sy_dev_{}", Uuid::new_v4().simple());
-    // The sandbox's SendGrid and Twilio take any credentials shaped like theirs.
-    let sendgrid_key = opts.state_dir.join("sendgrid-key");
-    write_private(&sendgrid_key, "SG.sandbox_dev_key")?;
-    let twilio_token = opts.state_dir.join("twilio-token");
-    write_private(&twilio_token, "sandbox_dev_auth_token")?;
-    let secrets = SandboxSecrets {
-        webhook_secret: &webhook_secret_file,
-        sendgrid_key: &sendgrid_key,
-        twilio_token: &twilio_token,
-    };
-    let mut toml = sandbox_config(&sandbox, listen, &token, secrets);
+    // The sandbox's vendor emulators take any credentials shaped like the vendors'.
+    let secrets = SandboxSecrets::write(&opts.state_dir, webhook_secret_file, VendorKeys::DEV)?;
+    let mut toml = sandbox_config(&sandbox, listen, &token, &secrets);
     // Kept across runs: a replayed command must get the same provider idempotency key.
     let secret_path = opts.state_dir.join("idempotency-secret");
     let secret = match std::fs::read_to_string(&secret_path) {
@@ -178,18 +171,6 @@ pub(crate) fn reachable(listen: SocketAddr) -> SocketAddr {
         ip => ip,
     };
     SocketAddr::new(ip, listen.port())
-}
-
-/// Writes a secret readable by its owner only.
-fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
-    std::fs::write(path, secret).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting {}", path.display()))?;
-    }
-    Ok(())
 }
 
 /// Prints every lifecycle event as it happens.

@@ -7,6 +7,7 @@ use serde_json::json;
 use switchyard_webhooks::StandardWebhooks;
 
 use crate::config::WebhookTarget;
+use crate::vendor::{Delivery, deliver};
 
 /// How an operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub(crate) fn report(reference: &str, outcome: Option<Outcome>, kind: &str) -> s
 #[derive(Debug, Clone)]
 pub(crate) struct Sender {
     base_url: String,
+    /// The receiver's secret as configured: Standard Webhooks signs with its decoded key;
+    /// the Stripe and EasyPost emulators sign their events with the text itself, as those
+    /// vendors do with an endpoint's secret.
+    secret: String,
     signer: StandardWebhooks,
     http: reqwest::Client,
 }
@@ -45,11 +50,20 @@ impl Sender {
             .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?;
         Ok(Self {
             base_url: target.base_url,
+            secret: target.secret,
             signer,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            http: webhook_client()?,
         })
+    }
+
+    /// Where the webhooks of `provider` (a provider's name in Switchyard) are received.
+    pub(crate) fn url(&self, provider: &str) -> String {
+        format!("{}{provider}", self.base_url)
+    }
+
+    /// The receiver's secret, for vendors that sign with the endpoint secret's text.
+    pub(crate) fn secret(&self) -> &str {
+        &self.secret
     }
 
     /// Verifies a delivery signed with the same secret (the sandbox's partner endpoint).
@@ -91,28 +105,27 @@ impl Sender {
         let body = report(reference, Some(outcome), kind).to_string();
         // One id per event: a retry of this delivery is the same webhook.
         let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-        let url = format!("{}{provider}", self.base_url);
-        for attempt in 0..3u32 {
-            let ts = chrono::Utc::now().timestamp();
-            let sent = self
-                .http
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("webhook-id", &id)
-                .header("webhook-timestamp", ts.to_string())
-                .header(
+        let ts = chrono::Utc::now().timestamp();
+        let delivery = Delivery {
+            url: self.url(provider),
+            headers: vec![
+                ("content-type", "application/json".to_owned()),
+                (
                     "webhook-signature",
                     self.signer.sign(&id, ts, body.as_bytes()),
-                )
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => return,
-                Ok(r) => tracing::warn!(status = %r.status(), %url, "callback refused"),
-                Err(e) => tracing::warn!(error = %e, %url, "callback not delivered"),
-            }
-            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt + 1))).await;
-        }
+                ),
+                ("webhook-id", id),
+                ("webhook-timestamp", ts.to_string()),
+            ],
+            body,
+        };
+        deliver(&self.http, &delivery).await;
     }
+}
+
+/// The client webhooks are sent with: plain HTTP or HTTPS to the local ingress.
+pub(crate) fn webhook_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?)
 }

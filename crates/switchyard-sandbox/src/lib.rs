@@ -17,6 +17,7 @@ mod server;
 mod state;
 mod tls;
 mod twilio;
+mod vendor;
 
 pub use config::{SandboxConfig, WebhookTarget};
 pub use scenario::{Finish, Step, StepParseError};

@@ -16,12 +16,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::provider::{hang, header_str, loggable_headers};
+use crate::provider::{hang, header_str};
 use crate::scenario::Step;
 use crate::server::AppState;
-use crate::state::RequestRecord;
+use crate::vendor::{Attempt, Request, scripted_status};
 
 /// SendGrid's error body.
 fn errors(status: StatusCode, list: &[(&str, Option<&str>)]) -> Response {
@@ -129,61 +128,60 @@ pub(crate) async fn mail_send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    app.ledger.count_request();
+    // The command id is in the body; an unreadable body is recorded under no command.
+    let message = serde_json::from_slice::<Value>(&body).ok();
+    let field = |name: &str| {
+        message
+            .as_ref()
+            .and_then(|m| m["custom_args"][name].as_str())
+            .map(str::to_owned)
+    };
+    let (command_id, key) = (
+        field("switchyard_command_id"),
+        field("switchyard_idempotency_key"),
+    );
+    let attempt = Attempt::begin(
+        &app,
+        Request {
+            command_id: command_id.as_deref(),
+            kind: "notification",
+            operation: "send_email",
+            idempotency_key: key.as_deref(),
+        },
+        &headers,
+        &body,
+    );
     let key_ok = header_str(&headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|key| key.starts_with("SG.") && key.len() > 3);
     if !key_ok {
-        return errors(
+        let response = errors(
             StatusCode::UNAUTHORIZED,
             &[(
                 "The provided authorization grant is invalid, expired, or revoked",
                 None,
             )],
         );
+        return attempt.finish(&app, response);
     }
     let json_body = header_str(&headers, CONTENT_TYPE.as_str())
         .is_some_and(|ct| ct.starts_with("application/json"));
     if !json_body {
-        return errors(
+        let response = errors(
             StatusCode::BAD_REQUEST,
             &[("Content-Type should be application/json.", None)],
         );
+        return attempt.finish(&app, response);
     }
-    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
-        return errors(StatusCode::BAD_REQUEST, &[("Bad Request", None)]);
+    let Some(message) = message else {
+        return attempt.finish(
+            &app,
+            errors(StatusCode::BAD_REQUEST, &[("Bad Request", None)]),
+        );
     };
-    let command_id = message["custom_args"]["switchyard_command_id"]
-        .as_str()
-        .map(str::to_owned);
-    let key = message["custom_args"]["switchyard_idempotency_key"]
-        .as_str()
-        .map(str::to_owned);
-    let record = command_id.as_deref().map(|id| {
-        let r = RequestRecord {
-            idempotency_key: key.clone(),
-            body_sha256: hex::encode(Sha256::digest(&body)),
-            status: None,
-            replayed: false,
-            at_ms: app.elapsed_ms(),
-            kind: "notification".into(),
-            operation: "send_email".into(),
-            step: None,
-            headers: loggable_headers(&headers),
-        };
-        app.ledger.record(id, r)
-    });
-    let step = command_id
-        .as_deref()
-        .and_then(|id| app.ledger.next_step(id));
-    if let (Some(step), Some(at)) = (&step, &record) {
-        let text = step.to_string();
-        app.ledger.update_record(at, |r| r.step = Some(text));
-    }
-    let response = match step.unwrap_or(Step::Ok) {
+    let response = match attempt.step.unwrap_or(Step::Ok) {
         Step::Status(status) if status >= 400 => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            errors(status, &[("scripted failure", None)])
+            errors(scripted_status(status), &[("scripted failure", None)])
         }
         Step::TooManyRequests { retry_after_secs } => rate_limited(retry_after_secs),
         Step::Hang => hang(&app).await,
@@ -200,11 +198,7 @@ pub(crate) async fn mail_send(
         }
         _ => accept(&app, &message, key.as_deref()),
     };
-    if let Some(at) = &record {
-        let status = response.status().as_u16();
-        app.ledger.update_record(at, |r| r.status = Some(status));
-    }
-    response
+    attempt.finish(&app, response)
 }
 
 /// Validates, sends and answers `202` with the message id.

@@ -30,6 +30,8 @@ pub(crate) struct AppState {
     pub(crate) bearer_token: Option<String>,
     pub(crate) webhooks: Option<crate::callback::Sender>,
     pub(crate) operation_time: Duration,
+    /// Sends the vendors' webhooks (one pool for all of them).
+    pub(crate) http: reqwest::Client,
     started: Instant,
     /// Flips to `true` on shutdown; ends `hang`s so they do not hold the stop up.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -123,6 +125,7 @@ impl Sandbox {
                 .webhooks
                 .map(crate::callback::Sender::new)
                 .transpose()?,
+            http: crate::callback::webhook_client()?,
             started: Instant::now(),
             shutdown,
         });

@@ -13,20 +13,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use switchyard_webhooks::TwilioSignature;
 
-use crate::provider::{COMMAND_ID, hang, header_str, loggable_headers};
+use crate::provider::{COMMAND_ID, hang, header_str};
 use crate::scenario::{Finish, Step};
 use crate::server::AppState;
-use crate::state::RequestRecord;
+use crate::vendor::{Attempt, Delivery, Request, deliver_later, scripted_status};
 
 fn error(status: StatusCode, code: u32, message: &str) -> Response {
     let body = json!({
@@ -53,60 +52,60 @@ pub(crate) async fn create_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    app.ledger.count_request();
+    let command_id = header_str(&headers, COMMAND_ID).map(str::to_owned);
+    let attempt = Attempt::begin(
+        &app,
+        Request {
+            command_id: command_id.as_deref(),
+            kind: "notification",
+            operation: "send_sms",
+            idempotency_key: None,
+        },
+        &headers,
+        &body,
+    );
     let Some((sid, token)) = credentials(&headers)
         .filter(|(sid, token)| sid == &account && sid.starts_with("AC") && !token.is_empty())
     else {
-        return error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+        return attempt.finish(&app, error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"));
     };
     let form = header_str(&headers, CONTENT_TYPE.as_str())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if !form {
-        return error(
+        let response = error(
             StatusCode::BAD_REQUEST,
             21620,
             "The request body must be application/x-www-form-urlencoded",
         );
+        return attempt.finish(&app, response);
     }
     let params: BTreeMap<String, String> = form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let record = header_str(&headers, COMMAND_ID).map(|id| {
-        let r = RequestRecord {
-            idempotency_key: None,
-            body_sha256: hex::encode(Sha256::digest(&body)),
-            status: None,
-            replayed: false,
-            at_ms: app.elapsed_ms(),
-            kind: "notification".into(),
-            operation: "send_sms".into(),
-            step: None,
-            headers: loggable_headers(&headers),
-        };
-        (id.to_owned(), app.ledger.record(id, r))
-    });
-    let step = record.as_ref().and_then(|(id, _)| app.ledger.next_step(id));
-    if let (Some(step), Some((_, at))) = (&step, &record) {
-        let text = step.to_string();
-        app.ledger.update_record(at, |r| r.step = Some(text));
-    }
-    let response = match step.unwrap_or(Step::Accept(Finish::Succeed)) {
+    let response = match attempt.step.unwrap_or(Step::Accept(Finish::Succeed)) {
         Step::Status(status) if status >= 400 => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error(status, 20500, "scripted failure")
+            error(scripted_status(status), 20500, "scripted failure")
         }
-        Step::TooManyRequests { .. } => {
-            error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
+        Step::TooManyRequests { retry_after_secs } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            r
         }
         Step::Hang => hang(&app).await,
+        Step::Lost => {
+            // Sent, and the answer lost on the way back.
+            let _ = accept(&app, &sid, &token, &params, Finish::Succeed);
+            hang(&app).await
+        }
+        Step::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            accept(&app, &sid, &token, &params, Finish::Succeed)
+        }
         Step::Accept(finish) => accept(&app, &sid, &token, &params, finish),
         _ => accept(&app, &sid, &token, &params, Finish::Succeed),
     };
-    if let Some((_, at)) = &record {
-        let status = response.status().as_u16();
-        app.ledger.update_record(at, |r| r.status = Some(status));
-    }
-    response
+    attempt.finish(&app, response)
 }
 
 fn accept(
@@ -147,7 +146,7 @@ fn accept(
         };
         if let Ok(signer) = TwilioSignature::new(token) {
             let report = |status: &str| {
-                vec![
+                let params = vec![
                     ("AccountSid".to_owned(), account.to_owned()),
                     ("From".to_owned(), from.clone()),
                     ("MessageSid".to_owned(), sid.clone()),
@@ -155,14 +154,32 @@ fn accept(
                     ("SmsSid".to_owned(), sid.clone()),
                     ("SmsStatus".to_owned(), status.to_owned()),
                     ("To".to_owned(), to.clone()),
-                ]
+                ];
+                Delivery {
+                    url: url.clone(),
+                    headers: vec![
+                        (
+                            "content-type",
+                            "application/x-www-form-urlencoded".to_owned(),
+                        ),
+                        ("x-twilio-signature", signer.sign(url, &params)),
+                        // Twilio's own de-duplication token: the same on a retry of a report.
+                        (
+                            "i-twilio-idempotency-token",
+                            uuid::Uuid::new_v4().to_string(),
+                        ),
+                    ],
+                    body: form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&params)
+                        .finish(),
+                }
             };
             // `sent` at once, then the end after the operation time, as carriers report.
             let mut reports = vec![(std::time::Duration::ZERO, report("sent"))];
             if let Some(end) = ending {
                 reports.push((app.operation_time, report(end)));
             }
-            send_reports(url.clone(), signer, reports);
+            deliver_later(app, reports);
         }
     }
     let body = json!({
@@ -180,45 +197,4 @@ fn is_e164(n: &str) -> bool {
             && digits.chars().all(|c| c.is_ascii_digit())
             && !digits.starts_with('0')
     })
-}
-
-/// Posts each status report, signed, after its delay; a few tries each, as Twilio retries.
-fn send_reports(
-    url: String,
-    signer: TwilioSignature,
-    reports: Vec<(std::time::Duration, Vec<(String, String)>)>,
-) {
-    tokio::spawn(async move {
-        let Ok(http) = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-        else {
-            return;
-        };
-        for (delay, params) in reports {
-            tokio::time::sleep(delay).await;
-            let signature = signer.sign(&url, &params);
-            let body = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&params)
-                .finish();
-            // Twilio's own de-duplication token: the same on a retry of this report.
-            let token = uuid::Uuid::new_v4().to_string();
-            for attempt in 1..=3u64 {
-                let sent = http
-                    .post(&url)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("x-twilio-signature", &signature)
-                    .header("i-twilio-idempotency-token", &token)
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().is_success() => break,
-                    Ok(r) => tracing::warn!(status = %r.status(), %url, "status callback refused"),
-                    Err(e) => tracing::warn!(error = %e, %url, "status callback not delivered"),
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
-            }
-        }
-    });
 }

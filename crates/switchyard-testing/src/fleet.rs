@@ -10,7 +10,7 @@ use switchyard_amqp::messages::publish_command;
 use switchyard_amqp::{
     Broker, BrokerSettings, ConsumeSettings, Headers, Outgoing, Publisher, Topology, consume,
 };
-use switchyard_cli::fleet::{Fleet, SandboxSecrets, sandbox_providers};
+use switchyard_cli::fleet::{Fleet, SandboxSecrets, VendorKeys, sandbox_providers};
 pub use switchyard_cli::fleet::{POLLED_PROVIDER, WEBHOOK_PROVIDER};
 use switchyard_config::Config;
 use switchyard_core::{Command, Event};
@@ -32,6 +32,12 @@ pub const TWILIO_TOKEN: &str = "twilio_canary_token_3f9a";
 
 /// The test fleet's SendGrid API key (a canary: it must never appear unredacted).
 pub const SENDGRID_KEY: &str = "SG.canary_sendgrid_key_7c41";
+
+/// The test fleet's Stripe secret key (a canary).
+pub const STRIPE_KEY: &str = "sk_test_canary_stripe_key_52d8";
+
+/// The test fleet's EasyPost API key (a canary).
+pub const EASYPOST_KEY: &str = "EZTKcanary_easypost_key_a7e0";
 
 /// Knobs of a test fleet.
 #[derive(Debug, Clone)]
@@ -202,18 +208,21 @@ impl TestFleet {
             opts.timeout_ms,
             dir.join("ledger.db").display()
         );
-        let sendgrid_key = dir.join("sendgrid-key");
-        std::fs::write(&sendgrid_key, SENDGRID_KEY).unwrap();
-        let twilio_token = dir.join("twilio-token");
-        std::fs::write(&twilio_token, TWILIO_TOKEN).unwrap();
+        let secrets = SandboxSecrets::write(
+            &dir,
+            secret_file,
+            VendorKeys {
+                sendgrid: SENDGRID_KEY,
+                twilio: TWILIO_TOKEN,
+                stripe: STRIPE_KEY,
+                easypost: EASYPOST_KEY,
+            },
+        )
+        .unwrap();
         toml.push_str(&sandbox_providers(
             &sandbox,
             SocketAddr::from(([127, 0, 0, 1], ingress_port)),
-            SandboxSecrets {
-                webhook_secret: &secret_file,
-                sendgrid_key: &sendgrid_key,
-                twilio_token: &twilio_token,
-            },
+            &secrets,
         ));
         toml.push_str(&opts.extra_toml);
         let config = Config::from_toml_str(&toml).unwrap();

@@ -330,3 +330,105 @@ fn missing_or_empty_webhook_secrets_and_a_status_path_without_reference_are_refu
         "is empty",
     );
 }
+
+#[tokio::test]
+async fn a_failing_provider_opens_its_circuit_and_commands_wait_instead_of_calling_it() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        extra_toml: "[worker.circuit]\nmin_calls = 2\nopen_ms = 1500\nhalf_open_calls = 1\n"
+            .to_owned(),
+        ..TestFleetOptions::default()
+    })
+    .await;
+    // Two commands failing (twice each: the quick retry is inside one call of the circuit):
+    // 2 failed calls of 2.
+    let failing: Vec<_> = (0..2).map(|_| fleet.charge()).collect();
+    for c in &failing {
+        fleet.scenario(c.id, &["503", "503"]).await;
+        fleet.publish(c).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !failing
+        .iter()
+        .all(|c| statuses(&fleet.events.of(c.id)).contains(&Status::Retrying))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the failures never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Open now: a fresh command is held back without a call, and the gauge says open (2).
+    let held = fleet.charge();
+    fleet.publish(&held).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let retry = loop {
+        if let Some(e) = fleet
+            .events
+            .of(held.id)
+            .into_iter()
+            .find(|e| e.status == Status::Retrying)
+        {
+            break e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:#?}",
+            fleet.events.of(held.id)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let error = retry.error.as_ref().unwrap();
+    assert_eq!(
+        (error.class, error.code.as_str()),
+        (ErrorClass::Transient, "circuit_open")
+    );
+    assert_eq!(circuit_gauge(&fleet).await, "2");
+    // After the open time, trial calls close it again and everything completes.
+    for c in failing.iter().chain([&held]) {
+        let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
+        assert_eq!(terminal(&events).status, Status::Completed, "{events:#?}");
+    }
+    let requests = fleet.sandbox_view(held.id).await["requests"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        requests, 1,
+        "the held command called the provider once, after the circuit closed"
+    );
+    assert_eq!(circuit_gauge(&fleet).await, "0");
+    fleet.stop().await;
+}
+
+/// The payment worker's `switchyard_circuit_state` for the sandbox provider.
+async fn circuit_gauge(fleet: &TestFleet) -> String {
+    let metrics = worker_metrics(fleet).await;
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_circuit_state{")
+                && l.contains("kind=\"payment\"")
+                && l.contains("provider=\"sandbox\"")
+        })
+        .unwrap_or_else(|| panic!("no circuit gauge:\n{metrics}"));
+    line.rsplit(' ').next().unwrap().to_owned()
+}
+
+async fn worker_metrics(fleet: &TestFleet) -> String {
+    let mut text = String::new();
+    for worker in &fleet.fleet.as_ref().unwrap().workers {
+        let url = format!("http://{}/metrics", worker.ops_addr);
+        text.push_str(
+            &fleet
+                .http()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    text
+}

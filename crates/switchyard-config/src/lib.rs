@@ -169,6 +169,38 @@ pub struct WorkerConfig {
     pub quick_retries: u32,
     /// Pause before a quick retry.
     pub quick_retry_delay_ms: u64,
+    /// The circuit breaker of each provider (per worker process).
+    pub circuit: CircuitConfig,
+}
+
+/// `[worker.circuit]`: when a provider mostly fails (transient errors and timeouts; a
+/// permanent error is the request's fault, not the provider's), stop calling it for a while:
+/// its commands wait in a delay tier instead of piling onto it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitConfig {
+    /// Open at this share of failed calls (0 < rate <= 1) …
+    pub failure_rate: f64,
+    /// … among the calls of the last `window_ms`, once there are at least `min_calls`.
+    pub min_calls: usize,
+    /// The sliding window.
+    pub window_ms: u64,
+    /// How long the circuit stays open before letting a few trial calls through.
+    pub open_ms: u64,
+    /// Trial calls while half-open; their outcome closes or reopens the circuit.
+    pub half_open_calls: usize,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        Self {
+            failure_rate: 0.5,
+            min_calls: 20,
+            window_ms: 60_000,
+            open_ms: 30_000,
+            half_open_calls: 3,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -180,6 +212,7 @@ impl Default for WorkerConfig {
             idempotency_secret: Secret::new(DEV_IDEMPOTENCY_SECRET.to_owned()),
             quick_retries: 1,
             quick_retry_delay_ms: 100,
+            circuit: CircuitConfig::default(),
         }
     }
 }
@@ -397,6 +430,25 @@ impl Config {
         }
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::invalid("amqp.prefetch", "must be at least 1"));
+        }
+        let circuit = &self.worker.circuit;
+        if !(circuit.failure_rate > 0.0 && circuit.failure_rate <= 1.0) {
+            return Err(ConfigError::invalid(
+                "worker.circuit.failure_rate",
+                "must be within (0, 1]",
+            ));
+        }
+        if circuit.min_calls == 0 || circuit.half_open_calls == 0 {
+            return Err(ConfigError::invalid(
+                "worker.circuit",
+                "min_calls and half_open_calls must be at least 1",
+            ));
+        }
+        if circuit.window_ms == 0 || circuit.open_ms == 0 {
+            return Err(ConfigError::invalid(
+                "worker.circuit",
+                "window_ms and open_ms must be at least 1",
+            ));
         }
         if self.worker.concurrency == 0 {
             return Err(ConfigError::invalid(

@@ -28,4 +28,4 @@ pub use kind::{
 pub use retry::RetrySchedule;
 pub use runtime::{WorkerHandle, run, start};
 pub use secrets::provider_secret;
-pub use stack::{ProviderStack, StackSettings, provider_stack};
+pub use stack::{CircuitSettings, ProviderStack, StackSettings, provider_stack};

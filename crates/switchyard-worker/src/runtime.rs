@@ -18,6 +18,7 @@ use crate::handler::{Handler, Slot};
 use crate::kind::{Kind, build_providers};
 use crate::retry::RetrySchedule;
 use crate::stack::{StackSettings, provider_stack};
+use tower_resilience_circuitbreaker::CircuitBreakerConfigError;
 
 /// A running worker.
 #[derive(Debug)]
@@ -75,7 +76,7 @@ pub async fn start(
         Duration::from_millis(config.amqp.confirm_timeout_ms),
     );
 
-    let providers: HashMap<_, _> = entries
+    let providers = entries
         .iter()
         .map(|e| {
             let stack = provider_stack(
@@ -86,17 +87,19 @@ pub async fn start(
                     timeout: e.timeout,
                     quick_retries: config.worker.quick_retries,
                     quick_retry_delay: Duration::from_millis(config.worker.quick_retry_delay_ms),
+                    circuit: (&config.worker.circuit).into(),
+                    kind: spec.name.to_string(),
                 },
-            );
+            )?;
             let slot = Slot {
                 stack,
                 provider: e.provider.clone(),
                 operations: e.provider.operations().to_vec(),
                 max_attempts: e.max_attempts,
             };
-            (e.provider.name().clone(), slot)
+            Ok((e.provider.name().clone(), slot))
         })
-        .collect();
+        .collect::<Result<HashMap<_, _>, CircuitBreakerConfigError>>()?;
     let handler = Arc::new(Handler {
         kind: spec.name.clone(),
         providers,

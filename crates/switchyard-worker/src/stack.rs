@@ -1,6 +1,8 @@
 //! The tower stack every provider call goes through, composed outermost first:
-//! concurrency limit (per provider) -> quick retry of fast transient failures -> rate limit
-//! (per provider, when configured) -> per-attempt timeout -> the provider. Waiting for the
+//! concurrency limit (per provider) -> circuit breaker (per provider) -> quick retry of fast
+//! transient failures -> rate limit (per provider, when configured) -> per-attempt timeout ->
+//! the provider. An open circuit answers at once with a transient `circuit_open` whose
+//! `Retry-After` is the open time, so the command waits in a delay tier, not on the provider. Waiting for the
 //! rate limit is not part of an attempt's timeout. Slow failures and `Retry-After` are not retried here: they wait in a
 //! delay tier instead, so no delivery is held for long.
 
@@ -12,6 +14,11 @@ use switchyard_core::{ErrorClass, Provider, ProviderCall, ProviderError, Provide
 use tower::retry::Policy;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder};
+use tower_resilience_circuitbreaker::{
+    CircuitBreakerConfigError, CircuitBreakerError, CircuitBreakerLayer, CircuitState,
+    SlidingWindowType,
+};
+use tracing::warn;
 
 /// A provider wrapped in its stack; clone it freely (clones share the concurrency limit).
 pub type ProviderStack = BoxCloneSyncService<ProviderCall, ProviderOutcome, ProviderError>;
@@ -29,6 +36,69 @@ pub struct StackSettings {
     pub quick_retries: u32,
     /// Pause before a quick retry.
     pub quick_retry_delay: Duration,
+    /// The circuit breaker.
+    pub circuit: CircuitSettings,
+    /// The kind, for the circuit's metric labels (the provider's name is the other).
+    pub kind: String,
+}
+
+/// When the circuit opens and for how long (`worker.circuit`).
+#[derive(Debug, Clone)]
+pub struct CircuitSettings {
+    /// Share of failed calls in the window that opens it.
+    pub failure_rate: f64,
+    /// Calls in the window before it may open.
+    pub min_calls: usize,
+    /// The sliding window.
+    pub window: Duration,
+    /// Open time.
+    pub open: Duration,
+    /// Trial calls while half-open.
+    pub half_open_calls: usize,
+}
+
+impl From<&switchyard_config::CircuitConfig> for CircuitSettings {
+    fn from(c: &switchyard_config::CircuitConfig) -> Self {
+        Self {
+            failure_rate: c.failure_rate,
+            min_calls: c.min_calls,
+            window: Duration::from_millis(c.window_ms),
+            open: Duration::from_millis(c.open_ms),
+            half_open_calls: c.half_open_calls,
+        }
+    }
+}
+
+/// `switchyard_circuit_state`: 0 closed, 1 half-open, 2 open (alert on 2).
+fn circuit_gauge(state: CircuitState) -> f64 {
+    match state {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open => 2.0,
+    }
+}
+
+/// A failure that says the provider is unwell: transient errors and timeouts. Permanent and
+/// invalid ones are the request's fault, an open circuit below is not a call.
+fn provider_failed(result: &Result<ProviderOutcome, ProviderError>) -> bool {
+    matches!(result, Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Timeout))
+}
+
+fn circuit_open(
+    open: Duration,
+) -> impl Fn(CircuitBreakerError<ProviderError>) -> ProviderError + Clone {
+    move |e| match e {
+        CircuitBreakerError::Inner(e) => e,
+        CircuitBreakerError::OpenCircuit => {
+            let mut e = ProviderError::new(
+                ErrorClass::Transient,
+                "circuit_open",
+                "the provider failed too often lately: its circuit is open, no call was made",
+            );
+            e.retry_after = Some(open);
+            e
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,10 +205,38 @@ fn classify_box(e: BoxError) -> ProviderError {
     }
 }
 
-/// Wraps `provider` in its stack.
-pub fn provider_stack(provider: Arc<dyn Provider>, settings: &StackSettings) -> ProviderStack {
+/// Wraps `provider` in its stack. Fails only on circuit settings out of range, which
+/// configuration validation already refuses.
+pub fn provider_stack(
+    provider: Arc<dyn Provider>,
+    settings: &StackSettings,
+) -> Result<ProviderStack, CircuitBreakerConfigError> {
+    let circuit = &settings.circuit;
+    let gauge = metrics::gauge!(
+        "switchyard_circuit_state",
+        "kind" => settings.kind.clone(),
+        "provider" => provider.name().to_string(),
+    );
+    gauge.set(0.0);
+    let (kind, name) = (settings.kind.clone(), provider.name().to_string());
+    let breaker = CircuitBreakerLayer::builder()
+        .name(format!("{kind}.{name}"))
+        .failure_rate_threshold(circuit.failure_rate)
+        .sliding_window_type(SlidingWindowType::TimeBased)
+        .sliding_window_duration(circuit.window)
+        .minimum_number_of_calls(circuit.min_calls)
+        .wait_duration_in_open(circuit.open)
+        .permitted_calls_in_half_open(circuit.half_open_calls)
+        .failure_classifier(provider_failed)
+        .on_state_transition(move |from, to| {
+            gauge.set(circuit_gauge(to));
+            warn!(kind = %kind, provider = %name, ?from, ?to, "provider circuit changed");
+        })
+        .build()?;
     let svc = ServiceBuilder::new()
         .concurrency_limit(settings.concurrency.max(1))
+        .map_err(circuit_open(circuit.open))
+        .layer(breaker)
         .retry(QuickRetry {
             left: settings.quick_retries,
             delay: settings.quick_retry_delay,
@@ -154,7 +252,7 @@ pub fn provider_stack(provider: Arc<dyn Provider>, settings: &StackSettings) -> 
         })
         .timeout(settings.timeout)
         .service(Call(provider));
-    BoxCloneSyncService::new(svc)
+    Ok(BoxCloneSyncService::new(svc))
 }
 
 #[cfg(test)]
@@ -217,6 +315,8 @@ mod tests {
             timeout: Duration::from_millis(200),
             quick_retries: 1,
             quick_retry_delay: Duration::from_millis(1),
+            circuit: CircuitSettings::from(&switchyard_config::CircuitConfig::default()),
+            kind: "payment".to_owned(),
         }
     }
 
@@ -233,12 +333,18 @@ mod tests {
     async fn a_fast_transient_failure_is_retried_once_in_process() {
         let e503 = ProviderError::new(ErrorClass::Transient, "http_503", "x");
         let p = provider(vec![Err(e503.clone())], false);
-        let out = provider_stack(p.clone(), &settings()).oneshot(call()).await;
+        let out = provider_stack(p.clone(), &settings())
+            .unwrap()
+            .oneshot(call())
+            .await;
         assert!(out.is_ok());
         assert_eq!(p.calls.load(Ordering::SeqCst), 2);
 
         let p = provider(vec![Err(e503.clone()), Err(e503)], false);
-        let out = provider_stack(p.clone(), &settings()).oneshot(call()).await;
+        let out = provider_stack(p.clone(), &settings())
+            .unwrap()
+            .oneshot(call())
+            .await;
         assert_eq!(out.unwrap_err().code, "http_503");
         assert_eq!(p.calls.load(Ordering::SeqCst), 2);
     }
@@ -249,6 +355,7 @@ mod tests {
         let p = provider(vec![Err(perm)], false);
         assert!(
             provider_stack(p.clone(), &settings())
+                .unwrap()
                 .oneshot(call())
                 .await
                 .is_err()
@@ -260,6 +367,7 @@ mod tests {
         let p = provider(vec![Err(slow)], false);
         assert!(
             provider_stack(p.clone(), &settings())
+                .unwrap()
                 .oneshot(call())
                 .await
                 .is_err()
@@ -272,6 +380,7 @@ mod tests {
         let p = provider(vec![], true);
         let started = std::time::Instant::now();
         let e = provider_stack(p.clone(), &settings())
+            .unwrap()
             .oneshot(call())
             .await
             .unwrap_err();
@@ -293,7 +402,8 @@ mod tests {
                 rate_limit_per_sec: std::num::NonZeroU32::new(10),
                 ..settings()
             },
-        );
+        )
+        .unwrap();
         let started = std::time::Instant::now();
         let calls: Vec<_> = (0..25)
             .map(|_| tokio::spawn(stack.clone().oneshot(call())))
@@ -308,5 +418,52 @@ mod tests {
             started.elapsed()
         );
         assert_eq!(p.calls.load(Ordering::SeqCst), 25);
+    }
+
+    #[tokio::test]
+    async fn a_failing_provider_opens_its_circuit_and_is_left_alone_until_it_half_opens() {
+        let e503 = ProviderError::new(ErrorClass::Transient, "http_503", "x");
+        let perm = ProviderError::new(ErrorClass::Permanent, "http_400", "x");
+        // Permanent errors do not count: four of them, then four 503s (quick retries off).
+        let mut script = vec![Err(perm); 4];
+        script.extend(vec![Err(e503); 4]);
+        let p = provider(script, false);
+        let stack = provider_stack(
+            p.clone(),
+            &StackSettings {
+                quick_retries: 0,
+                circuit: CircuitSettings {
+                    failure_rate: 0.5,
+                    min_calls: 4,
+                    window: Duration::from_secs(60),
+                    open: Duration::from_millis(300),
+                    half_open_calls: 1,
+                },
+                ..settings()
+            },
+        )
+        .unwrap();
+        for _ in 0..6 {
+            let e = stack.clone().oneshot(call()).await.unwrap_err();
+            assert_ne!(e.code, "circuit_open");
+        }
+        // 4 permanent + 2 transient of 6: not yet half failed.
+        assert_eq!(p.calls.load(Ordering::SeqCst), 6);
+        for _ in 0..2 {
+            let _ = stack.clone().oneshot(call()).await;
+        }
+        // 4 of 8 failed: open. The provider is not called; the error asks to wait.
+        let e = stack.clone().oneshot(call()).await.unwrap_err();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Transient, "circuit_open")
+        );
+        assert_eq!(e.retry_after, Some(Duration::from_millis(300)));
+        assert_eq!(p.calls.load(Ordering::SeqCst), 8);
+        // After the open time one trial call goes through; it succeeds and closes it.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(stack.clone().oneshot(call()).await.is_ok());
+        assert!(stack.clone().oneshot(call()).await.is_ok());
+        assert_eq!(p.calls.load(Ordering::SeqCst), 10);
     }
 }

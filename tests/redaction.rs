@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use switchyard_core::{AttemptRecord, Status};
 use switchyard_e2e::binary;
 use switchyard_testing::{
-    SENDGRID_KEY, TOKEN, TWILIO_TOKEN, TestFleet, TestFleetOptions, free_port,
+    EASYPOST_KEY, SENDGRID_KEY, STRIPE_KEY, TOKEN, TWILIO_TOKEN, TestFleet, TestFleetOptions,
+    free_port,
 };
 use tokio::process::{Child, Command};
 
@@ -29,6 +30,8 @@ const CANARIES: &[&str] = &[
     "idem_test_canary_secret_9e4",
     SENDGRID_KEY,
     TWILIO_TOKEN,
+    EASYPOST_KEY,
+    STRIPE_KEY,
 ];
 
 fn scan(place: &str, text: &str) {
@@ -93,11 +96,13 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         dir.join("payment.log"),
         dir.join("ledger.log"),
         dir.join("notification.log"),
+        dir.join("shipping.log"),
     ];
     let mut ingress = spawn("switchyard-ingress", &config, &logs[0]);
     let mut worker = spawn("switchyard-payment", &config, &logs[1]);
     let mut ledger = spawn("switchyard-ledger", &config, &logs[2]);
     let mut notifier = spawn("switchyard-notification", &config, &logs[3]);
+    let mut shipper = spawn("switchyard-shipping", &config, &logs[4]);
 
     let url = format!("http://127.0.0.1:{port}/v1/commands");
     let http = fleet.http().clone();
@@ -190,6 +195,41 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         .unwrap();
     assert_eq!(r.status(), 202);
     ids.push(text);
+    // Stripe's secret key rides as a bearer token, on a charge retried once.
+    let stripe = uuid::Uuid::now_v7();
+    fleet.scenario(stripe, &["503"]).await;
+    let r = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(
+            &serde_json::json!({"id": stripe, "kind": "payment", "provider": "stripe",
+            "operation": "charge", "payload": {"amount": 2500, "currency": "usd",
+            "payment_method": "pm_card_visa"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    ids.push(stripe);
+    // EasyPost's API key rides in basic auth on each of a label's requests, retried here.
+    let parcel = uuid::Uuid::now_v7();
+    fleet.scenario(parcel, &["503"]).await;
+    let address = serde_json::json!({"name": "Ann", "street1": "417 Montgomery St",
+        "city": "San Francisco", "state": "CA", "zip": "94104", "country": "US"});
+    let r = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(
+            &serde_json::json!({"id": parcel, "kind": "shipping", "provider": "easypost",
+            "operation": "create_label", "payload": {"from": address, "to": address,
+            "parcel": {"weight_grams": 500, "length_cm": 20, "width_cm": 10, "height_cm": 5},
+            "rate": {"rule": "cheapest"}, "reference": "canary run"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    ids.push(parcel);
     // A card number in a command: refused at the ingress without echoing it...
     let mut with_card = charge.clone();
     with_card["description"] = "pay with 4000056655665556".into();
@@ -219,6 +259,8 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         vec![
             Status::Completed,
             Status::Failed,
+            Status::Completed,
+            Status::Completed,
             Status::Completed,
             Status::Completed,
             Status::Completed,
@@ -283,7 +325,13 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     );
 
     // Logs of every process, at debug level, and the ledger's database files.
-    for child in [&mut ingress, &mut worker, &mut ledger, &mut notifier] {
+    for child in [
+        &mut ingress,
+        &mut worker,
+        &mut ledger,
+        &mut notifier,
+        &mut shipper,
+    ] {
         child.start_kill().unwrap();
         let _ = child.wait().await;
     }

@@ -47,7 +47,8 @@ pub fn sandbox_config(
 /// The `[[providers]]` entries of every sandbox provider, trusting its CA. Per kind: `sandbox`
 /// (answers at once), `sandbox_async` (202, then a Standard-Webhooks-signed callback to the
 /// ingress at `ingress`) and `sandbox_polled` (202, then status checks); and the notification
-/// providers `partners`, `sendgrid` and `twilio` against the sandbox's emulators.
+/// providers `partners`, `sendgrid` and `twilio`, the payment provider `stripe` and the
+/// shipping provider `easypost`, against the sandbox's emulators.
 pub fn sandbox_providers(
     sandbox: &Sandbox,
     ingress: SocketAddr,
@@ -100,6 +101,22 @@ pub fn sandbox_providers(
         sandbox.twilio_base_url(),
         secrets.file("twilio-token"),
         crate::up::reachable(ingress),
+    ));
+    // Stripe, against the sandbox's emulator, whose signed events come back here.
+    toml.push_str(&format!(
+        "\n[[providers]]\nname = \"stripe\"\nkind = \"payment\"\ntype = \"stripe\"\n\
+         operations = [\"charge\", \"refund\"]\nbase_url = \"{}\"\nca_file = \"{ca}\"\n\
+         api_key_file = \"{}\"\nwebhook_secret_file = \"{secret}\"\n",
+        sandbox.stripe_base_url(),
+        secrets.file("stripe-key"),
+    ));
+    // EasyPost, against the sandbox's emulator, whose signed tracker Events come back here.
+    toml.push_str(&format!(
+        "\n[[providers]]\nname = \"easypost\"\nkind = \"shipping\"\ntype = \"easypost\"\n\
+         operations = [\"create_label\", \"track\"]\nbase_url = \"{}\"\nca_file = \"{ca}\"\n\
+         api_key_file = \"{}\"\nwebhook_secret_file = \"{secret}\"\n",
+        sandbox.easypost_base_url(),
+        secrets.file("easypost-key"),
     ));
     toml
 }

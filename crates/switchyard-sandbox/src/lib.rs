@@ -10,11 +10,13 @@
 mod callback;
 mod config;
 mod control;
+mod easypost;
 mod provider;
 mod scenario;
 mod sendgrid;
 mod server;
 mod state;
+mod stripe;
 mod tls;
 mod twilio;
 mod vendor;

@@ -453,7 +453,7 @@ async fn execute(
 
 /// An answer that carries what must never be written down: test card numbers (Luhn-valid),
 /// a CVC and secrets, in fields and in free text.
-fn leaky_body(reference: Option<&str>) -> serde_json::Value {
+pub(crate) fn leaky_body(reference: Option<&str>) -> serde_json::Value {
     json!({
         "reference": reference,
         "status": if reference.is_some() { "succeeded" } else { "failed" },
@@ -497,7 +497,7 @@ pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     json_response(status, Bytes::from(body.to_string()))
 }
 
-fn json_response(status: StatusCode, body: Bytes) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response {
     (
         status,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::provider::{hang, header_str};
 use crate::scenario::Step;
 use crate::server::AppState;
-use crate::vendor::{Attempt, Request, scripted_status};
+use crate::vendor::{Attempt, Request, leak, scripted_status};
 
 /// SendGrid's error body.
 fn errors(status: StatusCode, list: &[(&str, Option<&str>)]) -> Response {
@@ -184,6 +184,7 @@ pub(crate) async fn mail_send(
             errors(scripted_status(status), &[("scripted failure", None)])
         }
         Step::TooManyRequests { retry_after_secs } => rate_limited(retry_after_secs),
+        Step::Leak(status) => leak(status),
         Step::Hang => hang(&app).await,
         Step::Lost => {
             // Sent, and the answer lost on the way back.

@@ -32,6 +32,10 @@ pub(crate) struct AppState {
     pub(crate) operation_time: Duration,
     /// Sends the vendors' webhooks (one pool for all of them).
     pub(crate) http: reqwest::Client,
+    /// The emulated Stripe account's PaymentIntents.
+    pub(crate) stripe: crate::stripe::Account,
+    /// The emulated EasyPost accounts' shipments and trackers.
+    pub(crate) easypost: crate::easypost::Store,
     started: Instant,
     /// Flips to `true` on shutdown; ends `hang`s so they do not hold the stop up.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -68,6 +72,27 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             "/twilio/2010-04-01/Accounts/{account}/Messages.json",
             post(crate::twilio::create_message),
+        )
+        .route(
+            "/stripe/v1/payment_intents",
+            post(crate::stripe::payment_intents),
+        )
+        .route("/stripe/v1/refunds", post(crate::stripe::refunds))
+        .route(
+            "/easypost/v2/shipments",
+            post(crate::easypost::create_shipment),
+        )
+        .route(
+            "/easypost/v2/shipments/{id}",
+            get(crate::easypost::retrieve_shipment),
+        )
+        .route(
+            "/easypost/v2/shipments/{id}/buy",
+            post(crate::easypost::buy),
+        )
+        .route(
+            "/easypost/v2/trackers",
+            post(crate::easypost::create_tracker),
         )
         .route(
             "/_sandbox/scenarios/{command_id}",
@@ -126,6 +151,8 @@ impl Sandbox {
                 .map(crate::callback::Sender::new)
                 .transpose()?,
             http: crate::callback::webhook_client()?,
+            stripe: crate::stripe::Account::default(),
+            easypost: crate::easypost::Store::default(),
             started: Instant::now(),
             shutdown,
         });
@@ -184,6 +211,18 @@ impl Sandbox {
     /// The `base_url` of a Twilio provider pointed at the sandbox's emulator.
     pub fn twilio_base_url(&self) -> String {
         format!("{}/twilio", self.base_url())
+    }
+
+    /// The `base_url` of a Stripe provider pointed at the sandbox's emulator; its events go
+    /// to the webhook target's `stripe` endpoint.
+    pub fn stripe_base_url(&self) -> String {
+        format!("{}/stripe", self.base_url())
+    }
+
+    /// The `base_url` of an EasyPost provider pointed at the sandbox's emulator; its
+    /// `tracker.updated` Events go to the webhook target's `easypost` endpoint.
+    pub fn easypost_base_url(&self) -> String {
+        format!("{}/easypost", self.base_url())
     }
 
     /// The `base_url` of a SendGrid provider pointed at the sandbox's emulator.

@@ -220,14 +220,16 @@ impl Ledger {
         }
     }
 
-    /// The command's requests and the effects of the keys they carried.
+    /// The command's requests and the effects of the keys they carried, plus those counted
+    /// under the command itself (by vendors without idempotency keys, e.g. EasyPost).
     pub(crate) fn command(&self, command_id: &str) -> Option<CommandView> {
         let inner = self.lock();
         let requests = inner.commands.get(command_id)?.clone();
-        let keys: BTreeSet<&str> = requests
+        let mut keys: BTreeSet<&str> = requests
             .iter()
             .filter_map(|r| r.idempotency_key.as_deref())
             .collect();
+        keys.insert(command_id);
         let effects = keys.iter().filter_map(|key| inner.effects.get(*key)).sum();
         let status_checks = inner.status_checks.get(command_id).copied().unwrap_or(0);
         Some(CommandView {

@@ -36,7 +36,7 @@ use crate::provider::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, hang, header_str, js
 use crate::scenario::{Finish, Step};
 use crate::server::AppState;
 use crate::state::Begin;
-use crate::vendor::{Attempt, Delivery, Request, deliver_later, scripted_status};
+use crate::vendor::{Attempt, Delivery, Request, deliver_later, leak, scripted_status};
 
 /// The API version the emulated account is on, as its events say.
 const API_VERSION: &str = "2024-06-20";
@@ -244,12 +244,7 @@ async fn answer(
             return r;
         }
         Step::Hang => return hang(app).await,
-        Step::Leak(status) => {
-            return json_response(
-                scripted_status(status),
-                Bytes::from(crate::provider::leaky_body(None).to_string()),
-            );
-        }
+        Step::Leak(status) => return leak(status),
         Step::Slow(delay) => tokio::time::sleep(delay).await,
         _ => {}
     }

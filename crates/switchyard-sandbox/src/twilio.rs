@@ -25,7 +25,7 @@ use switchyard_webhooks::TwilioSignature;
 use crate::provider::{COMMAND_ID, hang, header_str};
 use crate::scenario::{Finish, Step};
 use crate::server::AppState;
-use crate::vendor::{Attempt, Delivery, Request, deliver_later, scripted_status};
+use crate::vendor::{Attempt, Delivery, Request, deliver_later, leak, scripted_status};
 
 fn error(status: StatusCode, code: u32, message: &str) -> Response {
     let body = json!({
@@ -93,25 +93,47 @@ pub(crate) async fn create_message(
             r
         }
         Step::Hang => hang(&app).await,
+        Step::Leak(status) => leak(status),
         Step::Lost => {
             // Sent, and the answer lost on the way back.
-            let _ = accept(&app, &sid, &token, &params, Finish::Succeed);
+            let _ = accept(
+                &app,
+                (&sid, &token),
+                command_id.as_deref(),
+                &params,
+                Finish::Succeed,
+            );
             hang(&app).await
         }
         Step::Slow(delay) => {
             tokio::time::sleep(delay).await;
-            accept(&app, &sid, &token, &params, Finish::Succeed)
+            accept(
+                &app,
+                (&sid, &token),
+                command_id.as_deref(),
+                &params,
+                Finish::Succeed,
+            )
         }
-        Step::Accept(finish) => accept(&app, &sid, &token, &params, finish),
-        _ => accept(&app, &sid, &token, &params, Finish::Succeed),
+        Step::Accept(finish) => {
+            accept(&app, (&sid, &token), command_id.as_deref(), &params, finish)
+        }
+        _ => accept(
+            &app,
+            (&sid, &token),
+            command_id.as_deref(),
+            &params,
+            Finish::Succeed,
+        ),
     };
     attempt.finish(&app, response)
 }
 
+/// Validates and sends; the effect counts under the command (Twilio has no idempotency key).
 fn accept(
     app: &AppState,
-    account: &str,
-    token: &str,
+    (account, token): (&str, &str),
+    command_id: Option<&str>,
     params: &BTreeMap<String, String>,
     finish: Finish,
 ) -> Response {
@@ -137,7 +159,7 @@ fn accept(
         return error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
     }
     let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
-    app.ledger.count_effect(&sid);
+    app.ledger.count_effect(command_id.unwrap_or(&sid));
     if let Some(url) = params.get("StatusCallback") {
         let ending = match finish {
             Finish::Fail => Some("undelivered"),

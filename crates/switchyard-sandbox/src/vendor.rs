@@ -95,6 +95,14 @@ pub(crate) fn scripted_status(status: u16) -> StatusCode {
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// The scripted `leak:STATUS`: an answer full of card data and secrets, executing nothing.
+pub(crate) fn leak(status: u16) -> Response {
+    crate::provider::json_response(
+        scripted_status(status),
+        bytes::Bytes::from(crate::provider::leaky_body(None).to_string()),
+    )
+}
+
 /// One webhook delivery: where, with which headers (the signature among them), what body.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {

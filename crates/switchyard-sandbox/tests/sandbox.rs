@@ -695,3 +695,161 @@ async fn the_twilio_emulator_refuses_what_twilio_refuses() {
     assert_eq!(h.stats().await["total_effects"], 1);
     h.sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_stripe_emulator_refuses_what_stripe_refuses_and_keeps_keys_as_stripe_does() {
+    let h = start().await;
+    let url = format!("{}/v1/payment_intents", h.sandbox.stripe_base_url());
+    let form = "amount=2000&currency=usd&payment_method=pm_card_visa&confirm=true\
+                &automatic_payment_methods%5Benabled%5D=true\
+                &automatic_payment_methods%5Ballow_redirects%5D=never";
+    let send = |key: Option<&'static str>, idem: Option<&'static str>, body: String| {
+        let mut r = h
+            .client
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(i) = idem {
+            r = r.header("idempotency-key", i);
+        }
+        r.send()
+    };
+    let created = send(Some("sk_test_abcdefgh"), Some("k1"), form.to_owned())
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::OK);
+    let intent: Value = created.json().await.unwrap();
+    assert!(intent["id"].as_str().unwrap().starts_with("pi_"));
+    assert_eq!(intent["status"], "succeeded");
+    assert_eq!(intent["object"], "payment_intent");
+
+    // The same key and body: the stored answer, replayed.
+    let replay = send(Some("sk_test_abcdefgh"), Some("k1"), form.to_owned())
+        .await
+        .unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let again: Value = replay.json().await.unwrap();
+    assert_eq!(again["id"], intent["id"]);
+
+    // (api key, idempotency key, body) → (status, error type, code).
+    let cases = [
+        (
+            None,
+            Some("k2"),
+            form.to_owned(),
+            401,
+            "invalid_request_error",
+            None,
+        ),
+        (
+            Some("pk_test_abcdefgh"),
+            Some("k2"),
+            form.to_owned(),
+            401,
+            "invalid_request_error",
+            Some("api_key_invalid"),
+        ),
+        (
+            Some("sk_test_abcdefgh"),
+            Some("k1"),
+            form.replace("2000", "3000"),
+            400,
+            "idempotency_error",
+            None,
+        ),
+        (
+            Some("sk_test_abcdefgh"),
+            None,
+            form.to_owned(),
+            400,
+            "invalid_request_error",
+            Some("idempotency_key_missing"),
+        ),
+        (
+            Some("sk_test_abcdefgh"),
+            Some("k3"),
+            format!("{form}&colour=blue"),
+            400,
+            "invalid_request_error",
+            Some("parameter_unknown"),
+        ),
+        (
+            Some("sk_test_abcdefgh"),
+            Some("k4"),
+            "amount=2000&currency=usd&payment_method=pm_card_visa&confirm=true".to_owned(),
+            400,
+            "invalid_request_error",
+            Some("parameter_missing"),
+        ),
+        (
+            Some("sk_test_abcdefgh"),
+            Some("k5"),
+            form.replace("2000", "20"),
+            400,
+            "invalid_request_error",
+            Some("amount_too_small"),
+        ),
+        (
+            Some("sk_test_abcdefgh"),
+            Some("k6"),
+            form.replace("pm_card_visa", "pm_card_chargeDeclined"),
+            402,
+            "card_error",
+            Some("card_declined"),
+        ),
+    ];
+    for (key, idem, body, status, kind, code) in cases {
+        let r = send(key, idem, body.clone()).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        assert_eq!(r.headers()["stripe-should-retry"], "false", "{body}");
+        let error: Value = r.json().await.unwrap();
+        assert_eq!(error["error"]["type"], kind, "{body}");
+        if let Some(code) = code {
+            assert_eq!(error["error"]["code"], code, "{body}");
+        }
+    }
+    // A JSON body is not Stripe's encoding.
+    let json_body = h
+        .client
+        .post(&url)
+        .bearer_auth("sk_test_abcdefgh")
+        .header("idempotency-key", "k7")
+        .json(&json!({"amount": 2000, "currency": "usd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_body.status(), StatusCode::BAD_REQUEST);
+    // A refused request stores nothing: its key executes once fixed.
+    let fixed = send(Some("sk_test_abcdefgh"), Some("k5"), form.to_owned())
+        .await
+        .unwrap();
+    assert_eq!(fixed.status(), StatusCode::OK);
+
+    // Refunds: of a charged intent, not beyond what was charged.
+    let refunds = format!("{}/v1/refunds", h.sandbox.stripe_base_url());
+    let refund = |idem: &'static str, amount: u64| {
+        h.client
+            .post(&refunds)
+            .bearer_auth("sk_test_abcdefgh")
+            .header("idempotency-key", idem)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "payment_intent={}&amount={amount}",
+                intent["id"].as_str().unwrap()
+            ))
+            .send()
+    };
+    let r: Value = refund("r1", 1500).await.unwrap().json().await.unwrap();
+    assert_eq!(r["status"], "succeeded");
+    assert!(r["id"].as_str().unwrap().starts_with("re_"));
+    let r = refund("r2", 1000).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "amount_too_large");
+    // Three charges executed (k1, the decline k6, k5) and one refund.
+    assert_eq!(h.stats().await["total_effects"], 4);
+    h.sandbox.shutdown().await;
+}

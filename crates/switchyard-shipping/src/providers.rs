@@ -8,17 +8,28 @@
 //! dead letters, metrics) follows from the runtime. Plain REST providers need no code at all:
 //! `type = "http"` is built by the runtime.
 
+use std::sync::Arc;
+
 use switchyard_config::{ConfigError, ProviderConfig};
 use switchyard_worker::{CodeProvider, ProviderContext};
+
+mod easypost;
 
 /// Builds the code provider named by `config.provider_type`, or `None` if there is none.
 pub(crate) fn build(
     config: &ProviderConfig,
-    _index: usize,
-    _ctx: &ProviderContext,
+    index: usize,
+    ctx: &ProviderContext,
 ) -> Result<Option<CodeProvider>, ConfigError> {
-    #[allow(clippy::match_single_binding)] // vendors are added as arms above the fallback
     match config.provider_type.as_str() {
+        "easypost" => {
+            let (provider, receiver) = easypost::EasyPostProvider::from_config(config, index, ctx)?;
+            let provider = CodeProvider::new(Arc::new(provider));
+            Ok(Some(match receiver {
+                Some(receiver) => provider.with_webhooks(receiver),
+                None => provider,
+            }))
+        }
         _ => Ok(None),
     }
 }

@@ -1,10 +1,10 @@
 //! Webhook signatures, checked on the raw body before anything is parsed (RELIABILITY W1–W3).
 //!
 //! One type per scheme: [`StandardWebhooks`] (the generic provider, and what Switchyard signs
-//! its own outbound webhooks with), [`StripeSignature`], [`GitHubSignature`] and
-//! [`TwilioSignature`]. Every comparison is constant-time and length-checked, an empty
-//! signature never matches, an empty secret is refused at construction (so a misconfigured
-//! provider cannot start), and timestamped schemes reject anything more than
+//! its own outbound webhooks with), [`StripeSignature`], [`HmacHexSignature`] (GitHub's and
+//! EasyPost's) and [`TwilioSignature`]. Every comparison is constant-time and length-checked,
+//! an empty signature never matches, an empty secret is refused at construction (so a
+//! misconfigured provider cannot start), and timestamped schemes reject anything more than
 //! [`TOLERANCE_SECS`] away from now. A provider's [`Receiver`] pairs its [`Scheme`] with the
 //! reader of its bodies. This crate knows nothing of HTTP routing or queues.
 
@@ -15,6 +15,7 @@ use http::HeaderMap;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use switchyard_core::Secret;
+use unicode_normalization::UnicodeNormalization;
 
 mod receiver;
 
@@ -222,36 +223,60 @@ impl StripeSignature {
     }
 }
 
-/// GitHub's scheme (also EasyPost's shape): `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256
-/// of the body. It carries no timestamp: replays are stopped by de-duplicating delivery ids.
+/// An HMAC-SHA256 of the body, hex, after a fixed prefix in one header: GitHub's
+/// `X-Hub-Signature-256: sha256=<hex>` and EasyPost's `X-Hmac-Signature: hmac-sha256-hex=<hex>`.
+/// It carries no timestamp: replays are stopped by de-duplicating delivery ids.
 #[derive(Debug, Clone)]
-pub struct GitHubSignature {
-    secret: Secret<String>,
+pub struct HmacHexSignature {
+    key: Secret<Vec<u8>>,
     header: &'static str,
+    prefix: &'static str,
 }
 
-impl GitHubSignature {
-    /// With GitHub's header name.
-    pub fn new(secret: &str) -> Result<Self, SecretError> {
-        Self::with_header(secret, "x-hub-signature-256")
+impl HmacHexSignature {
+    /// GitHub's: `X-Hub-Signature-256: sha256=<hex>`, keyed with the secret's bytes.
+    pub fn github(secret: &str) -> Result<Self, SecretError> {
+        Self::custom(secret.as_bytes(), "x-hub-signature-256", "sha256=")
     }
 
-    /// The same scheme under another header name (lowercase).
-    pub fn with_header(secret: &str, header: &'static str) -> Result<Self, SecretError> {
-        if secret.is_empty() {
+    /// EasyPost's: `X-Hmac-Signature: hmac-sha256-hex=<hex>`, keyed with the webhook secret
+    /// in Unicode NFKD form (as EasyPost's client libraries normalize it).
+    pub fn easypost(secret: &str) -> Result<Self, SecretError> {
+        let normalized: String = secret.nfkd().collect();
+        Self::custom(
+            normalized.as_bytes(),
+            "x-hmac-signature",
+            "hmac-sha256-hex=",
+        )
+    }
+
+    /// The same scheme under another header name (lowercase) and value prefix.
+    pub fn custom(
+        key: &[u8],
+        header: &'static str,
+        prefix: &'static str,
+    ) -> Result<Self, SecretError> {
+        if key.is_empty() {
             return Err(SecretError::Empty);
         }
         Ok(Self {
-            secret: Secret::new(secret.to_owned()),
+            key: Secret::new(key.to_vec()),
             header,
+            prefix,
         })
+    }
+
+    /// The header this scheme's signature travels in (lowercase).
+    pub fn header(&self) -> &'static str {
+        self.header
     }
 
     /// The header value for `body`.
     pub fn sign(&self, body: &[u8]) -> String {
         format!(
-            "sha256={}",
-            hex::encode(hmac_sha256(self.secret.expose().as_bytes(), &[body]))
+            "{}{}",
+            self.prefix,
+            hex::encode(hmac_sha256(self.key.expose(), &[body]))
         )
     }
 
@@ -259,10 +284,10 @@ impl GitHubSignature {
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
         let value = header(headers, self.header)?;
         let hex_sig = value
-            .strip_prefix("sha256=")
+            .strip_prefix(self.prefix)
             .ok_or(VerifyError::Malformed("signature"))?;
         let given = hex::decode(hex_sig).map_err(|_| VerifyError::Malformed("signature"))?;
-        let expected = hmac_sha256(self.secret.expose().as_bytes(), &[body]);
+        let expected = hmac_sha256(self.key.expose(), &[body]);
         if same(&expected, &given) {
             Ok(())
         } else {

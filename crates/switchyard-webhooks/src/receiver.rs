@@ -11,7 +11,7 @@ use http::HeaderMap;
 use switchyard_core::CallbackOutcome;
 
 use crate::{
-    GitHubSignature, StandardWebhooks, StripeSignature, TwilioSignature, VerifyError, header,
+    HmacHexSignature, StandardWebhooks, StripeSignature, TwilioSignature, VerifyError, header,
 };
 
 /// How a provider signs its webhooks, with every secret currently accepted (several during a
@@ -23,7 +23,7 @@ pub enum Scheme {
     /// Stripe's `Stripe-Signature: t=,v1=`.
     Stripe(Vec<StripeSignature>),
     /// An HMAC-SHA256 hex signature of the body in one header (GitHub's, EasyPost's).
-    HmacHex(Vec<GitHubSignature>),
+    HmacHex(Vec<HmacHexSignature>),
     /// Twilio's `X-Twilio-Signature` over the public callback URL and the form parameters.
     Twilio {
         /// One per auth token.

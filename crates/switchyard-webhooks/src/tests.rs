@@ -100,14 +100,15 @@ fn empty_secrets_are_refused() {
         SecretError::NotBase64
     );
     assert!(StripeSignature::new("").is_err());
-    assert!(GitHubSignature::new("").is_err());
+    assert!(HmacHexSignature::github("").is_err());
+    assert!(HmacHexSignature::easypost("").is_err());
     assert!(TwilioSignature::new("").is_err());
 }
 
 // GitHub's documentation example.
 #[test]
 fn github_published_vector() {
-    let gh = GitHubSignature::new("It's a Secret to Everybody").unwrap();
+    let gh = HmacHexSignature::github("It's a Secret to Everybody").unwrap();
     let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
     assert_eq!(gh.sign(b"Hello, World!"), expected);
     assert!(
@@ -130,6 +131,50 @@ fn github_published_vector() {
             b"Hello, World!"
         )
         .is_err()
+    );
+}
+
+// EasyPost publishes no fixed vector; these were computed with an independent
+// implementation (Python's hmac and unicodedata) of the scheme EasyPost's client libraries
+// check: `hmac-sha256-hex=` + hex HMAC-SHA256 of the body, keyed with the NFKD-normalized secret.
+#[test]
+fn easypost_documented_scheme() {
+    let ep = HmacHexSignature::easypost("sécret").unwrap();
+    let body = br#"{"object":"Event","description":"tracker.updated"}"#;
+    let expected =
+        "hmac-sha256-hex=a0f91ecff08bb5f5d6efa488593ddf38ca5157d58a591feff9fb2845789319b6";
+    assert_eq!(ep.header(), "x-hmac-signature");
+    assert_eq!(ep.sign(body), expected);
+    let h = headers(&[("x-hmac-signature", expected)]);
+    assert!(ep.verify(&h, body).is_ok());
+    // The composed and decomposed spellings of a secret are the same key.
+    let decomposed = HmacHexSignature::easypost("se\u{301}cret").unwrap();
+    assert!(decomposed.verify(&h, body).is_ok());
+    // NFKD folds compatibility characters too: the ligature ﬁ is "fi".
+    assert_eq!(
+        HmacHexSignature::easypost("\u{fb01}le").unwrap().sign(body),
+        HmacHexSignature::easypost("file").unwrap().sign(body)
+    );
+    // GitHub's prefix, or GitHub's header, is not EasyPost's signature.
+    let hex_only = expected.trim_start_matches("hmac-sha256-hex=");
+    let github_shaped = format!("sha256={hex_only}");
+    assert_eq!(
+        ep.verify(&headers(&[("x-hmac-signature", &github_shaped)]), body),
+        Err(VerifyError::Malformed("signature"))
+    );
+    assert_eq!(
+        ep.verify(&headers(&[("x-hub-signature-256", expected)]), body),
+        Err(VerifyError::Missing("x-hmac-signature"))
+    );
+    assert_eq!(
+        ep.verify(&headers(&[("x-hmac-signature", "hmac-sha256-hex=")]), body),
+        Err(VerifyError::Mismatch)
+    );
+    assert_eq!(
+        HmacHexSignature::easypost("other")
+            .unwrap()
+            .verify(&h, body),
+        Err(VerifyError::Mismatch)
     );
 }
 
@@ -223,14 +268,17 @@ proptest! {
     }
 
     #[test]
-    fn any_single_byte_change_breaks_stripe_and_github(index in any::<usize>(), xor in any::<u8>()) {
+    fn any_single_byte_change_breaks_stripe_github_and_easypost(index in any::<usize>(), xor in any::<u8>()) {
         let body = br#"{"id":"evt_test_webhook","object":"event"}"#;
         let st = StripeSignature::new("whsec_stripe_test_secret").unwrap();
         let sig = st.sign(1492774577, body);
         prop_assert!(st.verify(&headers(&[("stripe-signature", &sig)]), &flip(body, index, xor), 1492774577).is_err());
-        let gh = GitHubSignature::new("s3cret").unwrap();
+        let gh = HmacHexSignature::github("s3cret").unwrap();
         let sig = gh.sign(body);
         prop_assert!(gh.verify(&headers(&[("x-hub-signature-256", &sig)]), &flip(body, index, xor)).is_err());
+        let ep = HmacHexSignature::easypost("s3cret").unwrap();
+        let sig = ep.sign(body);
+        prop_assert!(ep.verify(&headers(&[("x-hmac-signature", &sig)]), &flip(body, index, xor)).is_err());
     }
 }
 
@@ -321,10 +369,10 @@ fn no_scheme_lets_an_unverified_delivery_reach_its_reader() {
             )]),
         ),
         (
-            Scheme::HmacHex(vec![GitHubSignature::new("a").unwrap()]),
+            Scheme::HmacHex(vec![HmacHexSignature::github("a").unwrap()]),
             headers(&[(
                 "x-hub-signature-256",
-                &GitHubSignature::new("b").unwrap().sign(body),
+                &HmacHexSignature::github("b").unwrap().sign(body),
             )]),
         ),
         (
@@ -335,7 +383,7 @@ fn no_scheme_lets_an_unverified_delivery_reach_its_reader() {
             headers(&[("x-twilio-signature", "bm9wZQ==")]),
         ),
         (
-            Scheme::HmacHex(vec![GitHubSignature::new("a").unwrap()]),
+            Scheme::HmacHex(vec![HmacHexSignature::github("a").unwrap()]),
             HeaderMap::new(),
         ),
     ];

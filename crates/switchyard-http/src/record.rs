@@ -29,6 +29,15 @@ impl OutboundClient {
         call: &ProviderCall,
         redactor: &Redactor,
     ) -> Result<HttpExchange, ProviderError> {
+        let mut request = request;
+        // Every provider call carries the command's trace (W3C Trace Context), in one place.
+        if let Some(tp) = call
+            .traceparent
+            .as_deref()
+            .and_then(|t| http::HeaderValue::from_str(t).ok())
+        {
+            request.headers.entry("traceparent").or_insert(tp);
+        }
         let command = &call.command;
         let mut record = AttemptRecord {
             record_id: Uuid::now_v7(),

@@ -30,7 +30,7 @@ use switchyard_core::{
 };
 use switchyard_worker::{Catalog, Kind};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn};
 use uuid::Uuid;
 
 pub use switchyard_api::Problem;
@@ -252,10 +252,27 @@ async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Resp
         created_at: draft.created_at.unwrap_or_else(Utc::now),
     };
 
-    let traceparent = headers
+    // The command's trace: a child of the caller's when it sent a `traceparent`; the span
+    // lives until the answer, and its context travels with the command and its events.
+    let incoming = headers
         .get(TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let span = info_span!(
+        "accept command",
+        otel.kind = "server",
+        command_id = %command.id,
+        kind = %command.kind,
+        provider = %command.provider,
+        operation = %command.operation,
+        trace_id = tracing::field::Empty,
+    );
+    switchyard_telemetry::set_parent(&span, incoming.as_deref());
+    if let Some(id) = switchyard_telemetry::trace_id(&span) {
+        span.record("trace_id", id);
+    }
+    // Not entered: a guard held across the awaits below would mark other tasks' logs.
+    let traceparent = switchyard_telemetry::traceparent(&span).or(incoming);
     let mut amqp_headers = Headers::default().str(SOURCE_HEADER, "ingress");
     if let Some(tp) = &traceparent {
         amqp_headers = amqp_headers.str(TRACEPARENT_HEADER, tp);

@@ -26,8 +26,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    switchyard_telemetry::init_logging(&config.telemetry);
+    // First: the OTLP exporter's HTTPS client needs it.
     switchyard_http::install_crypto_provider();
+    let _tracing = switchyard_telemetry::init(&config.telemetry, "switchyard-ingress");
     let shutdown = switchyard_telemetry::shutdown_on_signals();
     match switchyard_ingress::start(&config, &switchyard_ingress::builtin_kinds(), shutdown).await {
         Ok(handle) => {

@@ -41,8 +41,9 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    switchyard_telemetry::init_logging(&config.telemetry);
+    // First: the OTLP exporter's HTTPS client needs it.
     switchyard_http::install_crypto_provider();
+    let _tracing = switchyard_telemetry::init(&config.telemetry, "switchyard-ledger");
     match args.command {
         Some(Cmd::Prune { older_than }) => {
             let retention = older_than.unwrap_or(config.ledger.attempt_body_retention);

@@ -1,6 +1,7 @@
 //! Telemetry shared by every Switchyard process: structured logs (JSON when not on a
-//! terminal), the Prometheus recorder, and the operations endpoints `/healthz`, `/readyz`
-//! and `/metrics`.
+//! terminal, carrying the command and trace ids of the spans they are in), OpenTelemetry
+//! traces carried across the broker by W3C `traceparent`, the Prometheus recorder, and the
+//! operations endpoints `/healthz`, `/readyz` and `/metrics`.
 //!
 //! It does not define which metrics exist: each component records its own `switchyard_*`
 //! metrics where they arise, with bounded labels (kind, provider, operation, outcome, status).
@@ -18,11 +19,20 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use switchyard_config::{LogFormat, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Installs the global log subscriber once; later calls are no-ops (in-process fleets and
-/// tests start several components in one process).
-pub fn init_logging(config: &TelemetryConfig) {
+mod traces;
+
+pub use traces::{Tracing, set_parent, trace_id, traceparent};
+
+/// Installs logs and traces for the process `service` once; later calls return `None` (an
+/// in-process fleet starts several components in one process). Keep the returned guard for
+/// the life of the process: dropping it flushes the spans not yet exported.
+pub fn init(config: &TelemetryConfig, service: &str) -> Option<Tracing> {
     static ONCE: OnceLock<()> = OnceLock::new();
+    let mut guard = None;
     ONCE.get_or_init(|| {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| {
@@ -34,15 +44,33 @@ pub fn init_logging(config: &TelemetryConfig) {
             LogFormat::Pretty => false,
             LogFormat::Auto => !std::io::stderr().is_terminal(),
         };
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        let _ = if json {
-            builder.json().flatten_event(true).try_init()
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        // JSON lines carry the fields of the spans they are in: command_id, trace_id.
+        let fmt = if json {
+            fmt.json().flatten_event(true).boxed()
         } else {
-            builder.try_init()
+            fmt.boxed()
         };
+        let (provider, problem) = traces::provider(service);
+        let installed = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .with(traces::layer(&provider))
+            .try_init()
+            .is_ok();
+        if let Some(problem) = problem {
+            tracing::warn!("{problem}");
+        }
+        if installed {
+            guard = Some(traces::wrap(provider));
+        }
     });
+    guard
+}
+
+/// [`init`] for a process without a name of its own.
+pub fn init_logging(config: &TelemetryConfig) -> Option<Tracing> {
+    init(config, "switchyard")
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -60,10 +88,126 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (e.g. by a test harness): then this
             // handle renders an empty registry rather than failing the process.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe();
+            }
             handle
         })
         .clone()
+}
+
+/// The help text of every `switchyard_*` metric, so `/metrics` carries `# HELP` lines
+/// (`promtool check metrics` requires them) and operators read what each one means. The
+/// metrics themselves are recorded where they arise.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    let counters = [
+        (
+            "switchyard_commands_received_total",
+            "Commands accepted by the ingress and confirmed by the broker, by kind and provider.",
+        ),
+        (
+            "switchyard_commands_total",
+            "Lifecycle events published by workers, by kind, provider and status (completed, failed, waiting…).",
+        ),
+        (
+            "switchyard_attempts_total",
+            "Provider calls, by kind, provider and outcome (ok or the error class).",
+        ),
+        (
+            "switchyard_retries_scheduled_total",
+            "Commands sent to a delay tier for another attempt, by kind and provider.",
+        ),
+        (
+            "switchyard_dead_letters_total",
+            "Commands dead-lettered, by kind, provider and error class.",
+        ),
+        (
+            "switchyard_quick_retries_total",
+            "In-process retries of fast transient failures.",
+        ),
+        (
+            "switchyard_status_checks_total",
+            "Status checks of polled long-running work, by kind, provider and outcome.",
+        ),
+        (
+            "switchyard_events_published_total",
+            "Lifecycle events confirmed by the broker, by kind, provider and status.",
+        ),
+        (
+            "switchyard_ingress_requests_total",
+            "HTTP requests to the ingress's command endpoint, by outcome.",
+        ),
+        (
+            "switchyard_webhooks_total",
+            "Inbound provider webhooks, by outcome (accepted, refused signature…).",
+        ),
+        (
+            "switchyard_resolutions_total",
+            "Waiting commands ended, by source (webhook, poll, expiry) and outcome.",
+        ),
+        (
+            "switchyard_broker_connect_failures_total",
+            "Failed attempts to connect to the broker.",
+        ),
+        (
+            "switchyard_ledger_ingested_total",
+            "Deliveries written by the ledger, by kind (events, attempts).",
+        ),
+        (
+            "switchyard_ledger_undecodable_total",
+            "Messages the ledger could not decode, by kind.",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, help);
+    }
+    let gauges = [
+        (
+            "switchyard_inflight",
+            Unit::Count,
+            "Deliveries being processed now, by kind.",
+        ),
+        (
+            "switchyard_broker_connected",
+            Unit::Count,
+            "1 while the process holds a broker connection, else 0.",
+        ),
+        (
+            "switchyard_circuit_state",
+            Unit::Count,
+            "A provider's circuit: 0 closed, 1 half-open, 2 open (no calls are made).",
+        ),
+        (
+            "switchyard_ledger_lag_seconds",
+            Unit::Seconds,
+            "Age of the newest event the ledger wrote when it wrote it.",
+        ),
+    ];
+    for (name, unit, help) in gauges {
+        describe_gauge!(name, unit, help);
+    }
+    let histograms = [
+        (
+            "switchyard_attempt_duration_seconds",
+            "Duration of provider calls, by kind and provider.",
+        ),
+        (
+            "switchyard_delivery_duration_seconds",
+            "Duration of a delivery from receipt to settlement, by kind.",
+        ),
+        (
+            "switchyard_publish_confirm_seconds",
+            "Time from publishing to the broker's confirm, by outcome.",
+        ),
+        (
+            "switchyard_ledger_batch_seconds",
+            "Duration of the ledger's batched writes.",
+        ),
+    ];
+    for (name, help) in histograms {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
 }
 
 /// Readiness, as decided by the component (e.g. "broker connected and topology declared").

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use switchyard_amqp::lapin::options::{BasicAckOptions, BasicGetOptions};
 use switchyard_amqp::messages::publish_command;
 use switchyard_amqp::{
-    Broker, BrokerSettings, ConsumeSettings, Headers, Outgoing, Publisher, Topology, consume,
+    Broker, BrokerSettings, ConsumeSettings, HeaderRead, Headers, Outgoing, Publisher, Topology,
+    consume,
 };
 use switchyard_cli::fleet::{Fleet, SandboxSecrets, VendorKeys, sandbox_providers};
 pub use switchyard_cli::fleet::{POLLED_PROVIDER, WEBHOOK_PROVIDER};
@@ -77,10 +78,31 @@ pub fn free_port() -> u16 {
 #[derive(Debug, Clone, Default)]
 pub struct EventLog {
     events: Arc<Mutex<HashMap<Uuid, Vec<Event>>>>,
+    traceparents: Arc<Mutex<HashMap<Uuid, Vec<Option<String>>>>>,
     changed: Arc<Notify>,
 }
 
 impl EventLog {
+    fn push_with(&self, e: Event, traceparent: Option<String>) {
+        self.traceparents
+            .lock()
+            .unwrap()
+            .entry(e.command_id)
+            .or_default()
+            .push(traceparent);
+        self.push(e);
+    }
+
+    /// The `traceparent` AMQP header of each event of `id`, in arrival order.
+    pub fn traceparents(&self, id: Uuid) -> Vec<Option<String>> {
+        self.traceparents
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn push(&self, e: Event) {
         self.events
             .lock()
@@ -253,7 +275,11 @@ impl TestFleet {
                 let log = log.clone();
                 async move {
                     if let Ok(e) = Event::decode(&d.data) {
-                        log.push(e);
+                        let tp = d
+                            .properties
+                            .headers()
+                            .header_str(switchyard_amqp::messages::TRACEPARENT_HEADER);
+                        log.push_with(e, tp);
                     }
                     let _ = d.acker.ack(BasicAckOptions::default()).await;
                 }

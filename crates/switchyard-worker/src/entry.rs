@@ -28,8 +28,12 @@ pub fn main(kind: Arc<dyn Kind>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    switchyard_telemetry::init_logging(&config.telemetry);
+    // First: the OTLP exporter's HTTPS client needs it.
     switchyard_http::install_crypto_provider();
+    let _tracing = switchyard_telemetry::init(
+        &config.telemetry,
+        &format!("switchyard-{}", kind.spec().name),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

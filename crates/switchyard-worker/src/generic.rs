@@ -244,9 +244,6 @@ impl GenericHttpProvider {
             "x-switchyard-command-id",
             &call.command.id.to_string(),
         );
-        if let Some(tp) = &call.traceparent {
-            set(&mut h, "traceparent", tp);
-        }
         if let Some(token) = &self.bearer
             && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
         {

@@ -25,7 +25,7 @@ use switchyard_core::{
 };
 use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
 use tower::ServiceExt;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::retry::RetrySchedule;
 use crate::stack::ProviderStack;
@@ -89,10 +89,18 @@ impl Handler {
         metrics::gauge!("switchyard_inflight", "kind" => self.kind.to_string()).increment(1.0);
         let span = info_span!(
             "delivery",
+            otel.kind = "consumer",
             kind = %self.kind,
             routing_key = %delivery.routing_key,
-            command_id = tracing::field::Empty
+            command_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
+        // The command's trace continues here, from the `traceparent` it was published with.
+        let incoming = delivery.properties.headers().header_str(TRACEPARENT_HEADER);
+        switchyard_telemetry::set_parent(&span, incoming.as_deref());
+        if let Some(id) = switchyard_telemetry::trace_id(&span) {
+            span.record("trace_id", id);
+        }
         let disposition = self.process(&delivery).instrument(span).await;
         let acked = match disposition {
             Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
@@ -122,7 +130,9 @@ impl Handler {
     async fn process(&self, delivery: &Delivery) -> Disposition {
         let headers = &delivery.properties.headers().clone();
         let previous = u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(0)).unwrap_or(0);
-        let traceparent = headers.header_str(TRACEPARENT_HEADER);
+        // Events and retries carry this delivery's span; without traces, what came in.
+        let traceparent = switchyard_telemetry::traceparent(&tracing::Span::current())
+            .or_else(|| headers.header_str(TRACEPARENT_HEADER));
         let tp = traceparent.as_deref();
 
         let (command, slot) = match self.decode(delivery) {
@@ -151,11 +161,19 @@ impl Handler {
         let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
         let (attempt, processing) = lifecycle.begin(attempt_no, now);
         let recorder = Recorder::default();
+        let call_span = info_span!(
+            "call provider",
+            otel.kind = "client",
+            provider = %command.provider,
+            operation = %command.operation,
+            attempt = attempt_no,
+        );
         let call = ProviderCall {
             command: Arc::new(command.clone()),
             attempt: attempt_no,
             idempotency_key: self.namespace.provider_key(command.id, &command.operation),
-            traceparent: traceparent.clone(),
+            // The provider sees the call's own span as its parent.
+            traceparent: switchyard_telemetry::traceparent(&call_span).or(traceparent.clone()),
             recorder: recorder.clone(),
         };
         // Report `processing` while the provider works: both must be done before the outcome.
@@ -166,7 +184,10 @@ impl Handler {
             messages::publish_event(&self.publisher, &processing, tp).await
         };
         let call_started = Instant::now();
-        let (reported, outcome) = tokio::join!(report, slot.stack.clone().oneshot(call));
+        let (reported, outcome) = tokio::join!(
+            report,
+            slot.stack.clone().oneshot(call).instrument(call_span)
+        );
         let labels = [
             ("kind", self.kind.to_string()),
             ("provider", command.provider.to_string()),
@@ -178,6 +199,12 @@ impl Handler {
             Err(e) => e.class.as_str(),
         };
         metrics::counter!("switchyard_attempts_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string(), "outcome" => outcome_label).increment(1);
+        // In the delivery's span: the line carries the command and trace ids.
+        debug!(
+            attempt = attempt_no,
+            outcome = outcome_label,
+            "provider answered"
+        );
         // The attempt records reach the broker (and so the ledger) before the delivery is
         // settled: a crash after this point replays them with the same record ids.
         let records = recorder.take();

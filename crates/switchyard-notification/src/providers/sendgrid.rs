@@ -155,13 +155,6 @@ impl Provider for SendGridProvider {
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
-        if let Some(tp) = call
-            .traceparent
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
-        {
-            headers.insert("traceparent", tp);
-        }
         let request = OutboundRequest::post_json(self.endpoint.clone(), headers, body);
         let exchange = self
             .client

@@ -118,9 +118,6 @@ impl Provider for WebhookProvider {
             &self.signer.sign(&id, timestamp, &body),
         );
         set("x-switchyard-command-id", &command.id.to_string());
-        if let Some(tp) = &call.traceparent {
-            set("traceparent", tp);
-        }
         let request = OutboundRequest::post_json(url, headers, body);
         let exchange = self
             .client

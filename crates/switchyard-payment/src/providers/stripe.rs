@@ -240,13 +240,6 @@ impl StripeProvider {
         if let Some(version) = &self.api_version {
             headers.insert(HeaderName::from_static("stripe-version"), version.clone());
         }
-        if let Some(tp) = call
-            .traceparent
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
-        {
-            headers.insert("traceparent", tp);
-        }
         let request = OutboundRequest {
             method: Method::POST,
             url: url.clone(),

@@ -201,13 +201,6 @@ impl EasyPostProvider {
         if let Ok(v) = HeaderValue::from_str(&call.command.id.to_string()) {
             headers.insert(HeaderName::from_static("x-switchyard-command-id"), v);
         }
-        if let Some(tp) = call
-            .traceparent
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
-        {
-            headers.insert("traceparent", tp);
-        }
         let request = match body {
             Some(body) => OutboundRequest::post_json(
                 url,

@@ -175,27 +175,17 @@ impl Topology {
     }
 
     /// The resolver's side: its exchange, queue, delay tiers and dead letters.
-    async fn declare_callbacks(
+    fn plan_callbacks(
         &self,
-        ch: &Channel,
+        plan: &mut Vec<Declaration>,
         quorum: &(&str, AMQPValue),
         at_least_once: &[(&str, AMQPValue)],
-    ) -> Result<(), lapin::Error> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let qdurable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.exchange_declare(
-            CALLBACKS_EXCHANGE.into(),
+    ) {
+        plan.push(Declaration::exchange(
+            CALLBACKS_EXCHANGE,
             ExchangeKind::Direct,
-            durable,
             FieldTable::default(),
-        )
-        .await?;
+        ));
         let mut a = vec![
             quorum.clone(),
             (
@@ -205,56 +195,44 @@ impl Topology {
             ("x-dead-letter-exchange", s(DEAD_EXCHANGE)),
         ];
         a.extend(at_least_once.iter().cloned());
-        ch.queue_declare(CALLBACKS_QUEUE.into(), qdurable, args(&a))
-            .await?;
-        ch.queue_bind(
-            CALLBACKS_QUEUE.into(),
-            CALLBACKS_EXCHANGE.into(),
-            CALLBACKS_ROUTING_KEY.into(),
-            QueueBindOptions::default(),
+        plan.push(Declaration::queue(CALLBACKS_QUEUE, args(&a)));
+        plan.push(Declaration::binding(
+            CALLBACKS_QUEUE,
+            CALLBACKS_EXCHANGE,
+            CALLBACKS_ROUTING_KEY,
             FieldTable::default(),
-        )
-        .await?;
-        ch.queue_declare(
-            CALLBACKS_DLQ.into(),
-            qdurable,
+        ));
+        plan.push(Declaration::queue(
+            CALLBACKS_DLQ,
             args(std::slice::from_ref(quorum)),
-        )
-        .await?;
-        ch.queue_bind(
-            CALLBACKS_DLQ.into(),
-            DEAD_EXCHANGE.into(),
-            "callbacks.#".into(),
-            QueueBindOptions::default(),
+        ));
+        plan.push(Declaration::binding(
+            CALLBACKS_DLQ,
+            DEAD_EXCHANGE,
+            "callbacks.#",
             FieldTable::default(),
-        )
-        .await?;
-        self.declare_delay_tiers(
-            ch,
+        ));
+        self.plan_delay_tiers(
+            plan,
             CALLBACKS_DELAY_KIND,
             callbacks_delay_queue,
             CALLBACKS_EXCHANGE,
             quorum,
             at_least_once,
-        )
-        .await
+        );
     }
 
     /// One TTL queue per delay tier, bound on `switchyard.retry` by (`lane`, tier) and
     /// dead-lettering to `target` with the message's own routing key when the delay is over.
-    async fn declare_delay_tiers(
+    fn plan_delay_tiers(
         &self,
-        ch: &Channel,
+        plan: &mut Vec<Declaration>,
         lane: &str,
         queue_name: impl Fn(Duration) -> String,
         target: &str,
         quorum: &(&str, AMQPValue),
         at_least_once: &[(&str, AMQPValue)],
-    ) -> Result<(), lapin::Error> {
-        let qdurable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
+    ) {
         for tier in &self.tiers {
             let q = queue_name(*tier);
             let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
@@ -264,141 +242,99 @@ impl Topology {
                 ("x-dead-letter-exchange", s(target)),
             ];
             a.extend(at_least_once.iter().cloned());
-            ch.queue_declare(q.as_str().into(), qdurable, args(&a))
-                .await?;
-            ch.queue_bind(
-                q.as_str().into(),
-                RETRY_EXCHANGE.into(),
-                "".into(),
-                QueueBindOptions::default(),
+            plan.push(Declaration::queue(&q, args(&a)));
+            plan.push(Declaration::binding(
+                &q,
+                RETRY_EXCHANGE,
+                "",
                 args(&[
                     ("x-match", s("all")),
                     (KIND_HEADER, s(lane)),
                     (TIER_HEADER, s(&tier_label(*tier))),
                 ]),
-            )
-            .await?;
+            ));
         }
-        Ok(())
     }
 
-    /// Declares everything; safe to repeat.
-    pub async fn declare(&self, ch: &Channel) -> Result<(), lapin::Error> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let qdurable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
+    /// Everything this topology declares, in declaration order: the single description that
+    /// [`Topology::declare`] applies and `switchyard topology check` compares with a broker.
+    pub fn plan(&self) -> Vec<Declaration> {
         let quorum = ("x-queue-type", s("quorum"));
         let at_least_once = [
             ("x-dead-letter-strategy", s("at-least-once")),
             ("x-overflow", s("reject-publish")),
         ];
-
-        ch.exchange_declare(
-            UNROUTABLE_EXCHANGE.into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_declare(
-            UNROUTABLE_QUEUE.into(),
-            qdurable,
-            args(std::slice::from_ref(&quorum)),
-        )
-        .await?;
-        ch.queue_bind(
-            UNROUTABLE_QUEUE.into(),
-            UNROUTABLE_EXCHANGE.into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            COMMANDS_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable,
-            args(&[("alternate-exchange", s(UNROUTABLE_EXCHANGE))]),
-        )
-        .await?;
-        ch.exchange_declare(
-            EVENTS_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            DEAD_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            ATTEMPTS_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
+        let mut plan = vec![
+            Declaration::exchange(
+                UNROUTABLE_EXCHANGE,
+                ExchangeKind::Fanout,
+                FieldTable::default(),
+            ),
+            Declaration::queue(UNROUTABLE_QUEUE, args(std::slice::from_ref(&quorum))),
+            Declaration::binding(
+                UNROUTABLE_QUEUE,
+                UNROUTABLE_EXCHANGE,
+                "",
+                FieldTable::default(),
+            ),
+            Declaration::exchange(
+                COMMANDS_EXCHANGE,
+                ExchangeKind::Topic,
+                args(&[("alternate-exchange", s(UNROUTABLE_EXCHANGE))]),
+            ),
+        ];
+        for exchange in [EVENTS_EXCHANGE, DEAD_EXCHANGE, ATTEMPTS_EXCHANGE] {
+            plan.push(Declaration::exchange(
+                exchange,
+                ExchangeKind::Topic,
+                FieldTable::default(),
+            ));
+        }
         if self.ledger {
             for (queue, exchange) in [
                 (LEDGER_EVENTS_QUEUE, EVENTS_EXCHANGE),
                 (LEDGER_ATTEMPTS_QUEUE, ATTEMPTS_EXCHANGE),
             ] {
-                ch.queue_declare(queue.into(), qdurable, args(std::slice::from_ref(&quorum)))
-                    .await?;
-                ch.queue_bind(
-                    queue.into(),
-                    exchange.into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
+                plan.push(Declaration::queue(
+                    queue,
+                    args(std::slice::from_ref(&quorum)),
+                ));
+                plan.push(Declaration::binding(
+                    queue,
+                    exchange,
+                    "#",
                     FieldTable::default(),
-                )
-                .await?;
+                ));
             }
         }
-        ch.exchange_declare(
-            RETRY_EXCHANGE.into(),
+        plan.push(Declaration::exchange(
+            RETRY_EXCHANGE,
             ExchangeKind::Headers,
-            durable,
             FieldTable::default(),
-        )
-        .await?;
-        self.declare_callbacks(ch, &quorum, &at_least_once).await?;
+        ));
+        self.plan_callbacks(&mut plan, &quorum, &at_least_once);
 
         for (kind, providers) in &self.providers {
             let dlq = dead_letter_queue(kind);
-            ch.queue_declare(
-                dlq.as_str().into(),
-                qdurable,
+            plan.push(Declaration::queue(
+                &dlq,
                 args(std::slice::from_ref(&quorum)),
-            )
-            .await?;
-            ch.queue_bind(
-                dlq.as_str().into(),
-                DEAD_EXCHANGE.into(),
-                format!("{kind}.#").into(),
-                QueueBindOptions::default(),
+            ));
+            plan.push(Declaration::binding(
+                &dlq,
+                DEAD_EXCHANGE,
+                &format!("{kind}.#"),
                 FieldTable::default(),
-            )
-            .await?;
+            ));
 
-            self.declare_delay_tiers(
-                ch,
+            self.plan_delay_tiers(
+                &mut plan,
                 kind.as_str(),
                 |tier| retry_queue(kind, tier),
                 COMMANDS_EXCHANGE,
                 &quorum,
                 &at_least_once,
-            )
-            .await?;
+            );
 
             for provider in providers {
                 let q = work_queue(kind, provider);
@@ -411,35 +347,144 @@ impl Topology {
                     ("x-dead-letter-exchange", s(DEAD_EXCHANGE)),
                 ];
                 a.extend(at_least_once.iter().cloned());
-                ch.queue_declare(q.as_str().into(), qdurable, args(&a))
-                    .await?;
-                ch.queue_bind(
-                    q.as_str().into(),
-                    COMMANDS_EXCHANGE.into(),
-                    format!("{kind}.{provider}.*").into(),
-                    QueueBindOptions::default(),
+                plan.push(Declaration::queue(&q, args(&a)));
+                plan.push(Declaration::binding(
+                    &q,
+                    COMMANDS_EXCHANGE,
+                    &format!("{kind}.{provider}.*"),
                     FieldTable::default(),
-                )
-                .await?;
+                ));
             }
         }
         for (queue, binding) in &self.taps {
-            ch.queue_declare(
-                queue.as_str().into(),
-                qdurable,
+            plan.push(Declaration::queue(
+                queue,
                 args(&[("x-expires", AMQPValue::LongLongInt(600_000))]),
-            )
-            .await?;
-            ch.queue_bind(
-                queue.as_str().into(),
-                EVENTS_EXCHANGE.into(),
-                binding.as_str().into(),
-                QueueBindOptions::default(),
+            ));
+            plan.push(Declaration::binding(
+                queue,
+                EVENTS_EXCHANGE,
+                binding,
                 FieldTable::default(),
-            )
-            .await?;
+            ));
+        }
+        plan
+    }
+
+    /// Declares everything; safe to repeat.
+    pub async fn declare(&self, ch: &Channel) -> Result<(), lapin::Error> {
+        for d in self.plan() {
+            d.declare(ch).await?;
         }
         Ok(())
+    }
+}
+
+/// One exchange, queue or binding of the topology. Every exchange and queue is durable; no
+/// queue is exclusive or auto-deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Declaration {
+    /// A durable exchange.
+    Exchange {
+        /// Its name.
+        name: String,
+        /// Its type.
+        kind: ExchangeKind,
+        /// Its arguments (e.g. `alternate-exchange`).
+        arguments: FieldTable,
+    },
+    /// A durable queue.
+    Queue {
+        /// Its name.
+        name: String,
+        /// Its arguments (`x-queue-type`, `x-delivery-limit`, ...).
+        arguments: FieldTable,
+    },
+    /// A binding of a queue to an exchange.
+    Binding {
+        /// The queue.
+        queue: String,
+        /// The exchange.
+        exchange: String,
+        /// The binding key.
+        routing_key: String,
+        /// The binding arguments (headers exchanges match on them).
+        arguments: FieldTable,
+    },
+}
+
+impl Declaration {
+    fn exchange(name: &str, kind: ExchangeKind, arguments: FieldTable) -> Self {
+        Self::Exchange {
+            name: name.to_owned(),
+            kind,
+            arguments,
+        }
+    }
+
+    fn queue(name: &str, arguments: FieldTable) -> Self {
+        Self::Queue {
+            name: name.to_owned(),
+            arguments,
+        }
+    }
+
+    fn binding(queue: &str, exchange: &str, routing_key: &str, arguments: FieldTable) -> Self {
+        Self::Binding {
+            queue: queue.to_owned(),
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            arguments,
+        }
+    }
+
+    /// Declares it on `ch` (idempotent; a mismatch with what exists closes the channel with
+    /// `PRECONDITION_FAILED`).
+    pub async fn declare(&self, ch: &Channel) -> Result<(), lapin::Error> {
+        match self {
+            Self::Exchange {
+                name,
+                kind,
+                arguments,
+            } => {
+                ch.exchange_declare(
+                    name.as_str().into(),
+                    kind.clone(),
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    arguments.clone(),
+                )
+                .await
+            }
+            Self::Queue { name, arguments } => ch
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    arguments.clone(),
+                )
+                .await
+                .map(|_| ()),
+            Self::Binding {
+                queue,
+                exchange,
+                routing_key,
+                arguments,
+            } => {
+                ch.queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    QueueBindOptions::default(),
+                    arguments.clone(),
+                )
+                .await
+            }
+        }
     }
 }
 
@@ -454,6 +499,40 @@ mod tests {
         assert_eq!(tier_label(Duration::from_secs(120)), "2m");
         assert_eq!(tier_label(Duration::from_secs(3600)), "1h");
         assert_eq!(tier_label(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn the_plan_declares_each_kind_and_provider() {
+        let k: Name = "payment".parse().unwrap();
+        let p: Name = "stripe".parse().unwrap();
+        let plan = Topology::new(vec![Duration::from_secs(1)], 5)
+            .with_provider(&k, &p)
+            .plan();
+        let queues: Vec<&str> = plan
+            .iter()
+            .filter_map(|d| match d {
+                Declaration::Queue { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        for q in [
+            "switchyard.unroutable",
+            "switchyard.callbacks",
+            "switchyard.dlq.payment",
+            "switchyard.retry.payment.1s",
+            "switchyard.work.payment.stripe",
+        ] {
+            assert!(queues.contains(&q), "{q} in {queues:?}");
+        }
+        // Exchanges come before anything bound to them.
+        let position = |f: &dyn Fn(&Declaration) -> bool| plan.iter().position(f).unwrap();
+        let commands = position(
+            &|d| matches!(d, Declaration::Exchange { name, .. } if name == COMMANDS_EXCHANGE),
+        );
+        let work_binding = position(
+            &|d| matches!(d, Declaration::Binding { exchange, .. } if exchange == COMMANDS_EXCHANGE),
+        );
+        assert!(commands < work_binding);
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! The `switchyard` command line: the whole fleet in one command (`up`), topology management,
-//! the provider sandbox, the end-to-end benchmark and the committed JSON Schemas.
+//! The `switchyard` command line: the whole fleet in one command (`up`), topology management
+//! (`topology apply|check`), the operator's tools (`dlq`, `status`, `tail`), the provider
+//! sandbox, the end-to-end benchmark and the committed JSON Schemas.
 //!
 //! Each subcommand is a module; they reuse the component crates and add no behaviour of
 //! their own beyond wiring and output.
 
 pub mod bench;
+pub mod connect;
+pub mod dlq;
+pub mod exit;
 pub mod fleet;
+pub mod output;
 pub mod schemas;
+pub mod status;
+pub mod tail;
+pub mod topology;
 pub mod up;
 
 /// Writes a line to stdout (the CLI's output channel, as opposed to logs on stderr).

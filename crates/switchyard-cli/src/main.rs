@@ -1,15 +1,25 @@
 //! `switchyard`: the command line.
+//!
+//! Exit codes (see `switchyard_cli::exit` and docs/cli.md): 0 success, 1 runtime failure,
+//! 2 usage error, 3 not found, 4 `topology check` found problems.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use switchyard_cli::{bench, say, schemas, up};
+use clap::{Args, Parser, Subcommand};
+use switchyard_cli::dlq::{self, Filter, Selection};
+use switchyard_cli::tail::{self, TailFilter};
+use switchyard_cli::{bench, exit, say, schemas, status, topology, up};
 use switchyard_config::Config;
+use switchyard_core::{ErrorClass, Name, Status};
+use uuid::Uuid;
 
 /// Switchyard: integrations as commands, processed asynchronously, reported as events.
+///
+/// Exit codes: 0 success, 1 runtime failure (e.g. broker unreachable), 2 usage error,
+/// 3 not found (`status`, `dlq show`, `dlq replay <id>`), 4 `topology check` found problems.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -32,6 +42,47 @@ enum Cmd {
     Topology {
         #[command(subcommand)]
         action: TopologyCmd,
+    },
+    /// Dead-letter queues (`switchyard.dlq.{kind}`): list, show, replay, purge.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCmd,
+    },
+    /// A command's lifecycle, as the ledger recorded it (`GET /v1/commands/{id}`).
+    Status {
+        /// The command id.
+        id: Uuid,
+        /// Base URL of the ledger's query API (default: the configured ingress).
+        #[arg(long, env = "SWITCHYARD_URL")]
+        url: Option<String>,
+        /// Bearer token (default: the first of `[ingress] tokens`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the ledger's JSON answer as it is.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print lifecycle events as they happen, until Ctrl-C.
+    Tail {
+        /// Only this kind (repeatable).
+        #[arg(long = "kind", value_parser = dlq::parse_name)]
+        kinds: Vec<Name>,
+        /// Only this provider (repeatable).
+        #[arg(long = "provider", value_parser = dlq::parse_name)]
+        providers: Vec<Name>,
+        /// Only this status (repeatable): pending, processing, retrying, waiting, completed, failed.
+        #[arg(long = "status", value_parser = tail::parse_status)]
+        statuses: Vec<Status>,
+        /// Only this command.
+        #[arg(long)]
+        id: Option<Uuid>,
+        /// One JSON event per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Run the provider sandbox (HTTPS emulators) on its own.
     Sandbox {
@@ -79,6 +130,20 @@ enum Cmd {
     },
 }
 
+/// The config file option every broker-facing subcommand takes.
+#[derive(Debug, Clone, Args)]
+struct ConfigArg {
+    /// Config file (else SWITCHYARD_CONFIG, else ./switchyard.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(self.config.as_deref())?)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum TopologyCmd {
     /// Declare every exchange and queue of the configured providers (idempotent).
@@ -86,6 +151,117 @@ enum TopologyCmd {
         /// Config file (else SWITCHYARD_CONFIG, else ./switchyard.toml when present).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Compare the configured topology with the broker's; changes nothing. Exit code 4 when
+    /// anything is missing or different.
+    Check {
+        /// The management API, for comparing bindings (default: http://{broker host}:15672).
+        #[arg(long)]
+        management_url: Option<String>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Which dead letters: every filter given must match.
+#[derive(Debug, Clone, Args)]
+struct FilterArgs {
+    /// Only this kind's DLQ (repeatable; default: every configured kind).
+    #[arg(long = "kind", value_parser = dlq::parse_name)]
+    kinds: Vec<Name>,
+    /// Only commands of this provider.
+    #[arg(long, value_parser = dlq::parse_name)]
+    provider: Option<Name>,
+    /// Only this error class: transient, permanent, timeout, invalid, expired.
+    #[arg(long, value_parser = dlq::parse_class)]
+    class: Option<ErrorClass>,
+    /// Only dead letters that failed at least this long ago, e.g. `1h`, `2days`.
+    #[arg(long, value_parser = dlq::parse_age)]
+    older_than: Option<Duration>,
+    /// Only dead letters that failed at most this long ago, e.g. `15m`.
+    #[arg(long, value_parser = dlq::parse_age)]
+    newer_than: Option<Duration>,
+    /// Only this command id.
+    #[arg(long)]
+    id: Option<Uuid>,
+}
+
+impl From<FilterArgs> for Filter {
+    fn from(a: FilterArgs) -> Self {
+        Filter {
+            kinds: a.kinds,
+            provider: a.provider,
+            class: a.class,
+            older_than: a.older_than,
+            newer_than: a.newer_than,
+            id: a.id,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCmd {
+    /// List dead letters (changes nothing; see docs/cli.md for how they are read safely).
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show one dead letter: headers, error and the command. Exit code 3 if not found.
+    Show {
+        /// The command id.
+        id: Uuid,
+        /// Only look in this kind's DLQ (repeatable).
+        #[arg(long = "kind", value_parser = dlq::parse_name)]
+        kinds: Vec<Name>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Publish dead-lettered commands again, with the same id and idempotency key.
+    Replay {
+        /// The command to replay (exit code 3 if it is in no DLQ).
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        command: Option<Uuid>,
+        /// Replay every dead letter the filters match.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Print what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete the dead letters the filters match, for good.
+    Purge {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Do not ask (required when no terminal can ask).
+        #[arg(long)]
+        yes: bool,
+        /// The result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -132,6 +308,47 @@ async fn main() -> ExitCode {
         Cmd::Topology {
             action: TopologyCmd::Apply { config },
         } => topology_apply(config).await,
+        Cmd::Topology {
+            action:
+                TopologyCmd::Check {
+                    management_url,
+                    json,
+                    config,
+                },
+        } => match config.load() {
+            Ok(c) => topology::check(&c, management_url, json).await,
+            Err(e) => Err(e),
+        },
+        Cmd::Dlq { action } => run_dlq(action).await,
+        Cmd::Status {
+            id,
+            url,
+            token,
+            json,
+            config,
+        } => match config.load() {
+            Ok(c) => status::run(&c, id, status::StatusOptions { url, token, json }).await,
+            Err(e) => Err(e),
+        },
+        Cmd::Tail {
+            kinds,
+            providers,
+            statuses,
+            id,
+            json,
+            config,
+        } => match config.load() {
+            Ok(c) => {
+                let filter = TailFilter {
+                    kinds,
+                    providers,
+                    statuses,
+                    id,
+                };
+                tail::run(&c, filter, json).await
+            }
+            Err(e) => Err(e),
+        },
         Cmd::Sandbox { listen, cert_dir } => sandbox(listen, cert_dir).await,
         Cmd::Bench {
             commands,
@@ -175,46 +392,59 @@ async fn main() -> ExitCode {
         Err(e) => {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_of(&e))
         }
+    }
+}
+
+async fn run_dlq(action: DlqCmd) -> anyhow::Result<()> {
+    match action {
+        DlqCmd::List {
+            filter,
+            json,
+            config,
+        } => dlq::list(&config.load()?, &filter.into(), dlq::Output { json }).await,
+        DlqCmd::Show {
+            id,
+            kinds,
+            json,
+            config,
+        } => dlq::show(&config.load()?, id, kinds, dlq::Output { json }).await,
+        DlqCmd::Replay {
+            command,
+            all: _,
+            filter,
+            dry_run,
+            json,
+            config,
+        } => {
+            let selection = command.map_or(Selection::All, Selection::One);
+            dlq::replay(
+                &config.load()?,
+                selection,
+                filter.into(),
+                dry_run,
+                dlq::Output { json },
+            )
+            .await
+        }
+        DlqCmd::Purge {
+            filter,
+            yes,
+            json,
+            config,
+        } => dlq::purge(&config.load()?, filter.into(), yes, dlq::Output { json }).await,
     }
 }
 
 async fn topology_apply(config: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref())?;
-    switchyard_telemetry::init_logging(&config.telemetry);
-    let kinds = switchyard_ingress::builtin_kinds();
-    let catalog = switchyard_worker::Catalog::build(&kinds, &config)?;
-    let topology = catalog.topology(&config);
-    let broker = switchyard_amqp::Broker::start(
-        switchyard_amqp::BrokerSettings::from_config(&config.amqp, "switchyard-topology"),
-        topology.clone(),
-    )?;
-    let ready = broker.wait_ready(Duration::from_secs(15)).await;
-    broker.close().await;
-    if !ready {
-        anyhow::bail!("could not declare the topology: {}", up::BROKER_HELP);
-    }
-    say(
-        "declared exchanges: switchyard.commands, switchyard.events, switchyard.retry, switchyard.dead, switchyard.unroutable",
-    );
-    for (kind, providers) in topology.providers() {
-        say(format!(
-            "  kind {kind}: dlq switchyard.dlq.{kind}, {} delay tiers",
-            topology.tiers().len()
-        ));
-        for p in providers {
-            say(format!(
-                "    work queue {}",
-                switchyard_amqp::topology::work_queue(kind, p)
-            ));
-        }
-    }
-    Ok(())
+    let _tracing = switchyard_telemetry::init_logging(&config.telemetry);
+    topology::apply(&config).await
 }
 
 async fn sandbox(listen: SocketAddr, cert_dir: PathBuf) -> anyhow::Result<()> {
-    switchyard_telemetry::init_logging(&Default::default());
+    let _tracing = switchyard_telemetry::init_logging(&Default::default());
     let mut config = switchyard_sandbox::SandboxConfig::new(cert_dir);
     config.listen = listen;
     let sandbox = switchyard_sandbox::Sandbox::start(config).await?;

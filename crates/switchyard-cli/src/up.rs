@@ -5,13 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use switchyard_amqp::lapin::options::BasicAckOptions;
-use switchyard_amqp::{Broker, BrokerSettings, ConsumeSettings, Topology, consume};
 use switchyard_config::Config;
-use switchyard_core::Event;
 use switchyard_sandbox::WebhookTarget;
 use switchyard_webhooks::StandardWebhooks;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::fleet::{
@@ -117,7 +113,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     std::fs::write(&config_path, &toml)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let config = Config::from_toml_str(&toml)?;
-    switchyard_telemetry::init_logging(&config.telemetry);
+    let _tracing = switchyard_telemetry::init(&config.telemetry, "switchyard-up");
 
     let shutdown = switchyard_telemetry::shutdown_on_signals();
     let fleet = Fleet::start(&config, shutdown.clone()).await?;
@@ -125,7 +121,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         fleet.stop().await;
         bail!("the fleet did not connect to the broker within 30 s\n{BROKER_HELP}");
     }
-    let tail = tail_events(&config, shutdown.clone())?;
+    let tail = crate::tail::start(&config, Default::default(), false, shutdown.clone())?;
 
     let url = format!("http://{}", fleet.ingress.addr);
     let workers: Vec<String> = fleet
@@ -171,55 +167,4 @@ pub(crate) fn reachable(listen: SocketAddr) -> SocketAddr {
         ip => ip,
     };
     SocketAddr::new(ip, listen.port())
-}
-
-/// Prints every lifecycle event as it happens.
-fn tail_events(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Broker> {
-    let queue = format!("switchyard.tail.{}", Uuid::new_v4().simple());
-    let broker = Broker::start(
-        BrokerSettings::from_config(&config.amqp, "switchyard-up-tail"),
-        Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
-            .with_event_tap(queue.clone(), "#"),
-    )?;
-    tokio::spawn(consume(
-        broker.clone(),
-        ConsumeSettings {
-            queue,
-            prefetch: 100,
-            grace: Duration::from_secs(1),
-        },
-        shutdown,
-        |d| async move {
-            if let Ok(e) = Event::decode(&d.data) {
-                say(describe(&e));
-            }
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        },
-    ));
-    Ok(broker)
-}
-
-/// One line per event.
-pub fn describe(e: &Event) -> String {
-    let mut line = format!(
-        "{}  {:<32} {}  attempt={} seq={}",
-        e.occurred_at.format("%H:%M:%S%.3f"),
-        e.routing_key(),
-        e.command_id,
-        e.attempt,
-        e.seq
-    );
-    if let Some(r) = &e.provider_reference {
-        line.push_str(&format!(" ref={r}"));
-    }
-    if let Some(n) = &e.next_attempt_at {
-        line.push_str(&format!(" next={}", n.format("%H:%M:%S")));
-    }
-    if let Some(err) = &e.error {
-        line.push_str(&format!(
-            " error={}:{} {}",
-            err.class, err.code, err.message
-        ));
-    }
-    line
 }

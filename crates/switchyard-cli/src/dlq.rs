@@ -534,39 +534,33 @@ pub async fn walk(
         // Publish every copy and replay of the batch, then wait for their confirms.
         let mut confirms = Vec::with_capacity(planned.len());
         for (delivery, dl, outcome) in &planned {
-            let confirm = match outcome {
+            // Kept (or refused) messages go to the back of their queue; replays to the commands.
+            let target = match outcome {
                 Outcome::Deleted => None,
-                Outcome::Kept | Outcome::Refused(_) => Some(
+                Outcome::Kept | Outcome::Refused(_) => Some((
+                    "",
+                    queue.to_string(),
+                    kept_headers(delivery, &dl.routing_key),
+                )),
+                Outcome::Replayed => Some((
+                    COMMANDS_EXCHANGE,
+                    dl.replay_routing_key(),
+                    replay_headers(delivery, now),
+                )),
+            };
+            let confirm = match target {
+                None => None,
+                Some((exchange, routing_key, headers)) => Some(
                     pass.channel
                         .basic_publish(
-                            "".into(),
-                            queue.as_str().into(),
+                            exchange.into(),
+                            routing_key.as_str().into(),
                             BasicPublishOptions {
                                 mandatory: true,
                                 immediate: false,
                             },
                             &delivery.data,
-                            delivery
-                                .properties
-                                .clone()
-                                .with_headers(kept_headers(delivery, &dl.routing_key)),
-                        )
-                        .await?,
-                ),
-                Outcome::Replayed => Some(
-                    pass.channel
-                        .basic_publish(
-                            COMMANDS_EXCHANGE.into(),
-                            dl.replay_routing_key().as_str().into(),
-                            BasicPublishOptions {
-                                mandatory: true,
-                                immediate: false,
-                            },
-                            &delivery.data,
-                            delivery
-                                .properties
-                                .clone()
-                                .with_headers(replay_headers(delivery, now)),
+                            delivery.properties.clone().with_headers(headers),
                         )
                         .await?,
                 ),

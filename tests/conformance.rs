@@ -306,6 +306,20 @@ async fn every_provider_conforms() {
     for case in &cases {
         let kind = format!("kind=\"{}\"", case.kind);
         let provider = format!("provider=\"{}\"", case.provider);
+        let operation = format!("operation=\"{}\"", case.operation);
+        for family in [
+            "switchyard_attempts_total",
+            "switchyard_attempt_duration_seconds_count",
+        ] {
+            assert!(
+                metrics.lines().any(|l| l.starts_with(family)
+                    && l.contains(&kind)
+                    && l.contains(&provider)
+                    && l.contains(&operation)),
+                "{}: no {family} with {operation}:\n{metrics}",
+                case.name()
+            );
+        }
         for family in [
             "switchyard_attempts_total",
             "switchyard_retries_scheduled_total",

@@ -112,7 +112,7 @@ fn describe() {
         ),
         (
             "switchyard_attempts_total",
-            "Provider calls, by kind, provider and outcome (ok or the error class).",
+            "Provider calls, by kind, provider, operation and outcome (ok or the error class).",
         ),
         (
             "switchyard_retries_scheduled_total",
@@ -190,7 +190,7 @@ fn describe() {
     let histograms = [
         (
             "switchyard_attempt_duration_seconds",
-            "Duration of provider calls, by kind and provider.",
+            "Duration of provider calls, by kind, provider and operation.",
         ),
         (
             "switchyard_delivery_duration_seconds",

@@ -191,6 +191,7 @@ impl Handler {
         let labels = [
             ("kind", self.kind.to_string()),
             ("provider", command.provider.to_string()),
+            ("operation", command.operation.to_string()),
         ];
         metrics::histogram!("switchyard_attempt_duration_seconds", &labels)
             .record(call_started.elapsed().as_secs_f64());
@@ -198,7 +199,7 @@ impl Handler {
             Ok(_) => "ok",
             Err(e) => e.class.as_str(),
         };
-        metrics::counter!("switchyard_attempts_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string(), "outcome" => outcome_label).increment(1);
+        metrics::counter!("switchyard_attempts_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string(), "operation" => command.operation.to_string(), "outcome" => outcome_label).increment(1);
         // In the delivery's span: the line carries the command and trace ids.
         debug!(
             attempt = attempt_no,

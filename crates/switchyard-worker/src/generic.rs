@@ -20,7 +20,7 @@ use switchyard_webhooks::{Notice, Receiver, Scheme, StandardWebhooks, Verified, 
 use url::Url;
 
 use crate::kind::ProviderContext;
-use crate::secrets::{env_secret, provider_secret};
+use crate::secrets::{env_secret, provider_secrets};
 
 /// The generic provider's own options in its `[[providers]]` entry.
 #[derive(Debug, Deserialize)]
@@ -146,27 +146,14 @@ impl GenericHttpProvider {
         index: usize,
     ) -> Result<Option<Vec<StandardWebhooks>>, ConfigError> {
         let opts: Options = config.parse_options(index)?;
-        let Some((name, text)) = provider_secret(
+        let keys = provider_secrets(
             index,
             "webhook_secret",
             opts.webhook_secret_env.as_deref(),
             opts.webhook_secret_file.as_deref(),
-        )?
-        else {
-            return Ok(None);
-        };
-        let keys = text
-            .expose()
-            .split_whitespace()
-            .map(|secret| {
-                StandardWebhooks::new(secret)
-                    .map_err(|e| ConfigError::invalid(name.clone(), e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if keys.is_empty() {
-            return Err(ConfigError::invalid(name, "the webhook secret is empty"));
-        }
-        Ok(Some(keys))
+            StandardWebhooks::new,
+        )?;
+        Ok(keys.map(|(_, keys)| keys))
     }
 
     /// Its webhooks, when it has a secret: Standard Webhooks, bodies in the report shape.

@@ -27,5 +27,5 @@ pub use kind::{
 };
 pub use retry::RetrySchedule;
 pub use runtime::{WorkerHandle, run, start};
-pub use secrets::provider_secret;
+pub use secrets::{provider_base_url, provider_secret, provider_secrets};
 pub use stack::{CircuitSettings, ProviderStack, StackSettings, provider_stack};

@@ -58,3 +58,46 @@ pub(crate) fn env_secret(key: &str, var: &str) -> Result<Secret<String>, ConfigE
         )),
     }
 }
+
+/// The keys in the secret of entry `index` named by `{field}_env` or `{field}_file`: one, or
+/// several separated by whitespace while a secret is rotated (a signature made with any of
+/// them verifies). Each is made by `key`; one it refuses, or none at all, is an error naming
+/// the config key.
+pub fn provider_secrets<K, E: std::fmt::Display>(
+    index: usize,
+    field: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+    key: impl Fn(&str) -> Result<K, E>,
+) -> Result<Option<(String, Vec<K>)>, ConfigError> {
+    let Some((name, text)) = provider_secret(index, field, env, file)? else {
+        return Ok(None);
+    };
+    let keys = text
+        .expose()
+        .split_whitespace()
+        .map(|secret| key(secret).map_err(|e| ConfigError::invalid(name.clone(), e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() {
+        return Err(ConfigError::invalid(name, "the webhook secret is empty"));
+    }
+    Ok(Some((name, keys)))
+}
+
+/// The `base_url` of entry `index` (the vendor's own when unset), checked like every provider
+/// URL and ending in `/`, so a base with a path (a proxy, a test double) keeps it when the
+/// vendor's endpoints are joined onto it.
+pub fn provider_base_url(
+    index: usize,
+    configured: Option<&str>,
+    default: &str,
+) -> Result<url::Url, ConfigError> {
+    let key = format!("{}.base_url", ProviderConfig::key(index));
+    let mut base = switchyard_http::validate_provider_url(&key, configured.unwrap_or(default))
+        .map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}

@@ -17,8 +17,8 @@ use switchyard_config::{ConfigError, ProviderConfig};
 use switchyard_core::{
     ErrorClass, Name, Provider, ProviderCall, ProviderError, ProviderOutcome, Secret,
 };
-use switchyard_http::{OutboundClient, OutboundRequest, Redactor, classify, validate_provider_url};
-use switchyard_worker::{ProviderContext, check_operations, provider_secret};
+use switchyard_http::{OutboundClient, OutboundRequest, Redactor, classify};
+use switchyard_worker::{ProviderContext, check_operations, provider_base_url, provider_secret};
 use url::Url;
 
 use crate::payload::SendEmail;
@@ -57,14 +57,7 @@ impl SendGridProvider {
     ) -> Result<Self, ConfigError> {
         let key = ProviderConfig::key(index);
         let opts: Options = config.parse_options(index)?;
-        let base = opts.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let mut base = validate_provider_url(&format!("{key}.base_url"), base)
-            .map_err(|e| ConfigError::invalid(format!("{key}.base_url"), e.to_string()))?;
-        if !base.path().ends_with('/') {
-            // A base with a path (a proxy, a test double) keeps it.
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = provider_base_url(index, opts.base_url.as_deref(), DEFAULT_BASE_URL)?;
         let endpoint = base
             .join("v3/mail/send")
             .map_err(|e| ConfigError::invalid(format!("{key}.base_url"), e.to_string()))?;

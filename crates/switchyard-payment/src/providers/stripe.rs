@@ -23,11 +23,11 @@ use switchyard_core::{
     CallbackOutcome, ErrorClass, ErrorInfo, Name, Provider, ProviderCall, ProviderError,
     ProviderOutcome, Secret,
 };
-use switchyard_http::{
-    HttpExchange, OutboundClient, OutboundRequest, Redactor, classify, validate_provider_url,
-};
+use switchyard_http::{HttpExchange, OutboundClient, OutboundRequest, Redactor, classify};
 use switchyard_webhooks::{Notice, Receiver, Scheme, StripeSignature, Verified, WebhookReader};
-use switchyard_worker::{ProviderContext, check_operations, provider_secret};
+use switchyard_worker::{
+    ProviderContext, check_operations, provider_base_url, provider_secret, provider_secrets,
+};
 use url::Url;
 
 use crate::payload::{Charge, Refund, RefundReason};
@@ -80,14 +80,7 @@ impl StripeProvider {
     ) -> Result<(Self, Receiver), ConfigError> {
         let key = ProviderConfig::key(index);
         let opts: Options = config.parse_options(index)?;
-        let base = opts.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let mut base = validate_provider_url(&format!("{key}.base_url"), base)
-            .map_err(|e| ConfigError::invalid(format!("{key}.base_url"), e.to_string()))?;
-        if !base.path().ends_with('/') {
-            // A base with a path (a proxy, a test double) keeps it.
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = provider_base_url(index, opts.base_url.as_deref(), DEFAULT_BASE_URL)?;
         let join = |path: &str| {
             base.join(path)
                 .map_err(|e| ConfigError::invalid(format!("{key}.base_url"), e.to_string()))
@@ -115,11 +108,12 @@ impl StripeProvider {
                 "a Stripe secret key starts with sk_ (or rk_ for a restricted key); a publishable pk_ key cannot charge",
             ));
         }
-        let Some((name, secrets)) = provider_secret(
+        let Some((_, signers)) = provider_secrets(
             index,
             "webhook_secret",
             opts.webhook_secret_env.as_deref(),
             opts.webhook_secret_file.as_deref(),
+            StripeSignature::new,
         )?
         else {
             return Err(ConfigError::invalid(
@@ -127,16 +121,6 @@ impl StripeProvider {
                 "Stripe ends waiting payments by webhook: set webhook_secret_env or webhook_secret_file to the endpoint's signing secret",
             ));
         };
-        let signers = secrets
-            .expose()
-            .split_whitespace()
-            .map(|s| {
-                StripeSignature::new(s).map_err(|e| ConfigError::invalid(&name, e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if signers.is_empty() {
-            return Err(ConfigError::invalid(name, "the webhook secret is empty"));
-        }
         let api_version = opts
             .api_version
             .map(|v| {

@@ -32,11 +32,11 @@ use switchyard_core::{
     CallbackOutcome, ErrorClass, ErrorInfo, Name, Provider, ProviderCall, ProviderError,
     ProviderOutcome, Secret,
 };
-use switchyard_http::{
-    HttpExchange, OutboundClient, OutboundRequest, Redactor, classify, validate_provider_url,
-};
+use switchyard_http::{HttpExchange, OutboundClient, OutboundRequest, Redactor, classify};
 use switchyard_webhooks::{HmacHexSignature, Notice, Receiver, Scheme, Verified, WebhookReader};
-use switchyard_worker::{ProviderContext, check_operations, provider_secret};
+use switchyard_worker::{
+    ProviderContext, check_operations, provider_base_url, provider_secret, provider_secrets,
+};
 use url::Url;
 
 use crate::payload::{Address, CreateLabel, Parcel, RateRule, Track};
@@ -95,14 +95,7 @@ impl EasyPostProvider {
         let key = ProviderConfig::key(index);
         let opts: Options = config.parse_options(index)?;
         check_operations(config, index, &["create_label", "track"])?;
-        let base = opts.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
-        let mut base = validate_provider_url(&format!("{key}.base_url"), base)
-            .map_err(|e| ConfigError::invalid(format!("{key}.base_url"), e.to_string()))?;
-        if !base.path().ends_with('/') {
-            // A base with a path (a proxy, a test double) keeps it.
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = provider_base_url(index, opts.base_url.as_deref(), DEFAULT_BASE_URL)?;
         let Some((_, api_key)) = provider_secret(
             index,
             "api_key",
@@ -148,26 +141,16 @@ impl EasyPostProvider {
 
     /// The webhook receiver: one signer per secret in the secret's text.
     fn receiver(index: usize, opts: &Options) -> Result<Option<Receiver>, ConfigError> {
-        let Some((name, text)) = provider_secret(
+        let Some((_, signers)) = provider_secrets(
             index,
             "webhook_secret",
             opts.webhook_secret_env.as_deref(),
             opts.webhook_secret_file.as_deref(),
+            HmacHexSignature::easypost,
         )?
         else {
             return Ok(None);
         };
-        let signers = text
-            .expose()
-            .split_whitespace()
-            .map(|secret| {
-                HmacHexSignature::easypost(secret)
-                    .map_err(|e| ConfigError::invalid(name.clone(), e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if signers.is_empty() {
-            return Err(ConfigError::invalid(name, "the webhook secret is empty"));
-        }
         Ok(Some(Receiver {
             scheme: Scheme::HmacHex(signers),
             reader: Arc::new(EventReader),

@@ -219,6 +219,97 @@ impl Command {
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.deadline.is_some_and(|d| d <= now)
     }
+
+    /// Who this command is (contract 7): its idempotency key when it has one, else its id.
+    pub fn identity(&self) -> Identity {
+        match &self.idempotency_key {
+            Some(k) => Identity(format!("key:{}", k.as_str())),
+            None => Identity::of_id(self.id),
+        }
+    }
+
+    /// What this command asks for (contract 7): a SHA-256 over its kind, provider, operation
+    /// and the canonical JSON of its payload (keys sorted, no whitespace). Metadata, deadline
+    /// and timestamps are not part of it: a retried publish may change them.
+    pub fn fingerprint(&self) -> Fingerprint {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for part in [&self.kind, &self.provider, &self.operation] {
+            h.update(part.as_str().as_bytes());
+            h.update([0]);
+        }
+        let mut canonical = Vec::new();
+        write_canonical(&Value::Object(self.payload.clone()), &mut canonical);
+        h.update(&canonical);
+        Fingerprint(format!("{:x}", h.finalize()))
+    }
+}
+
+/// A command's identity: `key:{idempotency_key}` or `id:{uuid}`. Two commands with one
+/// identity are one command.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity(String);
+
+impl Identity {
+    /// The identity of a command without an idempotency key.
+    pub fn of_id(id: Uuid) -> Self {
+        Self(format!("id:{id}"))
+    }
+
+    /// The identity as stored and hashed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The SHA-256 (hex) of what a command asks for; see [`Command::fingerprint`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    /// The hex digest.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A fingerprint read back from storage.
+    pub fn from_stored(hex: String) -> Self {
+        Self(hex)
+    }
+}
+
+/// Canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace, strings and numbers
+/// as serde_json writes them. Independent of the map's own order.
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(&Value::String(k.clone()), out);
+                out.push(b':');
+                if let Some(x) = m.get(k) {
+                    write_canonical(x, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +324,30 @@ mod tests {
             "metadata": {"order": "42"},
             "created_at": "2026-11-25T10:00:00Z"
         })
+    }
+
+    #[test]
+    fn identity_is_the_key_else_the_id_and_the_fingerprint_ignores_key_order() {
+        let a: Command = serde_json::from_value(body()).unwrap();
+        assert_eq!(a.identity().as_str(), format!("id:{}", a.id));
+        let mut b = a.clone();
+        b.idempotency_key = Some(IdempotencyKey::try_from("order-42".to_owned()).unwrap());
+        assert_eq!(b.identity().as_str(), "key:order-42");
+        let mut c = a.clone();
+        c.payload = serde_json::from_str(r#"{"z":{"b":1,"a":[2,{"y":1,"x":2}]},"amount":100}"#)
+            .unwrap();
+        let mut d = a.clone();
+        d.payload = serde_json::from_str(r#"{"amount":100,"z":{"a":[2,{"x":2,"y":1}],"b":1}}"#)
+            .unwrap();
+        assert_eq!(c.fingerprint(), d.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        let mut e = a.clone();
+        e.metadata = Metadata::default();
+        e.created_at = Utc::now();
+        assert_eq!(a.fingerprint(), e.fingerprint());
+        let mut f = a.clone();
+        f.operation = "refund".parse().unwrap();
+        assert_ne!(a.fingerprint(), f.fingerprint());
     }
 
     #[test]

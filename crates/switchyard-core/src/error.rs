@@ -19,6 +19,9 @@ pub enum ErrorClass {
     Invalid,
     /// The command's deadline passed before it could finish.
     Expired,
+    /// The provider may have acted but its answer cannot be read (v1.1): never retried
+    /// blindly; a status check or an operator decides.
+    Unknown,
 }
 
 impl ErrorClass {
@@ -35,6 +38,7 @@ impl ErrorClass {
             Self::Timeout => "timeout",
             Self::Invalid => "invalid",
             Self::Expired => "expired",
+            Self::Unknown => "unknown",
         }
     }
 }

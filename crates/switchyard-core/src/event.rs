@@ -28,22 +28,30 @@ pub enum Status {
     Completed,
     /// Failed for good. Terminal.
     Failed,
+    /// The provider may have acted but its answer cannot be read (v1.1). Not terminal: a
+    /// status check or an operator ends it.
+    Unknown,
+    /// A repeat of an earlier command's identity and fingerprint under another id (v1.1): not
+    /// executed; `duplicate_of` names the original. Terminal for this id.
+    Duplicate,
 }
 
 impl Status {
     /// All statuses, in lifecycle order.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 8] = [
         Self::Pending,
         Self::Processing,
         Self::Retrying,
         Self::Waiting,
+        Self::Unknown,
         Self::Completed,
         Self::Failed,
+        Self::Duplicate,
     ];
 
-    /// Whether nothing may follow this status.
+    /// Whether nothing may follow this status within its run.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed)
+        matches!(self, Self::Completed | Self::Failed | Self::Duplicate)
     }
 
     /// The wire name, used in routing keys and metric labels.
@@ -55,6 +63,8 @@ impl Status {
             Self::Waiting => "waiting",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Unknown => "unknown",
+            Self::Duplicate => "duplicate",
         }
     }
 
@@ -63,10 +73,10 @@ impl Status {
         use Status::*;
         match self {
             Pending => matches!(next, Processing | Failed),
-            Processing => matches!(next, Retrying | Waiting | Completed | Failed),
+            Processing => matches!(next, Retrying | Waiting | Unknown | Completed | Failed),
             Retrying => matches!(next, Processing | Failed),
-            Waiting => matches!(next, Completed | Failed),
-            Completed | Failed => false,
+            Waiting | Unknown => matches!(next, Completed | Failed),
+            Completed | Failed | Duplicate => false,
         }
     }
 }
@@ -85,8 +95,12 @@ pub struct Event {
     pub event_id: Uuid,
     /// The command this event is about.
     pub command_id: Uuid,
-    /// Increases along one command's lifecycle: the highest `seq` is the current state.
+    /// Increases along one command's lifecycle, across runs: the highest `seq` is the current
+    /// state.
     pub seq: u64,
+    /// The run this event belongs to (v1.1): 0 for the first, n for the n-th replay.
+    #[serde(default)]
+    pub run: u32,
     /// The new status.
     pub status: Status,
     /// Integration kind.
@@ -111,9 +125,12 @@ pub struct Event {
     /// When the next attempt is due, on `retrying`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
-    /// Why, on `retrying` and `failed`.
+    /// Why, on `retrying`, `unknown` and `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// The original command, on `duplicate` (v1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<Uuid>,
 }
 
 impl Event {

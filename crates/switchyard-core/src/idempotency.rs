@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::command::IdempotencyKey;
+use crate::command::{IdempotencyKey, Identity};
 use crate::name::Name;
 use crate::secret::Secret;
 
@@ -21,10 +21,11 @@ impl IdempotencyNamespace {
         )))
     }
 
-    /// The key sent to the provider for `operation` of command `command_id`: the same on every
-    /// attempt, redelivery and dead-letter replay, because it depends on nothing else.
-    pub fn provider_key(&self, command_id: Uuid, operation: &Name) -> Uuid {
-        let mut name = command_id.as_bytes().to_vec();
+    /// The key sent to the provider for `operation` of a command with `identity` (its
+    /// idempotency key, else its id): the same on every attempt, redelivery and dead-letter
+    /// replay, and for every command of one identity, because it depends on nothing else.
+    pub fn provider_key(&self, identity: &Identity, operation: &Name) -> Uuid {
+        let mut name = identity.as_str().as_bytes().to_vec();
         name.push(b':');
         name.extend_from_slice(operation.as_str().as_bytes());
         Uuid::new_v5(self.0.expose(), &name)
@@ -47,7 +48,8 @@ mod tests {
     fn keys_are_stable_and_scoped() {
         let ns = IdempotencyNamespace::from_secret(&"s3cret".into());
         let other = IdempotencyNamespace::from_secret(&"other".into());
-        let id = Uuid::now_v7();
+        let id = Identity::of_id(Uuid::now_v7());
+        let id = &id;
         let charge: Name = "charge".parse().unwrap();
         let refund: Name = "refund".parse().unwrap();
         assert_eq!(ns.provider_key(id, &charge), ns.provider_key(id, &charge));

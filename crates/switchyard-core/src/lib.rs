@@ -18,7 +18,7 @@ pub mod secret;
 pub mod waiting;
 
 pub use attempt::{AttemptRecord, Recorder};
-pub use command::{Command, CommandDraft, InvalidCommand, Metadata};
+pub use command::{Command, CommandDraft, Fingerprint, Identity, InvalidCommand, Metadata};
 pub use error::{ErrorClass, ErrorInfo};
 pub use event::{Event, Status};
 pub use idempotency::IdempotencyNamespace;

@@ -14,17 +14,26 @@ use crate::command::Command;
 use crate::error::ErrorInfo;
 use crate::event::{Event, Status};
 
-/// Each attempt owns four consecutive `seq` values: processing, retrying or waiting, terminal.
+/// Each attempt owns four consecutive `seq` values: processing, then retrying, waiting or
+/// unknown, then terminal.
 const PHASES: u64 = 4;
 
-fn seq_of(attempt: u32, status: Status) -> u64 {
+/// Each run owns this many `seq` values, so a replay's events sort above every event of the
+/// runs before it ("highest `seq` wins" across runs). Attempts per run are capped far below
+/// `RUN_SPAN / PHASES` by the configuration.
+pub const RUN_SPAN: u64 = 1_000_000;
+
+/// The most attempts one run may have (the configuration refuses more).
+pub const MAX_ATTEMPTS_PER_RUN: u32 = 1_000;
+
+fn seq_of(run: u32, attempt: u32, status: Status) -> u64 {
     let phase = match status {
         Status::Pending => 0,
         Status::Processing => 1,
-        Status::Retrying | Status::Waiting => 2,
-        Status::Completed | Status::Failed => 3,
+        Status::Retrying | Status::Waiting | Status::Unknown => 2,
+        Status::Completed | Status::Failed | Status::Duplicate => 3,
     };
-    u64::from(attempt) * PHASES + phase
+    u64::from(run) * RUN_SPAN + u64::from(attempt) * PHASES + phase
 }
 
 /// The deterministic id of a transition: replaying it yields the same id.
@@ -32,18 +41,20 @@ pub fn event_id(command_id: Uuid, seq: u64, status: Status) -> Uuid {
     Uuid::new_v5(&command_id, format!("{seq}.{status}").as_bytes())
 }
 
-/// Builds the events of one command.
+/// Builds the events of one run of one command.
 #[derive(Debug, Clone, Copy)]
 pub struct Lifecycle<'a> {
     command: &'a Command,
+    run: u32,
 }
 
-fn event(command: &Command, attempt: u32, status: Status, at: DateTime<Utc>) -> Event {
-    let seq = seq_of(attempt, status);
+fn event(command: &Command, run: u32, attempt: u32, status: Status, at: DateTime<Utc>) -> Event {
+    let seq = seq_of(run, attempt, status);
     Event {
         event_id: event_id(command.id, seq, status),
         command_id: command.id,
         seq,
+        run,
         status,
         kind: command.kind.clone(),
         provider: command.provider.clone(),
@@ -55,24 +66,43 @@ fn event(command: &Command, attempt: u32, status: Status, at: DateTime<Utc>) -> 
         provider_reference: None,
         next_attempt_at: None,
         error: None,
+        duplicate_of: None,
     }
 }
 
 impl<'a> Lifecycle<'a> {
-    /// The lifecycle of `command`.
+    /// The first run of `command`.
     pub fn of(command: &'a Command) -> Self {
-        Self { command }
+        Self { command, run: 0 }
+    }
+
+    /// Run `run` of `command` (0 first, n for the n-th replay).
+    pub fn run(command: &'a Command, run: u32) -> Self {
+        Self { command, run }
+    }
+
+    /// The run these events belong to.
+    pub fn run_number(&self) -> u32 {
+        self.run
     }
 
     /// `pending`: accepted and durably queued.
     pub fn pending(&self, at: DateTime<Utc>) -> Event {
-        event(self.command, 0, Status::Pending, at)
+        event(self.command, self.run, 0, Status::Pending, at)
     }
 
     /// `failed` before attempt `attempt` could start (invalid or expired).
     pub fn reject(&self, attempt: u32, error: ErrorInfo, at: DateTime<Utc>) -> Event {
-        let mut e = event(self.command, attempt, Status::Failed, at);
+        let mut e = event(self.command, self.run, attempt, Status::Failed, at);
         e.error = Some(error);
+        e
+    }
+
+    /// `duplicate`: this command repeated `original`'s identity and fingerprint and was not
+    /// executed. The only event of this id.
+    pub fn duplicate(&self, original: Uuid, at: DateTime<Utc>) -> Event {
+        let mut e = event(self.command, self.run, 0, Status::Duplicate, at);
+        e.duplicate_of = Some(original);
         e
     }
 
@@ -82,16 +112,19 @@ impl<'a> Lifecycle<'a> {
         (
             Attempt {
                 command: self.command,
+                run: self.run,
                 n,
             },
-            event(self.command, n, Status::Processing, at),
+            event(self.command, self.run, n, Status::Processing, at),
         )
     }
 
-    /// Resumes a command that is `waiting` after attempt `n`, to report how it ended.
+    /// Resumes a command that is `waiting` (or `unknown`) after attempt `n`, to report how it
+    /// ended.
     pub fn resume_waiting(&self, n: u32) -> Waiting<'a> {
         Waiting {
             command: self.command,
+            run: self.run,
             n,
         }
     }
@@ -102,6 +135,7 @@ impl<'a> Lifecycle<'a> {
 #[must_use = "an attempt must end in exactly one outcome"]
 pub struct Attempt<'a> {
     command: &'a Command,
+    run: u32,
     n: u32,
 }
 
@@ -113,7 +147,7 @@ impl<'a> Attempt<'a> {
 
     /// `completed` with the provider's result.
     pub fn complete(self, result: Value, reference: Option<String>, at: DateTime<Utc>) -> Event {
-        let mut e = event(self.command, self.n, Status::Completed, at);
+        let mut e = event(self.command, self.run, self.n, Status::Completed, at);
         e.result = Some(result);
         e.provider_reference = reference;
         e
@@ -126,7 +160,7 @@ impl<'a> Attempt<'a> {
         next_attempt_at: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> Event {
-        let mut e = event(self.command, self.n, Status::Retrying, at);
+        let mut e = event(self.command, self.run, self.n, Status::Retrying, at);
         e.error = Some(error);
         e.next_attempt_at = Some(next_attempt_at);
         e
@@ -134,11 +168,27 @@ impl<'a> Attempt<'a> {
 
     /// `waiting`: the provider accepted long-running work under `reference`.
     pub fn wait(self, reference: String, at: DateTime<Utc>) -> (Waiting<'a>, Event) {
-        let mut e = event(self.command, self.n, Status::Waiting, at);
+        let mut e = event(self.command, self.run, self.n, Status::Waiting, at);
         e.provider_reference = Some(reference);
         (
             Waiting {
                 command: self.command,
+                run: self.run,
+                n: self.n,
+            },
+            e,
+        )
+    }
+
+    /// `unknown`: the provider may have acted but its answer cannot be read. Like `waiting`,
+    /// a status check or an operator ends it.
+    pub fn unknown(self, error: ErrorInfo, at: DateTime<Utc>) -> (Waiting<'a>, Event) {
+        let mut e = event(self.command, self.run, self.n, Status::Unknown, at);
+        e.error = Some(error);
+        (
+            Waiting {
+                command: self.command,
+                run: self.run,
                 n: self.n,
             },
             e,
@@ -147,7 +197,7 @@ impl<'a> Attempt<'a> {
 
     /// `failed`: permanent, exhausted or expired.
     pub fn fail(self, error: ErrorInfo, at: DateTime<Utc>) -> Event {
-        let mut e = event(self.command, self.n, Status::Failed, at);
+        let mut e = event(self.command, self.run, self.n, Status::Failed, at);
         e.error = Some(error);
         e
     }
@@ -158,6 +208,7 @@ impl<'a> Attempt<'a> {
 #[must_use = "a waiting command must end in exactly one outcome"]
 pub struct Waiting<'a> {
     command: &'a Command,
+    run: u32,
     n: u32,
 }
 
@@ -166,6 +217,7 @@ impl Waiting<'_> {
     pub fn complete(self, result: Value, reference: Option<String>, at: DateTime<Utc>) -> Event {
         Attempt {
             command: self.command,
+            run: self.run,
             n: self.n,
         }
         .complete(result, reference, at)
@@ -175,6 +227,7 @@ impl Waiting<'_> {
     pub fn fail(self, error: ErrorInfo, at: DateTime<Utc>) -> Event {
         Attempt {
             command: self.command,
+            run: self.run,
             n: self.n,
         }
         .fail(error, at)
@@ -193,17 +246,18 @@ pub enum Applied {
 /// The current state of one command, folded from its events in any order.
 #[derive(Debug, Clone, Default)]
 pub struct Tracker {
-    current: Option<(u64, Status)>,
+    current: Option<(u64, u32, Status)>,
 }
 
 impl Tracker {
-    /// Applies an event: the highest `seq` wins and a terminal state is never left.
+    /// Applies an event: the highest `seq` wins; a terminal state is left only by a later run
+    /// (a replay reopens the command).
     pub fn apply(&mut self, event: &Event) -> Applied {
         match self.current {
-            Some((_, status)) if status.is_terminal() => Applied::Ignored,
-            Some((seq, _)) if event.seq <= seq => Applied::Ignored,
+            Some((_, run, status)) if status.is_terminal() && event.run <= run => Applied::Ignored,
+            Some((seq, _, _)) if event.seq <= seq => Applied::Ignored,
             _ => {
-                self.current = Some((event.seq, event.status));
+                self.current = Some((event.seq, event.run, event.status));
                 Applied::Advanced
             }
         }
@@ -211,7 +265,7 @@ impl Tracker {
 
     /// The current status, if any event was seen.
     pub fn status(&self) -> Option<Status> {
-        self.current.map(|(_, s)| s)
+        self.current.map(|(_, _, s)| s)
     }
 }
 
@@ -324,6 +378,45 @@ mod tests {
             let last = events.last().unwrap();
             prop_assert_eq!(t.status(), Some(last.status));
         }
+    }
+
+    #[test]
+    fn a_later_run_reopens_and_sorts_above_every_earlier_event() {
+        let c = command();
+        let now = Utc::now();
+        let err = || ErrorInfo::new(ErrorClass::Permanent, "x", "x");
+        let (a, _) = Lifecycle::of(&c).begin(MAX_ATTEMPTS_PER_RUN, now);
+        let failed = a.fail(err(), now);
+        let replay = Lifecycle::run(&c, 1);
+        let (b, processing) = replay.begin(1, now);
+        let done = b.complete(Value::Null, None, now);
+        assert!(processing.seq > failed.seq && done.seq > processing.seq);
+        assert_eq!((processing.run, done.run), (1, 1));
+        assert_ne!(processing.event_id, Lifecycle::of(&c).begin(1, now).1.event_id);
+        let mut t = Tracker::default();
+        t.apply(&failed);
+        // An old run's late event changes nothing; the next run's does.
+        assert_eq!(t.apply(&Lifecycle::of(&c).begin(2, now).1), Applied::Ignored);
+        assert_eq!(t.apply(&processing), Applied::Advanced);
+        assert_eq!(t.apply(&done), Applied::Advanced);
+        assert_eq!(t.apply(&failed), Applied::Ignored);
+        assert_eq!(t.status(), Some(Status::Completed));
+    }
+
+    #[test]
+    fn unknown_is_ended_like_waiting_and_duplicate_names_the_original() {
+        let c = command();
+        let now = Utc::now();
+        let (a, _) = Lifecycle::of(&c).begin(1, now);
+        let (later, unknown) = a.unknown(ErrorInfo::new(ErrorClass::Unknown, "x", "x"), now);
+        assert_eq!(unknown.status, Status::Unknown);
+        assert!(!unknown.status.is_terminal());
+        let done = later.complete(Value::Null, None, now);
+        assert!(Status::Unknown.may_precede(done.status) && done.seq > unknown.seq);
+        let original = Uuid::now_v7();
+        let dup = Lifecycle::of(&c).duplicate(original, now);
+        assert_eq!((dup.status, dup.duplicate_of), (Status::Duplicate, Some(original)));
+        assert!(dup.status.is_terminal());
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const ATTEMPT_HEADER: &str = "x-switchyard-attempt";
 /// Set by the ingress: the `pending` event was already emitted.
 pub const SOURCE_HEADER: &str = "x-switchyard-source";
+/// The run of a command copy (v1.1): absent or 0 for the first run; `switchyard dlq replay`
+/// sets it to the dead letter's run + 1 and drops [`ATTEMPT_HEADER`], so the replay is a new
+/// run with a fresh retry budget.
+pub const RUN_HEADER: &str = "x-switchyard-run";
 /// Dead-letter headers of the contract.
 pub const ERROR_CLASS_HEADER: &str = "x-switchyard-error-class";
 /// The (redacted) error message of a dead letter.

@@ -56,6 +56,13 @@ pub fn callbacks_delay_queue(tier: Duration) -> String {
     format!("switchyard.delay.callbacks.{}", tier_label(tier))
 }
 
+/// The ledger's dead letters: a message its database refused, isolated from its batch, with
+/// the reason (v1.1).
+pub const LEDGER_DLQ: &str = "switchyard.dlq.ledger";
+/// Unroutable commands after their `failed` (`invalid`, `unroutable`) event: parked for
+/// `switchyard dlq` (v1.1).
+pub const UNROUTABLE_DLQ: &str = "switchyard.dlq.unroutable";
+
 /// Where commands nobody routes end up, instead of vanishing.
 pub const UNROUTABLE_EXCHANGE: &str = "switchyard.unroutable";
 /// The queue behind [`UNROUTABLE_EXCHANGE`].

@@ -27,7 +27,7 @@ pub use lifecycle::{Attempt, Lifecycle};
 pub use name::{Name, RoutingKey};
 pub use provider::{Completion, Provider, ProviderCall, ProviderError, ProviderOutcome};
 pub use secret::Secret;
-pub use waiting::{Callback, CallbackOutcome, Expiry, WaitRecord};
+pub use waiting::{Callback, CallbackOutcome, Expiry, WaitReason, WaitRecord};
 
 /// The AMQP `type` property of a command message.
 pub const COMMAND_TYPE_V1: &str = "switchyard.command.v1";

@@ -26,12 +26,32 @@ pub struct WaitRecord {
     pub command: Command,
     /// The attempt the provider accepted.
     pub attempt: u32,
-    /// The provider's reference: how callbacks name the command.
+    /// The run of the command this wait belongs to (v1.1; 0 for the first run).
+    #[serde(default)]
+    pub run: u32,
+    /// Why the command waits: the provider accepted long-running work (`waiting`), or its
+    /// answer could not be read (`unknown`, v1.1: no expiry; a status check or an operator
+    /// ends it).
+    #[serde(default)]
+    pub reason: WaitReason,
+    /// The provider's reference: how callbacks name the command. For an `unknown` outcome,
+    /// the provider idempotency key the call carried.
     pub reference: String,
     /// When the command started waiting.
     pub since: DateTime<Utc>,
     /// When it expires if nothing ends it first.
     pub expires_at: DateTime<Utc>,
+}
+
+/// Why a command waits for the resolver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// Long-running work the provider accepted; ends by callback, polling or expiry.
+    #[default]
+    Waiting,
+    /// An answer that could not be read; ends by a status check or an operator, never expires.
+    Unknown,
 }
 
 /// How a provider says a long-running operation went.

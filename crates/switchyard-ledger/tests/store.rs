@@ -452,6 +452,8 @@ async fn forgotten_webhook_ids_still_have_no_second_effect(store: &Store) {
         .record_wait(&WaitRecord {
             command: c.clone(),
             attempt: 1,
+            run: 0,
+            reason: Default::default(),
             reference: format!("ref_{}", c.id.simple()),
             since: long_ago,
             expires_at: Utc::now() + Duration::days(1),

@@ -466,6 +466,8 @@ impl Handler {
         let record = WaitRecord {
             command: command.clone(),
             attempt,
+            run: 0,
+            reason: Default::default(),
             reference: reference.to_owned(),
             since: now,
             expires_at,

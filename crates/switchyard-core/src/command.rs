@@ -334,11 +334,11 @@ mod tests {
         b.idempotency_key = Some(IdempotencyKey::try_from("order-42".to_owned()).unwrap());
         assert_eq!(b.identity().as_str(), "key:order-42");
         let mut c = a.clone();
-        c.payload = serde_json::from_str(r#"{"z":{"b":1,"a":[2,{"y":1,"x":2}]},"amount":100}"#)
-            .unwrap();
+        c.payload =
+            serde_json::from_str(r#"{"z":{"b":1,"a":[2,{"y":1,"x":2}]},"amount":100}"#).unwrap();
         let mut d = a.clone();
-        d.payload = serde_json::from_str(r#"{"amount":100,"z":{"a":[2,{"x":2,"y":1}],"b":1}}"#)
-            .unwrap();
+        d.payload =
+            serde_json::from_str(r#"{"amount":100,"z":{"a":[2,{"x":2,"y":1}],"b":1}}"#).unwrap();
         assert_eq!(c.fingerprint(), d.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
         let mut e = a.clone();

@@ -392,11 +392,17 @@ mod tests {
         let done = b.complete(Value::Null, None, now);
         assert!(processing.seq > failed.seq && done.seq > processing.seq);
         assert_eq!((processing.run, done.run), (1, 1));
-        assert_ne!(processing.event_id, Lifecycle::of(&c).begin(1, now).1.event_id);
+        assert_ne!(
+            processing.event_id,
+            Lifecycle::of(&c).begin(1, now).1.event_id
+        );
         let mut t = Tracker::default();
         t.apply(&failed);
         // An old run's late event changes nothing; the next run's does.
-        assert_eq!(t.apply(&Lifecycle::of(&c).begin(2, now).1), Applied::Ignored);
+        assert_eq!(
+            t.apply(&Lifecycle::of(&c).begin(2, now).1),
+            Applied::Ignored
+        );
         assert_eq!(t.apply(&processing), Applied::Advanced);
         assert_eq!(t.apply(&done), Applied::Advanced);
         assert_eq!(t.apply(&failed), Applied::Ignored);
@@ -415,7 +421,10 @@ mod tests {
         assert!(Status::Unknown.may_precede(done.status) && done.seq > unknown.seq);
         let original = Uuid::now_v7();
         let dup = Lifecycle::of(&c).duplicate(original, now);
-        assert_eq!((dup.status, dup.duplicate_of), (Status::Duplicate, Some(original)));
+        assert_eq!(
+            (dup.status, dup.duplicate_of),
+            (Status::Duplicate, Some(original))
+        );
         assert!(dup.status.is_terminal());
     }
 

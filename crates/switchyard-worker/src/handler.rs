@@ -171,7 +171,9 @@ impl Handler {
         let call = ProviderCall {
             command: Arc::new(command.clone()),
             attempt: attempt_no,
-            idempotency_key: self.namespace.provider_key(&command.identity(), &command.operation),
+            idempotency_key: self
+                .namespace
+                .provider_key(&command.identity(), &command.operation),
             // The provider sees the call's own span as its parent.
             traceparent: switchyard_telemetry::traceparent(&call_span).or(traceparent.clone()),
             recorder: recorder.clone(),
@@ -526,7 +528,9 @@ impl Handler {
         let call = ProviderCall {
             command: Arc::new(command.clone()),
             attempt: check.attempt,
-            idempotency_key: self.namespace.provider_key(&command.identity(), &command.operation),
+            idempotency_key: self
+                .namespace
+                .provider_key(&command.identity(), &command.operation),
             traceparent: tp.map(str::to_owned),
             recorder: recorder.clone(),
         };

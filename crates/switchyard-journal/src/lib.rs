@@ -1,0 +1,581 @@
+//! The journal: the state that decides "this command already went on" (design note 0001).
+//!
+//! Two questions are answered here, once, for every worker and ingress that shares the
+//! database:
+//!
+//! - **Which command does an identity mean?** ([`Journal::admit`]) A command's identity is its
+//!   idempotency key, else its id; its fingerprint is what it asks for. The first command of an
+//!   identity is admitted; a later one with the same fingerprint is a duplicate of it, one with
+//!   another fingerprint (or the same id asking for something else) a conflict.
+//! - **What became of each step?** ([`Journal::begin`], [`Journal::decide`]) A step is one
+//!   attempt of one run of one command. It is begun once (a second copy of the same step is a
+//!   duplicate delivery), and its outcome is decided once, before anything of it is published,
+//!   so a redelivery after a crash re-sends the same decision instead of deciding again.
+//!
+//! Operations are written in batches: concurrent deliveries share one transaction (group
+//! commit), so the cost per command stays a fraction of a round trip under load. The store is
+//! the ledger's database (SQLite embedded by default, PostgreSQL in production), in tables of
+//! its own. It does not publish anything and knows nothing of the broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sha2::Digest;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+use switchyard_core::{Command, Status};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::warn;
+use uuid::Uuid;
+
+/// A journal failure: the caller leaves its delivery for redelivery (or answers 503).
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The database refused or failed.
+    #[error("journal database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The journal's writers stopped (the process is shutting down).
+    #[error("the journal is closed")]
+    Closed,
+}
+
+/// One attempt of one run of one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Step {
+    /// The command.
+    pub command_id: Uuid,
+    /// The run (0 first, n for the n-th replay).
+    pub run: u32,
+    /// The attempt within the run (1-based).
+    pub attempt: u32,
+}
+
+/// What an identity means, as [`Journal::admit`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The first command of its identity: admitted now.
+    New,
+    /// This very command (same id, same fingerprint), admitted before. `accepted`: whoever
+    /// admitted it reported it durably queued.
+    Same {
+        /// Whether it was marked accepted.
+        accepted: bool,
+    },
+    /// Another id with the same identity and fingerprint: the original is `original`.
+    Duplicate {
+        /// The first command of this identity.
+        original: Uuid,
+        /// Whether the original was marked accepted.
+        accepted: bool,
+    },
+    /// The same identity, or the same id, asking for something else.
+    Conflict {
+        /// The command that holds the identity (or the id).
+        original: Uuid,
+    },
+}
+
+/// What [`Journal::begin`] found of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// Never begun: this delivery owns it.
+    Fresh,
+    /// Begun before, and this is not a redelivery: a second copy of the same step (a retry
+    /// copy or a command published twice). Nothing to do.
+    Repeated,
+    /// A later attempt or run of the command has begun: this step's outcome was acted on.
+    Superseded,
+    /// Redelivered after its outcome was decided: re-send that decision, decide nothing.
+    Decided(String),
+    /// Redelivered, begun and never decided: the previous owner died during the call (or is
+    /// still in it). Whether the provider acted is not known.
+    InDoubt,
+}
+
+/// What [`Journal::decide`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// This decision is the step's.
+    Won,
+    /// Another delivery decided first (its decision, when the step is still known).
+    Lost(Option<String>),
+}
+
+/// How long the journal remembers.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// The idempotency window: an identity is remembered this long after it was first seen.
+    pub identities: Duration,
+    /// A step is remembered this long: longer than any redelivery, delayed retry copy or
+    /// replay of it can take to arrive.
+    pub steps: Duration,
+}
+
+enum Op {
+    Admit {
+        identity: String,
+        command_id: Uuid,
+        fingerprint: String,
+        accepted: bool,
+        reply: oneshot::Sender<Result<Admission, JournalError>>,
+    },
+    Accept {
+        command_id: Uuid,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+    Begin {
+        step: Step,
+        redelivered: bool,
+        reply: oneshot::Sender<Result<Begin, JournalError>>,
+    },
+    Decide {
+        step: Step,
+        decision: String,
+        reply: oneshot::Sender<Result<Decided, JournalError>>,
+    },
+}
+
+/// The journal. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    ops: mpsc::Sender<Op>,
+    pool: AnyPool,
+}
+
+/// Most operations written in one transaction.
+const MAX_BATCH: usize = 256;
+
+fn ms_now() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// The stored form of an identity: its SHA-256, so keys of any content (and any length) are
+/// never kept in clear.
+fn identity_digest(command: &Command) -> String {
+    hex::encode(sha2::Sha256::digest(command.identity().as_str().as_bytes()))
+}
+
+impl Journal {
+    /// Connects (`sqlite://…` or `postgres://…`), creates its tables when missing and starts
+    /// its writers and its pruning.
+    pub async fn open(url: &str, retention: Retention) -> Result<Self, JournalError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let writers = if sqlite { 1 } else { 4 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(writers + 1)
+            .connect(url)
+            .await?;
+        if sqlite {
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..writers {
+            tokio::spawn(write_batches(pool.clone(), sqlite, rx.clone()));
+        }
+        tokio::spawn(prune_periodically(pool.clone(), retention, tx.downgrade()));
+        Ok(Self { ops: tx, pool })
+    }
+
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> Op,
+    ) -> Result<T, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.ops
+            .send(op(reply))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Looks up (and, for a first sight, records) what `command`'s identity means.
+    /// `accepted`: record the command as durably queued already (a worker holds it); the
+    /// ingress admits before publishing and calls [`Journal::accepted`] after the confirm.
+    pub async fn admit(
+        &self,
+        command: &Command,
+        accepted: bool,
+    ) -> Result<Admission, JournalError> {
+        let identity = identity_digest(command);
+        let fingerprint = command.fingerprint().as_str().to_owned();
+        let command_id = command.id;
+        self.call(|reply| Op::Admit {
+            identity,
+            command_id,
+            fingerprint,
+            accepted,
+            reply,
+        })
+        .await
+    }
+
+    /// Records that `command_id` is durably queued, so a repeat of it need not publish again.
+    pub async fn accepted(&self, command_id: Uuid) -> Result<(), JournalError> {
+        self.call(|reply| Op::Accept { command_id, reply }).await
+    }
+
+    /// Begins `step`, or says what became of it. `redelivered`: the broker's flag on the
+    /// delivery that carries it.
+    pub async fn begin(&self, step: Step, redelivered: bool) -> Result<Begin, JournalError> {
+        self.call(|reply| Op::Begin {
+            step,
+            redelivered,
+            reply,
+        })
+        .await
+    }
+
+    /// Decides `step`'s outcome, once: the first decision wins.
+    pub async fn decide(&self, step: Step, decision: String) -> Result<Decided, JournalError> {
+        self.call(|reply| Op::Decide {
+            step,
+            decision,
+            reply,
+        })
+        .await
+    }
+
+    /// The command's status as the ledger, sharing this database, last recorded it; `None`
+    /// when the ledger has not seen it (or does not write to this database).
+    pub async fn ledger_status(&self, command_id: Uuid) -> Option<Status> {
+        let row = sqlx::query("SELECT status FROM commands WHERE id = $1")
+            .bind(command_id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .ok()??;
+        let status: String = row.try_get("status").ok()?;
+        serde_json::from_value(serde_json::Value::String(status)).ok()
+    }
+
+    /// Forgets identities and steps older than `retention`; returns the rows removed.
+    pub async fn prune(&self, retention: Retention) -> Result<u64, JournalError> {
+        prune(&self.pool, retention).await
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+const SCHEMA: [&str; 3] = [
+    "CREATE TABLE IF NOT EXISTS journal_identities (\
+        identity TEXT PRIMARY KEY, \
+        command_id TEXT NOT NULL, \
+        fingerprint TEXT NOT NULL, \
+        accepted BIGINT NOT NULL, \
+        first_seen BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS journal_identities_by_command ON journal_identities (command_id)",
+    "CREATE TABLE IF NOT EXISTS journal_steps (\
+        command_id TEXT NOT NULL, \
+        run BIGINT NOT NULL, \
+        attempt BIGINT NOT NULL, \
+        decision TEXT, \
+        started_at BIGINT NOT NULL, \
+        PRIMARY KEY (command_id, run, attempt))",
+];
+
+/// Takes what is queued (at least one operation, at most [`MAX_BATCH`]) and writes it in one
+/// transaction; every caller hears the outcome of its own operation.
+async fn write_batches(pool: AnyPool, sqlite: bool, rx: Arc<Mutex<mpsc::Receiver<Op>>>) {
+    loop {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(op) => batch.push(op),
+                None => return,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+        }
+        metrics::histogram!("switchyard_journal_batch_size").record(batch.len() as f64);
+        if let Err(e) = write(&pool, sqlite, &mut batch).await {
+            warn!(error = %e, ops = batch.len(), "journal batch failed");
+            let text = e.to_string();
+            for op in batch {
+                fail(op, &text);
+            }
+        }
+    }
+}
+
+/// Answers an operation whose batch failed.
+fn fail(op: Op, error: &str) {
+    let e = || JournalError::Db(sqlx::Error::Protocol(error.to_owned()));
+    match op {
+        Op::Admit { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Accept { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Begin { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Decide { reply, .. } => drop(reply.send(Err(e()))),
+    }
+}
+
+/// A reply kept until the transaction commits: nobody hears of a decision that might roll
+/// back.
+enum Pending {
+    Admit(oneshot::Sender<Result<Admission, JournalError>>, Admission),
+    Accept(oneshot::Sender<Result<(), JournalError>>),
+    Begin(oneshot::Sender<Result<Begin, JournalError>>, Begin),
+    Decide(oneshot::Sender<Result<Decided, JournalError>>, Decided),
+}
+
+async fn write(pool: &AnyPool, sqlite: bool, batch: &mut Vec<Op>) -> Result<(), sqlx::Error> {
+    // SQLite: take the write lock up front. A deferred transaction that reads first and then
+    // writes fails at once with "database is locked" when another process wrote meanwhile,
+    // where an immediate one waits its turn (busy timeout).
+    let mut tx = if sqlite {
+        pool.begin_with("BEGIN IMMEDIATE").await?
+    } else {
+        pool.begin().await?
+    };
+    let mut answers = Vec::with_capacity(batch.len());
+    // Operations are applied in arrival order, so two in one batch see each other.
+    for op in batch.iter() {
+        match op {
+            Op::Admit {
+                identity,
+                command_id,
+                fingerprint,
+                accepted,
+                ..
+            } => answers.push(admit(&mut tx, identity, *command_id, fingerprint, *accepted).await?),
+            Op::Accept { command_id, .. } => {
+                sqlx::query("UPDATE journal_identities SET accepted = 1 WHERE command_id = $1")
+                    .bind(command_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                answers.push(Answer::Accept);
+            }
+            Op::Begin {
+                step, redelivered, ..
+            } => answers.push(Answer::Begin(begin(&mut tx, *step, *redelivered).await?)),
+            Op::Decide { step, decision, .. } => {
+                answers.push(Answer::Decide(decide(&mut tx, *step, decision).await?))
+            }
+        }
+    }
+    tx.commit().await?;
+    let pending: Vec<Pending> = batch
+        .drain(..)
+        .zip(answers)
+        .filter_map(|(op, answer)| match (op, answer) {
+            (Op::Admit { reply, .. }, Answer::Admit(a)) => Some(Pending::Admit(reply, a)),
+            (Op::Accept { reply, .. }, Answer::Accept) => Some(Pending::Accept(reply)),
+            (Op::Begin { reply, .. }, Answer::Begin(b)) => Some(Pending::Begin(reply, b)),
+            (Op::Decide { reply, .. }, Answer::Decide(d)) => Some(Pending::Decide(reply, d)),
+            _ => None,
+        })
+        .collect();
+    for p in pending {
+        match p {
+            Pending::Admit(r, a) => drop(r.send(Ok(a))),
+            Pending::Accept(r) => drop(r.send(Ok(()))),
+            Pending::Begin(r, b) => drop(r.send(Ok(b))),
+            Pending::Decide(r, d) => drop(r.send(Ok(d))),
+        }
+    }
+    Ok(())
+}
+
+enum Answer {
+    Admit(Admission),
+    Accept,
+    Begin(Begin),
+    Decide(Decided),
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+async fn admit(
+    tx: &mut Tx<'_>,
+    identity: &str,
+    command_id: Uuid,
+    fingerprint: &str,
+    accepted: bool,
+) -> Result<Answer, sqlx::Error> {
+    let id = command_id.to_string();
+    let judge = |holder: String, held: String, was_accepted: i64| -> Admission {
+        let original = Uuid::parse_str(&holder).unwrap_or_default();
+        let accepted = was_accepted != 0;
+        match (original == command_id, held == fingerprint) {
+            (true, true) => Admission::Same { accepted },
+            (false, true) => Admission::Duplicate { original, accepted },
+            (_, false) => Admission::Conflict { original },
+        }
+    };
+    let held = sqlx::query(
+        "SELECT command_id, fingerprint, accepted FROM journal_identities WHERE identity = $1",
+    )
+    .bind(identity)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = held {
+        return Ok(Answer::Admit(judge(
+            row.try_get("command_id")?,
+            row.try_get("fingerprint")?,
+            row.try_get("accepted")?,
+        )));
+    }
+    // The same id under another identity (say, sent once with a key and once without) is
+    // the same command only when it asks for the same thing.
+    let same_id = sqlx::query(
+        "SELECT fingerprint, accepted FROM journal_identities WHERE command_id = $1 LIMIT 1",
+    )
+    .bind(&id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = same_id {
+        return Ok(Answer::Admit(judge(
+            id.clone(),
+            row.try_get("fingerprint")?,
+            row.try_get("accepted")?,
+        )));
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(identity)
+    .bind(&id)
+    .bind(fingerprint)
+    .bind(i64::from(accepted))
+    .bind(ms_now())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Answer::Admit(Admission::New));
+    }
+    // Another writer admitted the identity between our look and our insert.
+    let row = sqlx::query(
+        "SELECT command_id, fingerprint, accepted FROM journal_identities WHERE identity = $1",
+    )
+    .bind(identity)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Answer::Admit(judge(
+        row.try_get("command_id")?,
+        row.try_get("fingerprint")?,
+        row.try_get("accepted")?,
+    )))
+}
+
+async fn begin(tx: &mut Tx<'_>, step: Step, redelivered: bool) -> Result<Begin, sqlx::Error> {
+    let id = step.command_id.to_string();
+    let (run, attempt) = (i64::from(step.run), i64::from(step.attempt));
+    let later = sqlx::query(
+        "SELECT 1 AS later FROM journal_steps WHERE command_id = $1 \
+         AND (run > $2 OR (run = $2 AND attempt > $3)) LIMIT 1",
+    )
+    .bind(&id)
+    .bind(run)
+    .bind(attempt)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if later.is_some() {
+        return Ok(Begin::Superseded);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&id)
+    .bind(run)
+    .bind(attempt)
+    .bind(ms_now())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Begin::Fresh);
+    }
+    if !redelivered {
+        return Ok(Begin::Repeated);
+    }
+    let decision: Option<String> = sqlx::query(
+        "SELECT decision FROM journal_steps WHERE command_id = $1 AND run = $2 AND attempt = $3",
+    )
+    .bind(&id)
+    .bind(run)
+    .bind(attempt)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("decision")?;
+    Ok(match decision {
+        Some(d) => Begin::Decided(d),
+        None => Begin::InDoubt,
+    })
+}
+
+async fn decide(tx: &mut Tx<'_>, step: Step, decision: &str) -> Result<Decided, sqlx::Error> {
+    let id = step.command_id.to_string();
+    let (run, attempt) = (i64::from(step.run), i64::from(step.attempt));
+    let won = sqlx::query(
+        "UPDATE journal_steps SET decision = $4 \
+         WHERE command_id = $1 AND run = $2 AND attempt = $3 AND decision IS NULL",
+    )
+    .bind(&id)
+    .bind(run)
+    .bind(attempt)
+    .bind(decision)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if won == 1 {
+        return Ok(Decided::Won);
+    }
+    let existing = sqlx::query(
+        "SELECT decision FROM journal_steps WHERE command_id = $1 AND run = $2 AND attempt = $3",
+    )
+    .bind(&id)
+    .bind(run)
+    .bind(attempt)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(Decided::Lost(match existing {
+        Some(row) => row.try_get("decision")?,
+        None => None,
+    }))
+}
+
+async fn prune(pool: &AnyPool, retention: Retention) -> Result<u64, JournalError> {
+    let cutoff = |d: Duration| ms_now() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let identities = sqlx::query("DELETE FROM journal_identities WHERE first_seen < $1")
+        .bind(cutoff(retention.identities))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let steps = sqlx::query("DELETE FROM journal_steps WHERE started_at < $1")
+        .bind(cutoff(retention.steps))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(identities + steps)
+}
+
+/// Prunes every ten minutes while the journal is in use.
+async fn prune_periodically(pool: AnyPool, retention: Retention, alive: mpsc::WeakSender<Op>) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        if alive.upgrade().is_none() || pool.is_closed() {
+            return;
+        }
+        if let Err(e) = prune(&pool, retention).await {
+            warn!(error = %e, "journal pruning failed; trying again later");
+        }
+    }
+}

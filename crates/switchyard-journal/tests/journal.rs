@@ -1,0 +1,238 @@
+//! The journal against both databases: SQLite in a temporary file and the real PostgreSQL on
+//! 127.0.0.1:5432, each test in its own throwaway database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::Connection;
+use switchyard_core::Command;
+use switchyard_journal::{Admission, Begin, Decided, Journal, Retention, Step};
+use uuid::Uuid;
+
+const RETENTION: Retention = Retention {
+    identities: Duration::from_secs(3600),
+    steps: Duration::from_secs(3600),
+};
+
+/// A throwaway database URL and how to drop it.
+struct TestDb {
+    url: String,
+    drop: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            url: format!("sqlite://{}?mode=rwc", dir.path().join("j.db").display()),
+            drop: None,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Self {
+        sqlx::any::install_default_drivers();
+        let admin = std::env::var("SWITCHYARD_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("sy_journal_{}", Uuid::new_v4().simple());
+        let mut conn = sqlx::AnyConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is needed for this test and is unreachable at {admin}: {e}\n\
+                 Start it (`pg_ctlcluster 15 main start`, or `docker compose up -d postgres`) \
+                 or set SWITCHYARD_TEST_POSTGRES_URL"
+                )
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        Self {
+            url: format!("{base}/{name}"),
+            drop: Some((
+                admin.clone(),
+                format!("DROP DATABASE \"{name}\" WITH (FORCE)"),
+            )),
+            _dir: None,
+        }
+    }
+
+    async fn cleanup(self) {
+        if let Some((admin, sql)) = self.drop {
+            let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn command(key: Option<&str>, amount: u64) -> Command {
+    let mut c = json!({
+        "id": Uuid::now_v7(), "kind": "payment", "provider": "stripe", "operation": "charge",
+        "payload": {"amount": amount, "currency": "usd"}, "created_at": "2026-11-29T10:00:00Z"
+    });
+    if let Some(k) = key {
+        c["idempotency_key"] = k.into();
+    }
+    serde_json::from_value(c).unwrap()
+}
+
+async fn on_both<F, Fut>(f: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let db = TestDb::sqlite();
+    f(db.url.clone()).await;
+    db.cleanup().await;
+    let db = TestDb::postgres().await;
+    f(db.url.clone()).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_identity_means_one_command() {
+    on_both(|url| async move {
+        let j = Journal::open(&url, RETENTION).await.unwrap();
+        let key = format!("order-{}", Uuid::new_v4());
+        let first = command(Some(&key), 100);
+        assert_eq!(j.admit(&first, false).await.unwrap(), Admission::New);
+        assert_eq!(
+            j.admit(&first, true).await.unwrap(),
+            Admission::Same { accepted: false }
+        );
+        j.accepted(first.id).await.unwrap();
+        // Another id, same key and body: a duplicate of the first.
+        let again = command(Some(&key), 100);
+        assert_eq!(
+            j.admit(&again, true).await.unwrap(),
+            Admission::Duplicate {
+                original: first.id,
+                accepted: true
+            }
+        );
+        // Same key, another body: a conflict.
+        let other = command(Some(&key), 999);
+        assert_eq!(
+            j.admit(&other, true).await.unwrap(),
+            Admission::Conflict { original: first.id }
+        );
+        // Same id, another operation: a conflict, whatever the key.
+        let mut reused = first.clone();
+        reused.idempotency_key = None;
+        reused.operation = "refund".parse().unwrap();
+        assert_eq!(
+            j.admit(&reused, true).await.unwrap(),
+            Admission::Conflict { original: first.id }
+        );
+        // Without a key, the id is the identity.
+        let plain = command(None, 100);
+        assert_eq!(j.admit(&plain, true).await.unwrap(), Admission::New);
+        let mut changed = plain.clone();
+        changed.payload.insert("amount".into(), 5.into());
+        assert_eq!(
+            j.admit(&changed, true).await.unwrap(),
+            Admission::Conflict { original: plain.id }
+        );
+        j.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_step_is_begun_once_and_decided_once() {
+    on_both(|url| async move {
+        let j = Journal::open(&url, RETENTION).await.unwrap();
+        let step = Step {
+            command_id: Uuid::now_v7(),
+            run: 0,
+            attempt: 1,
+        };
+        assert_eq!(j.begin(step, false).await.unwrap(), Begin::Fresh);
+        // A second copy of the step, delivered fresh: a repeat.
+        assert_eq!(j.begin(step, false).await.unwrap(), Begin::Repeated);
+        // The same delivery again after a crash, undecided: in doubt.
+        assert_eq!(j.begin(step, true).await.unwrap(), Begin::InDoubt);
+        assert_eq!(j.decide(step, "retry".into()).await.unwrap(), Decided::Won);
+        assert_eq!(
+            j.decide(step, "completed".into()).await.unwrap(),
+            Decided::Lost(Some("retry".into()))
+        );
+        assert_eq!(
+            j.begin(step, true).await.unwrap(),
+            Begin::Decided("retry".into())
+        );
+        // Once the next attempt began, the old one is superseded, as is every step of an
+        // earlier run once a replay began.
+        let next = Step { attempt: 2, ..step };
+        assert_eq!(j.begin(next, false).await.unwrap(), Begin::Fresh);
+        assert_eq!(j.begin(step, true).await.unwrap(), Begin::Superseded);
+        let replay = Step {
+            run: 1,
+            attempt: 1,
+            ..step
+        };
+        assert_eq!(j.begin(replay, false).await.unwrap(), Begin::Fresh);
+        assert_eq!(j.begin(next, true).await.unwrap(), Begin::Superseded);
+        j.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn racing_workers_on_one_database_begin_and_decide_each_step_once() {
+    on_both(|url| async move {
+        let a = Journal::open(&url, RETENTION).await.unwrap();
+        let b = Journal::open(&url, RETENTION).await.unwrap();
+        let steps: Vec<Step> = (0..200)
+            .map(|_| Step {
+                command_id: Uuid::now_v7(),
+                run: 0,
+                attempt: 1,
+            })
+            .collect();
+        let race = |j: Journal, label: &'static str| {
+            let steps = steps.clone();
+            tokio::spawn(async move {
+                let mut won = Vec::new();
+                let begins = futures_like_join(steps.iter().map(|s| j.begin(*s, true))).await;
+                for (s, b) in steps.iter().zip(begins) {
+                    if matches!(b.unwrap(), Begin::Fresh | Begin::InDoubt)
+                        && j.decide(*s, label.into()).await.unwrap() == Decided::Won
+                    {
+                        won.push(s.command_id);
+                    }
+                }
+                won
+            })
+        };
+        let (wa, wb) = tokio::join!(race(a.clone(), "a"), race(b.clone(), "b"));
+        let (wa, wb) = (wa.unwrap(), wb.unwrap());
+        assert_eq!(
+            wa.len() + wb.len(),
+            steps.len(),
+            "every step decided exactly once"
+        );
+        assert!(wa.iter().all(|id| !wb.contains(id)));
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+/// Runs the futures concurrently, in order of results.
+async fn futures_like_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = fs.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    // Polled together through a join of boxed futures.
+    let joined = futures::future::join_all(handles);
+    out.extend(joined.await);
+    out
+}

@@ -101,6 +101,17 @@ impl Problem {
         )
     }
 
+    /// 422: the idempotency key (or the id) already names a command that asks for something
+    /// else (contract 7); nothing was accepted.
+    pub fn idempotency_conflict(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_conflict",
+            "Idempotency conflict",
+            detail,
+        )
+    }
+
     /// 503: the broker could not confirm; try again later.
     pub fn unavailable(retry_after: u32) -> Self {
         let mut p = Self::new(

@@ -26,6 +26,9 @@ pub const ASYNC_PROVIDER: &str = "sandbox_async";
 pub const WEBHOOK_PROVIDER: &str = "partners";
 /// The sandbox's provider that finishes every operation later, told only when polled.
 pub const POLLED_PROVIDER: &str = "sandbox_polled";
+/// The sandbox's provider that takes no idempotency key (`idempotent = false`): every request
+/// it gets is an effect; an outcome lost in a crash is settled by asking it about the key.
+pub const ONESHOT_PROVIDER: &str = "sandbox_oneshot";
 
 /// The configuration `up` generates: the ingress, loopback allowed (the sandbox runs on this
 /// machine) and [`sandbox_providers`].
@@ -46,7 +49,8 @@ pub fn sandbox_config(
 
 /// The `[[providers]]` entries of every sandbox provider, trusting its CA. Per kind: `sandbox`
 /// (answers at once), `sandbox_async` (202, then a Standard-Webhooks-signed callback to the
-/// ingress at `ingress`) and `sandbox_polled` (202, then status checks); and the notification
+/// ingress at `ingress`), `sandbox_polled` (202, then status checks) and `sandbox_oneshot`
+/// (no idempotency key); and the notification
 /// providers `partners`, `sendgrid` and `twilio`, the payment provider `stripe` and the
 /// shipping provider `easypost`, against the sandbox's emulators.
 pub fn sandbox_providers(
@@ -77,6 +81,12 @@ pub fn sandbox_providers(
              base_url = \"{}\"\noperations = [{ops}]\nca_file = \"{ca}\"\n\
              status_path = \"operations/{{reference}}\"\n",
             sandbox.polled_base_url(POLLED_PROVIDER, kind),
+        ));
+        toml.push_str(&format!(
+            "\n[[providers]]\nname = \"{ONESHOT_PROVIDER}\"\nkind = \"{kind}\"\ntype = \"http\"\n\
+             base_url = \"{}\"\noperations = [{ops}]\nca_file = \"{ca}\"\n\
+             idempotent = false\nstatus_path = \"operations/{{reference}}\"\n",
+            sandbox.oneshot_base_url(ONESHOT_PROVIDER, kind),
         ));
     }
     // Signed webhooks to partners; the sandbox plays them at /partner/{name}/webhooks.

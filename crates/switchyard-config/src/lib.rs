@@ -165,6 +165,11 @@ pub struct WorkerConfig {
     pub shutdown_grace_ms: u64,
     /// Secret namespace of the idempotency keys sent to providers: the same on every worker.
     pub idempotency_secret: Secret<String>,
+    /// How long a command's identity is remembered (contract 7): a repeat within it is a
+    /// duplicate or a conflict, never executed again. Never shorter in effect than the longest
+    /// retry schedule plus the longest wait of a long-running operation.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
     /// Quick in-process retries of fast transient failures before a delayed retry.
     pub quick_retries: u32,
     /// Pause before a quick retry.
@@ -210,6 +215,7 @@ impl Default for WorkerConfig {
             concurrency: 64,
             shutdown_grace_ms: 15_000,
             idempotency_secret: Secret::new(DEV_IDEMPOTENCY_SECRET.to_owned()),
+            idempotency_window: Duration::from_secs(24 * 3600),
             quick_retries: 1,
             quick_retry_delay_ms: 100,
             circuit: CircuitConfig::default(),
@@ -469,10 +475,25 @@ impl Config {
                 "a token must not be empty",
             ));
         }
+        if self.worker.idempotency_window.is_zero() {
+            return Err(ConfigError::invalid(
+                "worker.idempotency_window",
+                "must be longer than zero",
+            ));
+        }
         if self.retry.max_attempts == 0 {
             return Err(ConfigError::invalid(
                 "retry.max_attempts",
                 "must be at least 1",
+            ));
+        }
+        if self.retry.max_attempts > switchyard_core::lifecycle::MAX_ATTEMPTS_PER_RUN {
+            return Err(ConfigError::invalid(
+                "retry.max_attempts",
+                format!(
+                    "must be at most {}",
+                    switchyard_core::lifecycle::MAX_ATTEMPTS_PER_RUN
+                ),
             ));
         }
         if self.retry.tiers.is_empty() {

@@ -103,10 +103,11 @@ impl ProviderConfig {
                 ));
             }
         }
-        if self.max_attempts == Some(0) {
+        let most = switchyard_core::lifecycle::MAX_ATTEMPTS_PER_RUN;
+        if self.max_attempts.is_some_and(|n| n == 0 || n > most) {
             return Err(ConfigError::invalid(
                 format!("{key}.max_attempts"),
-                "must be at least 1",
+                format!("must be 1 to {most}"),
             ));
         }
         if self.concurrency == Some(0) {

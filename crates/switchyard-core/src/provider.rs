@@ -96,6 +96,12 @@ impl ProviderError {
         )
     }
 
+    /// A 2xx answer that cannot be read: the provider may have acted, so the outcome is
+    /// `unknown` (never a plain failure, never retried blindly).
+    pub fn unreadable_answer(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Unknown, "unreadable_answer", message)
+    }
+
     /// The event and dead-letter view of this error.
     pub fn info(&self) -> ErrorInfo {
         ErrorInfo {
@@ -128,6 +134,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// Performs one attempt. Implementations classify every failure.
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError>;
+
+    /// Whether the provider de-duplicates by the idempotency key it is sent. One that does not
+    /// (SendGrid, Twilio, a generic provider with `idempotent = false`) is never called twice
+    /// for one attempt: a crash during its call makes the outcome `unknown` instead.
+    fn idempotent(&self) -> bool {
+        true
+    }
 
     /// How accepted work finishes; most providers call back.
     fn completion(&self) -> Completion {

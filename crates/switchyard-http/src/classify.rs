@@ -122,13 +122,26 @@ pub(crate) fn destination_refused(message: String) -> ProviderError {
     ProviderError::new(ErrorClass::Permanent, code::DESTINATION_REFUSED, message)
 }
 
-/// The provider sent more than we are willing to read.
-pub(crate) fn too_large(cap: usize) -> ProviderError {
-    ProviderError::new(
-        ErrorClass::Permanent,
+/// The provider sent more than we are willing to read. After a 2xx the provider acted and
+/// only its answer is lost: `unknown`; after an error status, the status decides.
+pub(crate) fn too_large(cap: usize, status: StatusCode) -> ProviderError {
+    let class = if status.is_success() {
+        ErrorClass::Unknown
+    } else if matches!(status.as_u16(), 408 | 425 | 429) || status.is_server_error() {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
+    };
+    let mut e = ProviderError::new(
+        class,
         code::RESPONSE_TOO_LARGE,
-        format!("response body exceeds the {cap} byte limit"),
-    )
+        format!(
+            "the {} answer's body exceeds the {cap} byte limit",
+            status.as_u16()
+        ),
+    );
+    e.http_status = Some(status.as_u16());
+    e
 }
 
 fn find_cause<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {

@@ -200,7 +200,7 @@ impl OutboundClient {
             let response = builder.send().await.map_err(transport_error)?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = read_capped(response, cap).await?;
+            let body = read_capped(response, status, cap).await?;
             Ok::<_, ProviderError>((status, headers, body))
         };
         let outcome = match tokio::time::timeout(limit, attempt).await {
@@ -248,15 +248,19 @@ impl OutboundClient {
 }
 
 /// Reads the body chunk by chunk, giving up as soon as it would exceed `cap` (S3).
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Bytes, ProviderError> {
+async fn read_capped(
+    mut response: reqwest::Response,
+    status: http::StatusCode,
+    cap: usize,
+) -> Result<Bytes, ProviderError> {
     let announced = response.content_length().unwrap_or(0);
     if announced > cap as u64 {
-        return Err(too_large(cap));
+        return Err(too_large(cap, status));
     }
     let mut body = BytesMut::with_capacity(announced as usize);
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
         if body.len() + chunk.len() > cap {
-            return Err(too_large(cap));
+            return Err(too_large(cap, status));
         }
         body.extend_from_slice(&chunk);
     }

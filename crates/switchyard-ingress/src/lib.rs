@@ -28,6 +28,8 @@ use switchyard_core::command::{IdempotencyKey, decode_json};
 use switchyard_core::{
     Command, CommandDraft, IdempotencyNamespace, Lifecycle, PayloadValidator, Secret,
 };
+use switchyard_faults::point;
+use switchyard_journal::{Admission, Journal};
 use switchyard_worker::{Catalog, Kind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn};
@@ -50,6 +52,7 @@ pub fn builtin_kinds() -> Vec<Arc<dyn Kind>> {
 
 struct Ingress {
     catalog: Catalog,
+    journal: Journal,
     validator: PayloadValidator,
     publisher: Publisher,
     namespace: IdempotencyNamespace,
@@ -107,8 +110,10 @@ pub async fn start_with_routes(
             "ingress.tokens is empty and auth is enabled: every command will be refused with 401"
         );
     }
+    let journal = switchyard_worker::open_journal(config, kinds).await?;
     let state = Arc::new(Ingress {
         catalog,
+        journal,
         validator,
         publisher: Publisher::new(
             broker.clone(),
@@ -277,9 +282,80 @@ async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Resp
     if let Some(tp) = &traceparent {
         amqp_headers = amqp_headers.str(TRACEPARENT_HEADER, tp);
     }
+    // Identity (contract 7): a repeat answers the command it repeats; a conflict is refused.
+    let admission = state.journal.admit(&command, false).await.map_err(|e| {
+        warn!(command_id = %command.id, error = %e, "journal unavailable");
+        Problem::unavailable(state.retry_after)
+    })?;
+    point("after_admit");
+    let (replay, accepted) = match admission {
+        Admission::New => (None, false),
+        Admission::Same { accepted } => (Some(command.id), accepted),
+        Admission::Duplicate { original, accepted } => (Some(original), accepted),
+        Admission::Conflict { original } => {
+            metrics::counter!("switchyard_idempotency_conflicts_total", "kind" => command.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
+            return Err(Problem::idempotency_conflict(format!(
+                "command {original} already holds this {} and asks for another kind, provider, \
+                 operation or payload",
+                if command.idempotency_key.is_some() {
+                    "idempotency key"
+                } else {
+                    "id"
+                }
+            ))
+            .with_field(Some(
+                if command.idempotency_key.is_some() {
+                    "idempotency_key"
+                } else {
+                    "id"
+                }
+                .into(),
+            )));
+        }
+    };
+    if let Some(original) = replay {
+        if !accepted {
+            // An earlier request admitted it and may have died before the broker confirmed:
+            // publish it (again). The worker's journal runs one copy of it, whatever arrives.
+            let mut again = command.clone();
+            again.id = original;
+            if let Err(e) = publish_command(&state.publisher, &again, amqp_headers).await {
+                warn!(command_id = %original, error = %e, "broker did not confirm the command");
+                return Err(Problem::unavailable(state.retry_after));
+            }
+            if let Err(e) = state.journal.accepted(original).await {
+                warn!(command_id = %original, error = %e, "could not mark the command accepted");
+            }
+        }
+        metrics::counter!("switchyard_duplicate_commands_total", "kind" => command.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
+        let status = state
+            .journal
+            .ledger_status(original)
+            .await
+            .map_or("pending", |s| s.as_str());
+        let status_url = format!("/v1/commands/{original}");
+        let mut res = (
+            StatusCode::OK,
+            axum::Json(json!({"id": original, "status": status, "status_url": status_url})),
+        )
+            .into_response();
+        res.headers_mut().insert(
+            header::HeaderName::from_static("idempotent-replayed"),
+            header::HeaderValue::from_static("true"),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&status_url) {
+            res.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(res);
+    }
     if let Err(e) = publish_command(&state.publisher, &command, amqp_headers).await {
         warn!(command_id = %command.id, error = %e, "broker did not confirm the command");
         return Err(Problem::unavailable(state.retry_after));
+    }
+    point("after_command_publish");
+    if let Err(e) = state.journal.accepted(command.id).await {
+        // A repeat of this request will publish it once more; the worker runs it once.
+        warn!(command_id = %command.id, error = %e, "could not mark the command accepted");
     }
     metrics::counter!("switchyard_commands_received_total", "kind" => command.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
     let pending = Lifecycle::of(&command).pending(Utc::now());

@@ -29,6 +29,10 @@ async fn main() -> ExitCode {
     // First: the OTLP exporter's HTTPS client needs it.
     switchyard_http::install_crypto_provider();
     let _tracing = switchyard_telemetry::init(&config.telemetry, "switchyard-ingress");
+    if let Err(e) = switchyard_faults::arm_from_env() {
+        let _ = writeln_stderr(&format!("error: {e}"));
+        return ExitCode::from(2);
+    }
     let shutdown = switchyard_telemetry::shutdown_on_signals();
     match switchyard_ingress::start(&config, &switchyard_ingress::builtin_kinds(), shutdown).await {
         Ok(handle) => {

@@ -31,6 +31,14 @@ enum Success {
     Accepted,
     /// 200 with card data and secrets in the body.
     Leaky,
+    /// 200 with a body that is not JSON.
+    Garbled,
+    /// 200 with a 4 MiB body.
+    Huge,
+    /// 202 without a reference.
+    NoReference,
+    /// 202 with a reference holding a NUL character.
+    NulReference,
 }
 
 pub(crate) async fn handle(
@@ -60,6 +68,28 @@ pub(crate) async fn handle_async(
     body: Bytes,
 ) -> Response {
     long_running(app, path, Reports::Callback, headers, body).await
+}
+
+/// `POST /oneshot/{provider}/{kind}/{operation}`: the generic provider as one that takes no
+/// idempotency key (like SendGrid or Twilio): every request executes and counts as an effect of
+/// its command. What executed under each `Idempotency-Key` is kept for the status endpoint, so
+/// a caller that lost the answer can ask.
+pub(crate) async fn handle_oneshot(
+    State(app): State<Arc<AppState>>,
+    Path((provider, kind, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    serve(
+        app,
+        (provider, Reports::Oneshot),
+        kind,
+        operation,
+        headers,
+        body,
+        Step::Ok,
+    )
+    .await
 }
 
 /// `POST /polled/{provider}/{kind}/{operation}`: long-running like `/async`, but a provider
@@ -183,6 +213,8 @@ enum Reports {
     Callback,
     /// The status endpoint only.
     StatusOnly,
+    /// No idempotency: every request executes; the status endpoint knows each key's result.
+    Oneshot,
 }
 
 /// A 401 unless the request carries the configured bearer token.
@@ -214,7 +246,14 @@ async fn serve(
     let at_ms = app.elapsed_ms();
     app.ledger.count_request();
     let body_sha256 = hex::encode(Sha256::digest(&body));
-    let key = header_str(&headers, IDEMPOTENCY_KEY).map(str::to_owned);
+    let sent_key = header_str(&headers, IDEMPOTENCY_KEY).map(str::to_owned);
+    // A provider that takes no idempotency key: each request is its own execution.
+    let key = match reports {
+        Reports::Oneshot => sent_key
+            .as_ref()
+            .map(|k| format!("{k}/{}", app.ledger.next_execution())),
+        _ => sent_key.clone(),
+    };
     let record = header_str(&headers, COMMAND_ID).map(|command_id| {
         let record = RequestRecord {
             idempotency_key: key.clone(),
@@ -247,6 +286,19 @@ async fn serve(
         command: record.as_ref().map(|(id, at)| (id.as_str(), at)),
     };
     let response = respond(&app, request).await;
+    if reports == Reports::Oneshot
+        && response.status().is_success()
+        && let Some(sent) = &sent_key
+    {
+        app.ledger.accept_operation(
+            sent,
+            Operation {
+                kind: kind.clone(),
+                outcome: Some(Outcome::Succeeded),
+                done_at: Instant::now(),
+            },
+        );
+    }
 
     if let Some((_, at)) = &record {
         let status = response.status().as_u16();
@@ -327,6 +379,10 @@ async fn respond(app: &AppState, request: Request<'_>) -> Response {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             json_response(status, Bytes::from(leaky_body(None).to_string()))
         }
+        Step::Garbled => run(Success::Garbled, Duration::ZERO).await,
+        Step::Huge => run(Success::Huge, Duration::ZERO).await,
+        Step::NoReference => run(Success::NoReference, Duration::ZERO).await,
+        Step::NulReference => run(Success::NulReference, Duration::ZERO).await,
         Step::Status(status) => scripted(status),
         Step::TooManyRequests { retry_after_secs } => too_many_requests(retry_after_secs),
         Step::Hang => hang(app).await,
@@ -419,6 +475,22 @@ async fn execute(
                 ),
                 Success::Accepted => (StatusCode::ACCEPTED, json!({ "reference": reference })),
                 Success::Leaky => (StatusCode::OK, leaky_body(Some(&reference))),
+                Success::NoReference => (StatusCode::ACCEPTED, json!({ "status": "accepted" })),
+                Success::NulReference => (
+                    StatusCode::ACCEPTED,
+                    json!({ "reference": format!("{reference}\u{0}nul") }),
+                ),
+                Success::Garbled => {
+                    let body = Bytes::from(format!("{{\"reference\": \"{reference}\", \"sta"));
+                    execution.complete(200, body.clone());
+                    return json_response(StatusCode::OK, body);
+                }
+                Success::Huge => {
+                    let pad = "x".repeat(4 * 1024 * 1024);
+                    let body = Bytes::from(json!({"reference": reference, "pad": pad}).to_string());
+                    execution.complete(200, body.clone());
+                    return json_response(StatusCode::OK, body);
+                }
             };
             let body = Bytes::from(body.to_string());
             execution.complete(status.as_u16(), body.clone());

@@ -28,6 +28,14 @@ pub enum Step {
     /// Answer this status with a body full of card data and secrets, as careless providers
     /// do (executing when 2xx): what redaction must catch.
     Leak(u16),
+    /// Execute, then answer 200 with a body that is not JSON.
+    Garbled,
+    /// Execute, then answer 200 with a body larger than any client reads (4 MiB).
+    Huge,
+    /// Execute and accept long-running work, but answer 202 without a reference.
+    NoReference,
+    /// Execute and accept long-running work under a reference holding a NUL character.
+    NulReference,
 }
 
 /// How an accepted operation is reported finished.
@@ -47,7 +55,7 @@ pub enum Finish {
 /// A step string the sandbox does not understand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario step {0:?} (expected ok, accept, accept:fail, accept:silent, accept:early, hang, lost, a status 200..=599, 429:SECS, slow:MS or leak:STATUS)"
+    "unknown scenario step {0:?} (expected ok, accept, accept:fail, accept:silent, accept:early, hang, lost, garbled, huge, noref, nulref, a status 200..=599, 429:SECS, slow:MS or leak:STATUS)"
 )]
 pub struct StepParseError(pub String);
 
@@ -64,6 +72,10 @@ impl FromStr for Step {
             "accept:early" => Step::Accept(Finish::Early),
             "hang" => Step::Hang,
             "lost" => Step::Lost,
+            "garbled" => Step::Garbled,
+            "huge" => Step::Huge,
+            "noref" => Step::NoReference,
+            "nulref" => Step::NulReference,
             _ => {
                 if let Some(secs) = s.strip_prefix("429:") {
                     Step::TooManyRequests {
@@ -107,6 +119,10 @@ impl fmt::Display for Step {
             Step::Lost => f.write_str("lost"),
             Step::Slow(delay) => write!(f, "slow:{}", delay.as_millis()),
             Step::Leak(status) => write!(f, "leak:{status}"),
+            Step::Garbled => f.write_str("garbled"),
+            Step::Huge => f.write_str("huge"),
+            Step::NoReference => f.write_str("noref"),
+            Step::NulReference => f.write_str("nulref"),
         }
     }
 }

@@ -60,6 +60,14 @@ fn router(state: Arc<AppState>) -> Router {
             post(provider::handle_polled),
         )
         .route(
+            "/oneshot/{provider}/{kind}/{operation}",
+            post(provider::handle_oneshot),
+        )
+        .route(
+            "/oneshot/{provider}/{kind}/operations/{reference}",
+            get(provider::status),
+        )
+        .route(
             "/async/{provider}/{kind}/operations/{reference}",
             get(provider::status),
         )
@@ -200,6 +208,14 @@ impl Sandbox {
     /// `operations/{reference}` (its `status_path`).
     pub fn polled_base_url(&self, provider: &str, kind: &str) -> String {
         format!("{}/polled/{provider}/{kind}", self.base_url())
+    }
+
+    /// The generic provider of `kind` as a provider that takes no idempotency key: every
+    /// request executes (effects counted per command), and `operations/{key}` tells whether the
+    /// request sent with that `Idempotency-Key` ever executed (404 if not), so an unknown
+    /// outcome can be settled by a status check.
+    pub fn oneshot_base_url(&self, provider: &str, kind: &str) -> String {
+        format!("{}/oneshot/{provider}/{kind}", self.base_url())
     }
 
     /// A partner's webhook endpoint: Standard Webhooks deliveries signed with the webhook

@@ -22,6 +22,7 @@ pub(crate) struct Ledger {
 
 #[derive(Debug, Default)]
 struct Inner {
+    executions: u64,
     total_requests: u64,
     total_effects: u64,
     effects: BTreeMap<String, u64>,
@@ -157,6 +158,14 @@ impl Ledger {
 
     pub(crate) fn count_request(&self) {
         self.lock().total_requests += 1;
+    }
+
+    /// A number no other execution has: how a provider without idempotency keeps each
+    /// request its own effect.
+    pub(crate) fn next_execution(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.executions += 1;
+        inner.executions
     }
 
     /// Replaces the command's script and restarts it from its first step.

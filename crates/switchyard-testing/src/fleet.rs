@@ -12,7 +12,7 @@ use switchyard_amqp::{
     consume,
 };
 use switchyard_cli::fleet::{Fleet, SandboxSecrets, VendorKeys, sandbox_providers};
-pub use switchyard_cli::fleet::{POLLED_PROVIDER, WEBHOOK_PROVIDER};
+pub use switchyard_cli::fleet::{ONESHOT_PROVIDER, POLLED_PROVIDER, WEBHOOK_PROVIDER};
 use switchyard_config::Config;
 use switchyard_core::{Command, Event};
 use switchyard_http::{OutboundClient, OutboundRequest, OutboundSettings};
@@ -141,6 +141,11 @@ impl EventLog {
             }
             let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
         }
+    }
+
+    /// Every command id that has had an event.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.events.lock().unwrap().keys().copied().collect()
     }
 
     /// Number of commands with a terminal event.

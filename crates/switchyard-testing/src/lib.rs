@@ -11,7 +11,7 @@ mod fleet;
 mod vhost;
 
 pub use fleet::{
-    EASYPOST_KEY, EventLog, POLLED_PROVIDER, SENDGRID_KEY, STRIPE_KEY, TOKEN, TWILIO_TOKEN,
-    TestFleet, TestFleetOptions, WEBHOOK_PROVIDER, WEBHOOK_SECRET, free_port,
+    EASYPOST_KEY, EventLog, ONESHOT_PROVIDER, POLLED_PROVIDER, SENDGRID_KEY, STRIPE_KEY, TOKEN,
+    TWILIO_TOKEN, TestFleet, TestFleetOptions, WEBHOOK_PROVIDER, WEBHOOK_SECRET, free_port,
 };
 pub use vhost::{TestVhost, management_url};

@@ -34,6 +34,10 @@ pub fn main(kind: Arc<dyn Kind>) -> ExitCode {
         &config.telemetry,
         &format!("switchyard-{}", kind.spec().name),
     );
+    if let Err(e) = switchyard_faults::arm_from_env() {
+        let _ = writeln_stderr(&format!("error: {e}"));
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

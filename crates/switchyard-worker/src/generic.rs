@@ -41,6 +41,15 @@ struct Options {
     /// replaced, answers how accepted work is going (the callback body's shape).
     #[serde(default)]
     status_path: Option<String>,
+    /// Whether the provider de-duplicates by `Idempotency-Key` (the default). `false`: it
+    /// executes every request, so Switchyard never calls it twice for one attempt and reports
+    /// a crash during the call as `unknown`.
+    #[serde(default = "yes")]
+    idempotent: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What a reference escapes to stay one path segment: all but `-`, `_` and `~` (dots too, and
@@ -132,6 +141,7 @@ pub struct GenericHttpProvider {
     client: OutboundClient,
     bearer: Option<Arc<Secret<String>>>,
     status_path: Option<String>,
+    idempotent: bool,
     redactor: Redactor,
 }
 
@@ -214,6 +224,7 @@ impl GenericHttpProvider {
             client,
             bearer,
             status_path: opts.status_path,
+            idempotent: opts.idempotent,
             redactor: ctx.redactor.clone(),
         })
     }
@@ -283,11 +294,13 @@ impl Provider for GenericHttpProvider {
             return Err(e);
         }
         classify(exchange.status, &exchange.headers, &exchange.body)?;
+        // From here the provider said yes: an answer we cannot read leaves the outcome unknown.
         let json: Value = if exchange.body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&exchange.body)
-                .map_err(|e| invalid_response(format!("2xx answer is not JSON: {e}")))?
+            serde_json::from_slice(&exchange.body).map_err(|e| {
+                ProviderError::unreadable_answer(format!("the 2xx answer is not JSON: {e}"))
+            })?
         };
         let reference = json
             .get("reference")
@@ -295,14 +308,19 @@ impl Provider for GenericHttpProvider {
             .and_then(Value::as_str)
             .map(str::to_owned);
         if exchange.status == StatusCode::ACCEPTED {
-            let reference = reference
-                .ok_or_else(|| invalid_response("202 Accepted without a \"reference\""))?;
+            let reference = reference.filter(|r| !r.is_empty()).ok_or_else(|| {
+                ProviderError::unreadable_answer("202 Accepted without a usable \"reference\"")
+            })?;
             return Ok(ProviderOutcome::Waiting { reference });
         }
         Ok(ProviderOutcome::Completed {
             result: json,
             reference,
         })
+    }
+
+    fn idempotent(&self) -> bool {
+        self.idempotent
     }
 
     fn completion(&self) -> Completion {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
 use switchyard_amqp::messages::{
-    self, ATTEMPT_HEADER, CHECK_HEADER, REFERENCE_HEADER, SOURCE_HEADER, TRACEPARENT_HEADER,
-    WAIT_UNTIL_HEADER,
+    self, ATTEMPT_HEADER, CHECK_HEADER, REFERENCE_HEADER, RUN_HEADER, SOURCE_HEADER,
+    TRACEPARENT_HEADER, WAIT_UNTIL_HEADER,
 };
 use switchyard_amqp::topology::{
     DEAD_EXCHANGE, KIND_HEADER, RETRY_EXCHANGE, TIER_HEADER, tier_label,
@@ -16,17 +16,21 @@ use switchyard_amqp::topology::{
 use switchyard_amqp::{Delivery, HeaderRead, Headers, Outgoing, PublishError, Publisher};
 use switchyard_core::command::sniff_id;
 use switchyard_core::waiting::{
-    CALLBACK_TYPE_V1, EXPIRY_TYPE_V1, Expiry, WAIT_TYPE_V1, WaitRecord,
+    CALLBACK_TYPE_V1, EXPIRY_TYPE_V1, Expiry, WAIT_TYPE_V1, WaitReason, WaitRecord,
 };
 use switchyard_core::{
     Callback, CallbackOutcome, Command, Completion, ErrorClass, ErrorInfo, Event,
     IdempotencyNamespace, Lifecycle, Name, PayloadValidator, Provider, ProviderCall, ProviderError,
     ProviderOutcome, Recorder, RoutingKey,
 };
+use switchyard_faults::point;
 use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
+use switchyard_journal::{Admission, Begin, Decided, Journal, JournalError, Step};
 use tower::ServiceExt;
 use tracing::{Instrument, debug, info_span, warn};
+use uuid::Uuid;
 
+use crate::plan::Plan;
 use crate::retry::RetrySchedule;
 use crate::stack::ProviderStack;
 
@@ -52,13 +56,27 @@ pub(crate) struct Handler {
     pub namespace: IdempotencyNamespace,
     pub schedule: RetrySchedule,
     pub redactor: Redactor,
+    /// Decides once what each identity means and what became of each step.
+    pub journal: Journal,
 }
 
 /// The broker action a delivery ends with, decided once the outcome is durably reported.
 enum Disposition {
     Ack,
-    /// Reporting failed: leave the delivery for redelivery.
-    Requeue(PublishError),
+    /// Reporting (or the journal) failed: leave the delivery for redelivery.
+    Requeue(String),
+}
+
+impl From<JournalError> for Disposition {
+    fn from(e: JournalError) -> Self {
+        Disposition::Requeue(e.to_string())
+    }
+}
+
+impl From<PublishError> for Disposition {
+    fn from(e: PublishError) -> Self {
+        Disposition::Requeue(e.to_string())
+    }
 }
 
 /// What a status check carries besides the command: it is a copy of the waiting command,
@@ -103,7 +121,10 @@ impl Handler {
         }
         let disposition = self.process(&delivery).instrument(span).await;
         let acked = match disposition {
-            Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+            Disposition::Ack => {
+                point("before_ack");
+                delivery.acker.ack(BasicAckOptions::default()).await
+            }
             Disposition::Requeue(e) => {
                 warn!(error = %e, "could not report the outcome; leaving the command for redelivery");
                 // A short pause so a broker that refuses publishes is not hammered.
@@ -143,9 +164,67 @@ impl Handler {
         if let Some(check) = Check::read(headers) {
             return self.check(delivery, &command, slot, check, tp).await;
         }
+        let run = u32::try_from(headers.header_int(RUN_HEADER).unwrap_or(0)).unwrap_or(0);
+        let attempt_no = previous + 1;
+        let lifecycle = Lifecycle::run(&command, run);
+        // Identity (contract 7): the first attempt of a run asks what the identity means.
+        if attempt_no == 1 {
+            match self.journal.admit(&command, true).await {
+                Err(e) => return e.into(),
+                Ok(Admission::New | Admission::Same { .. }) => {}
+                Ok(Admission::Duplicate { original, .. }) => {
+                    return self.duplicate(&command, original, tp).await;
+                }
+                Ok(Admission::Conflict { original }) => {
+                    return self.conflict(delivery, &command, original, tp).await;
+                }
+            }
+        }
+        let step = Step {
+            command_id: command.id,
+            run,
+            attempt: attempt_no,
+        };
+        let begun = match self.journal.begin(step, delivery.redelivered).await {
+            Ok(b) => b,
+            Err(e) => return e.into(),
+        };
+        point("after_begin");
+        let in_doubt = match begun {
+            Begin::Fresh => false,
+            Begin::InDoubt => true,
+            Begin::Repeated | Begin::Superseded => {
+                // Another copy of this step runs (or ran) it: this one changes nothing.
+                let why = if begun == Begin::Repeated {
+                    "repeated"
+                } else {
+                    "superseded"
+                };
+                metrics::counter!("switchyard_duplicate_deliveries_total", "kind" => self.kind.to_string(), "reason" => why).increment(1);
+                debug!(
+                    run,
+                    attempt = attempt_no,
+                    why,
+                    "step already taken; acknowledging"
+                );
+                return Disposition::Ack;
+            }
+            Begin::Decided(text) => {
+                // Redelivered after its outcome was decided: report that decision again.
+                return match Plan::decode(&text) {
+                    Some(plan) => self.execute(delivery, &command, slot, &plan, tp).await,
+                    None => {
+                        warn!(
+                            run,
+                            attempt = attempt_no,
+                            "undecodable stored decision; acknowledging"
+                        );
+                        Disposition::Ack
+                    }
+                };
+            }
+        };
         let now = Utc::now();
-        let lifecycle = Lifecycle::of(&command);
-
         if command.is_expired_at(now) {
             let error = ErrorInfo::new(
                 ErrorClass::Expired,
@@ -154,12 +233,29 @@ impl Handler {
             );
             let event = lifecycle.reject(previous, error.clone(), now);
             return self
-                .dead_letter(delivery, &command.provider, &error, previous, &event, tp)
+                .settle(
+                    delivery,
+                    &command,
+                    slot,
+                    step,
+                    Plan::dead_letter(event, error, previous),
+                    tp,
+                )
                 .await;
         }
-        let attempt_no = previous + 1;
-        let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
         let (attempt, processing) = lifecycle.begin(attempt_no, now);
+        if in_doubt && !slot.provider.idempotent() {
+            // The last owner of this attempt died during the call: the provider may have acted,
+            // and it takes no idempotency key, so calling it again could act twice.
+            let error = ErrorInfo::new(
+                ErrorClass::Unknown,
+                "interrupted",
+                "the worker stopped during the provider call; whether the provider acted is not known",
+            );
+            let plan = self.unknown_plan(&command, slot, attempt, error, now);
+            return self.settle(delivery, &command, slot, step, plan, tp).await;
+        }
+        let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
         let recorder = Recorder::default();
         let call_span = info_span!(
             "call provider",
@@ -190,6 +286,7 @@ impl Handler {
             report,
             slot.stack.clone().oneshot(call).instrument(call_span)
         );
+        point("after_provider_answer");
         let labels = [
             ("kind", self.kind.to_string()),
             ("provider", command.provider.to_string()),
@@ -218,26 +315,30 @@ impl Handler {
         )
         .await;
         if let Err(e) = reported.and(recorded.map(|_| ())) {
-            return Disposition::Requeue(e);
+            return Disposition::from(e);
         }
 
         let now = Utc::now();
-        match outcome {
-            Ok(ProviderOutcome::Completed { result, reference }) => {
-                let event = attempt.complete(self.redactor.json(&result), reference, now);
-                self.finish(&event, tp).await
-            }
+        let plan = match outcome {
+            Ok(ProviderOutcome::Completed { result, reference }) => Plan::Report {
+                event: attempt.complete(self.redactor.json(&result), reference, now),
+            },
             Ok(ProviderOutcome::Waiting { reference }) => {
-                // The resolver learns what to wait for, and when to give up, before anyone
-                // hears of `waiting`; then the delivery is done: nothing is held while waiting.
-                if let Err(e) = self
-                    .park(delivery, &command, slot, attempt_no, &reference, now)
-                    .await
-                {
-                    return Disposition::Requeue(e);
+                let expires_at = command.deadline.unwrap_or_else(|| {
+                    now + chrono::Duration::from_std(self.max_wait(&command)).unwrap_or_default()
+                });
+                let (_waiting, event) = attempt.wait(reference.clone(), now);
+                Plan::Park {
+                    event,
+                    reference,
+                    reason: WaitReason::Waiting,
+                    since: now,
+                    expires_at,
                 }
-                let (_waiting, event) = attempt.wait(reference, now);
-                self.finish(&event, tp).await
+            }
+            Err(e) if e.class == ErrorClass::Unknown => {
+                let error = self.error_info(&e);
+                self.unknown_plan(&command, slot, attempt, error, now)
             }
             Err(e) if e.class.is_retryable() && attempt_no < slot.max_attempts => {
                 let delay = self.schedule.delay(attempt_no, e.retry_after);
@@ -246,16 +347,13 @@ impl Handler {
                 if command.deadline.is_some_and(|d| next > d) {
                     let error = expired_during_retry(&self.error_info(&e));
                     let event = attempt.fail(error.clone(), now);
-                    return self
-                        .dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp)
-                        .await;
+                    Plan::dead_letter(event, error, attempt_no)
+                } else {
+                    Plan::Retry {
+                        event: attempt.retry(self.error_info(&e), next, now),
+                        tier_ms: u64::try_from(tier.as_millis()).unwrap_or(u64::MAX),
+                    }
                 }
-                if let Err(err) = self.schedule_retry(delivery, attempt_no, tier).await {
-                    return Disposition::Requeue(err);
-                }
-                metrics::counter!("switchyard_retries_scheduled_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
-                let event = attempt.retry(self.error_info(&e), next, now);
-                self.finish(&event, tp).await
             }
             Err(e) => {
                 let mut error = self.error_info(&e);
@@ -264,10 +362,182 @@ impl Handler {
                         format!("gave up after {attempt_no} attempts: {}", error.message);
                 }
                 let event = attempt.fail(error.clone(), now);
-                self.dead_letter(delivery, &command.provider, &error, attempt_no, &event, tp)
-                    .await
+                Plan::dead_letter(event, error, attempt_no)
             }
+        };
+        self.settle(delivery, &command, slot, step, plan, tp).await
+    }
+
+    /// The default wait of the command's operation for a long-running provider.
+    fn max_wait(&self, command: &Command) -> Duration {
+        self.max_wait
+            .get(&command.operation)
+            .copied()
+            .unwrap_or(switchyard_core::kind::DEFAULT_MAX_WAIT)
+    }
+
+    /// An outcome nobody can read: parked for the resolver with the provider key as its
+    /// reference, so a status check (where the provider offers one) or an operator ends it.
+    fn unknown_plan(
+        &self,
+        command: &Command,
+        slot: &Slot,
+        attempt: switchyard_core::Attempt<'_>,
+        error: ErrorInfo,
+        now: chrono::DateTime<Utc>,
+    ) -> Plan {
+        let _ = slot;
+        let reference = self
+            .namespace
+            .provider_key(&command.identity(), &command.operation)
+            .to_string();
+        let (_later, event) = attempt.unknown(error, now);
+        Plan::Park {
+            event,
+            reference,
+            reason: WaitReason::Unknown,
+            since: now,
+            expires_at: now,
         }
+    }
+
+    /// Decides `step`'s outcome once, then carries it out. A delivery that lost the race
+    /// leaves the reporting to the winner (whose own redelivery re-sends it after a crash).
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        slot: &Slot,
+        step: Step,
+        plan: Plan,
+        tp: Option<&str>,
+    ) -> Disposition {
+        match self.journal.decide(step, plan.encode()).await {
+            Ok(Decided::Won) => {
+                point("after_decide");
+                self.execute(delivery, command, slot, &plan, tp).await
+            }
+            Ok(Decided::Lost(_)) => {
+                metrics::counter!("switchyard_duplicate_deliveries_total", "kind" => self.kind.to_string(), "reason" => "decided_elsewhere").increment(1);
+                Disposition::Ack
+            }
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Carries out a decided plan: every publish is idempotent (deterministic event ids,
+    /// step-keyed copies), so doing it again after a crash changes nothing.
+    async fn execute(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        slot: &Slot,
+        plan: &Plan,
+        tp: Option<&str>,
+    ) -> Disposition {
+        let prepared = match plan {
+            Plan::Report { .. } => Ok(()),
+            Plan::Retry { event, tier_ms } => {
+                let tier = Duration::from_millis(*tier_ms);
+                let r = self.schedule_retry(delivery, event.attempt, tier).await;
+                if r.is_ok() {
+                    point("after_retry_publish");
+                    metrics::counter!("switchyard_retries_scheduled_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
+                }
+                r
+            }
+            Plan::DeadLetter {
+                error, attempts, ..
+            } => {
+                let r = self
+                    .publish_dead_letter(delivery, &command.provider, error, *attempts)
+                    .await;
+                if r.is_ok() {
+                    point("after_dead_letter_publish");
+                }
+                r
+            }
+            Plan::Park {
+                event,
+                reference,
+                reason,
+                since,
+                expires_at,
+            } => {
+                let r = self
+                    .park(
+                        delivery,
+                        command,
+                        slot,
+                        event,
+                        reference,
+                        *reason,
+                        *since,
+                        *expires_at,
+                    )
+                    .await;
+                if r.is_ok() {
+                    point("after_wait_publish");
+                }
+                r
+            }
+        };
+        if let Err(e) = prepared {
+            return Disposition::from(e);
+        }
+        let disposition = self.finish(plan.event(), tp).await;
+        if plan.event().status.is_terminal() && matches!(disposition, Disposition::Ack) {
+            point("after_terminal_event");
+        }
+        disposition
+    }
+
+    /// A repeat of an earlier command's identity and fingerprint under another id: not
+    /// executed; one `duplicate` event under its own id names the original.
+    async fn duplicate(&self, command: &Command, original: Uuid, tp: Option<&str>) -> Disposition {
+        metrics::counter!("switchyard_duplicate_commands_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
+        if original == command.id {
+            return Disposition::Ack;
+        }
+        let event = Lifecycle::of(command).duplicate(original, Utc::now());
+        self.finish(&event, tp).await
+    }
+
+    /// The same identity (or id) asking for something else: never reaches a provider.
+    /// Dead-lettered `invalid` / `idempotency_conflict`, with a `failed` event under its own
+    /// id only when that id is not the original's (whose lifecycle it must not touch).
+    async fn conflict(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        original: Uuid,
+        tp: Option<&str>,
+    ) -> Disposition {
+        metrics::counter!("switchyard_idempotency_conflicts_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
+        let error = ErrorInfo::new(
+            ErrorClass::Invalid,
+            "idempotency_conflict",
+            format!(
+                "command {original} already holds this {} with another kind, provider, operation or payload",
+                if command.idempotency_key.is_some() {
+                    "idempotency key"
+                } else {
+                    "id"
+                }
+            ),
+        );
+        warn!(%original, "idempotency conflict, dead-lettering");
+        if let Err(e) = self
+            .publish_dead_letter(delivery, &command.provider, &error, 0)
+            .await
+        {
+            return Disposition::from(e);
+        }
+        if original == command.id {
+            return Disposition::Ack;
+        }
+        let event = Lifecycle::of(command).reject(0, error, Utc::now());
+        self.finish(&event, tp).await
     }
 
     /// The event view of a provider error, redacted.
@@ -333,7 +603,7 @@ impl Handler {
                 }
                 Disposition::Ack
             }
-            Err(e) => Disposition::Requeue(e),
+            Err(e) => Disposition::from(e),
         }
     }
 
@@ -385,7 +655,7 @@ impl Handler {
                 .await
             {
                 Ok(()) => Disposition::Ack,
-                Err(e) => Disposition::Requeue(e),
+                Err(e) => Disposition::from(e),
             },
         }
     }
@@ -441,40 +711,38 @@ impl Handler {
             .publish_dead_letter(delivery, provider, error, attempts)
             .await
         {
-            return Disposition::Requeue(e);
+            return Disposition::from(e);
         }
         self.finish(event, tp).await
     }
 
-    /// Hands a waiting command to the resolver: its wait record now, its expiry at the deadline
-    /// (or the operation's default wait) through the delay tiers.
+    /// Hands a parked command to the resolver: its wait record now; for `waiting`, its expiry
+    /// at the deadline (or the operation's default wait) through the delay tiers; and, for a
+    /// provider that must be asked, the first status check. An `unknown` outcome never
+    /// expires: a status check or an operator ends it.
+    #[allow(clippy::too_many_arguments)]
     async fn park(
         &self,
         delivery: &Delivery,
         command: &Command,
         slot: &Slot,
-        attempt: u32,
+        event: &Event,
         reference: &str,
-        now: chrono::DateTime<Utc>,
+        reason: WaitReason,
+        since: chrono::DateTime<Utc>,
+        expires_at: chrono::DateTime<Utc>,
     ) -> Result<(), PublishError> {
-        let max_wait = self
-            .max_wait
-            .get(&command.operation)
-            .copied()
-            .unwrap_or(switchyard_core::kind::DEFAULT_MAX_WAIT);
-        let expires_at = command
-            .deadline
-            .unwrap_or_else(|| now + chrono::Duration::from_std(max_wait).unwrap_or_default());
+        let attempt = event.attempt;
         let record = WaitRecord {
             command: command.clone(),
             attempt,
-            run: 0,
-            reason: Default::default(),
+            run: event.run,
+            reason,
             reference: reference.to_owned(),
-            since: now,
+            since,
             expires_at,
         };
-        let id = format!("{}.{attempt}", command.id);
+        let id = format!("{}.{}.{attempt}", command.id, event.run);
         messages::publish_callback_message(
             &self.publisher,
             WAIT_TYPE_V1,
@@ -484,28 +752,35 @@ impl Handler {
             Headers::default(),
         )
         .await?;
-        let expiry = Expiry {
-            command_id: command.id,
-            due: expires_at,
+        let until = match reason {
+            WaitReason::Waiting => {
+                let expiry = Expiry {
+                    command_id: command.id,
+                    due: expires_at,
+                };
+                let remaining = (expires_at - since).to_std().unwrap_or_default();
+                messages::publish_callback_message(
+                    &self.publisher,
+                    EXPIRY_TYPE_V1,
+                    &format!("expiry.{id}"),
+                    &expiry.to_bytes(),
+                    messages::tier_within(self.schedule.tiers(), remaining),
+                    Headers::default(),
+                )
+                .await?;
+                expires_at
+            }
+            // Checked for as long as an identity is remembered.
+            WaitReason::Unknown => since + chrono::Duration::days(1),
         };
-        let remaining = (expires_at - now).to_std().unwrap_or_default();
-        messages::publish_callback_message(
-            &self.publisher,
-            EXPIRY_TYPE_V1,
-            &format!("expiry.{id}"),
-            &expiry.to_bytes(),
-            messages::tier_within(self.schedule.tiers(), remaining),
-            Headers::default(),
-        )
-        .await?;
         if slot.provider.completion() == Completion::Poll {
             let first = Check {
                 number: 1,
                 attempt,
                 reference: reference.to_owned(),
-                until: expires_at,
+                until,
             };
-            self.schedule_check(delivery, &first, now, None).await?;
+            self.schedule_check(delivery, &first, since, None).await?;
         }
         Ok(())
     }
@@ -550,7 +825,7 @@ impl Handler {
         )
         .await;
         if let Err(e) = recorded {
-            return Disposition::Requeue(e);
+            return Disposition::from(e);
         }
         let now = Utc::now();
         // Ok(outcome): the end, for the resolver; Err(retry_after): check again.
@@ -594,7 +869,7 @@ impl Handler {
         };
         match sent {
             Ok(()) => Disposition::Ack,
-            Err(e) => Disposition::Requeue(e),
+            Err(e) => Disposition::from(e),
         }
     }
 

@@ -14,6 +14,7 @@ mod entry;
 mod generic;
 mod handler;
 mod kind;
+mod plan;
 mod retry;
 mod runtime;
 mod secrets;
@@ -26,6 +27,6 @@ pub use kind::{
     check_operations, redactor,
 };
 pub use retry::RetrySchedule;
-pub use runtime::{WorkerHandle, run, start};
+pub use runtime::{WorkerHandle, journal_retention, open_journal, run, start};
 pub use secrets::{provider_base_url, provider_secret, provider_secrets};
 pub use stack::{CircuitSettings, ProviderStack, StackSettings, provider_stack};

@@ -18,7 +18,44 @@ use crate::handler::{Handler, Slot};
 use crate::kind::{Kind, build_providers};
 use crate::retry::RetrySchedule;
 use crate::stack::{StackSettings, provider_stack};
+use switchyard_journal::{Journal, Retention};
 use tower_resilience_circuitbreaker::CircuitBreakerConfigError;
+
+/// How long the journal remembers identities and steps: `worker.idempotency_window`, but
+/// never less than the longest retry schedule the config allows (every attempt waiting in the
+/// longest delay tier) plus the longest wait of a long-running operation (contract 7), so a
+/// command is never forgotten while it can still act.
+pub fn journal_retention(config: &Config, kinds: &[Arc<dyn Kind>]) -> Retention {
+    let longest_tier = config.retry.tiers.last().copied().unwrap_or_default();
+    let most_attempts = config
+        .providers
+        .iter()
+        .filter_map(|p| p.max_attempts)
+        .chain([config.retry.max_attempts])
+        .max()
+        .unwrap_or(1);
+    let longest_wait = kinds
+        .iter()
+        .flat_map(|k| k.spec().operations.into_iter().map(|o| o.max_wait))
+        .max()
+        .unwrap_or(switchyard_core::kind::DEFAULT_MAX_WAIT);
+    let floor = longest_tier.saturating_mul(most_attempts.saturating_sub(1)) + longest_wait;
+    let window = config.worker.idempotency_window.max(floor);
+    Retention {
+        identities: window,
+        steps: window,
+    }
+}
+
+/// Opens the journal in the ledger's database (`SWITCHYARD_DATABASE_URL`).
+pub async fn open_journal(config: &Config, kinds: &[Arc<dyn Kind>]) -> anyhow::Result<Journal> {
+    Journal::open(
+        config.ledger.database_url.expose(),
+        journal_retention(config, kinds),
+    )
+    .await
+    .context("opening the journal (in the database of ledger.database_url)")
+}
 
 /// A running worker.
 #[derive(Debug)]
@@ -75,6 +112,7 @@ pub async fn start(
         broker.clone(),
         Duration::from_millis(config.amqp.confirm_timeout_ms),
     );
+    let journal = open_journal(config, std::slice::from_ref(&kind)).await?;
 
     let providers = entries
         .iter()
@@ -117,6 +155,7 @@ pub async fn start(
             config.retry.cap,
             config.retry.tiers.clone(),
         ),
+        journal,
     });
 
     let listen = config

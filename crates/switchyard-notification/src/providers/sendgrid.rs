@@ -139,6 +139,11 @@ impl Provider for SendGridProvider {
         &self.operations
     }
 
+    /// SendGrid takes no idempotency key: never called twice for one attempt.
+    fn idempotent(&self) -> bool {
+        false
+    }
+
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
         let email: SendEmail = call.payload()?;
         let body =

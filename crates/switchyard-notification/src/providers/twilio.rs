@@ -165,6 +165,11 @@ impl Provider for TwilioProvider {
         &self.operations
     }
 
+    /// Twilio takes no idempotency key: never called twice for one attempt.
+    fn idempotent(&self) -> bool {
+        false
+    }
+
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
         let sms: SendSms = call.payload()?;
         let body = Bytes::from(self.form(&sms)?);
@@ -197,13 +202,13 @@ impl Provider for TwilioProvider {
             .await?;
         classify(exchange.status, &exchange.headers, &exchange.body)?;
         let message: Value = serde_json::from_slice(&exchange.body).unwrap_or(Value::Null);
-        let sid = message["sid"].as_str().ok_or_else(|| {
-            ProviderError::new(
-                ErrorClass::Permanent,
-                "invalid_response",
-                "Twilio's answer has no message sid",
-            )
-        })?;
+        // Twilio accepted the message: without its sid the outcome is unknown, not failed.
+        let sid = message["sid"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ProviderError::unreadable_answer("Twilio's answer has no message sid")
+            })?;
         Ok(ProviderOutcome::Waiting {
             reference: sid.to_owned(),
         })

@@ -238,12 +238,9 @@ impl StripeProvider {
         if !exchange.status.is_success() {
             return Err(stripe_error(&exchange, &self.redactor));
         }
+        // Stripe said yes: an answer we cannot read leaves the outcome unknown.
         serde_json::from_slice(&exchange.body).map_err(|e| {
-            ProviderError::new(
-                ErrorClass::Permanent,
-                "invalid_response",
-                format!("Stripe's answer is not JSON: {e}"),
-            )
+            ProviderError::unreadable_answer(format!("Stripe's answer is not JSON: {e}"))
         })
     }
 }
@@ -367,11 +364,7 @@ fn object_id(object: &Value, prefix: &str) -> Result<String, ProviderError> {
         .filter(|id| id.starts_with(prefix))
         .map(str::to_owned)
         .ok_or_else(|| {
-            ProviderError::new(
-                ErrorClass::Permanent,
-                "invalid_response",
-                format!("Stripe's answer has no {prefix}… id"),
-            )
+            ProviderError::unreadable_answer(format!("Stripe's answer has no {prefix}… id"))
         })
 }
 

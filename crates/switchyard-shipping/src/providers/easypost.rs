@@ -510,8 +510,9 @@ fn tracker_outcome(tracker: &Value) -> CallbackOutcome {
     CallbackOutcome::Pending
 }
 
+/// A 2xx answer of EasyPost's that cannot be read: it may have acted, so `unknown`.
 fn invalid_response(message: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorClass::Permanent, "invalid_response", message)
+    ProviderError::unreadable_answer(message)
 }
 
 /// `classify`'s verdict with EasyPost's own error code (`SHIPMENT.POSTAGE.FAILURE`, …) and

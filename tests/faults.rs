@@ -1,0 +1,255 @@
+//! A crash at every named step between receiving a command and acknowledging it (design note
+//! 0001): the payment worker is started with one fault point armed, aborts there, and a
+//! replacement without faults finishes the work. For an idempotent provider and for one that
+//! takes no idempotency key alike: exactly one terminal event per command, one effect at the
+//! provider, nothing lost. The ingress's points likewise, with the client repeating its request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchyard_core::Status;
+use switchyard_e2e::binary;
+use switchyard_testing::{ONESHOT_PROVIDER, POLLED_PROVIDER, TestFleet, TestFleetOptions};
+use tokio::process::{Child, Command as Process};
+
+fn spawn(name: &str, config: &Path, faults: Option<&str>) -> Child {
+    let mut cmd = Process::new(binary(name));
+    cmd.arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .env_remove("SWITCHYARD_FAULTS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(f) = faults {
+        cmd.env("SWITCHYARD_FAULTS", f);
+    }
+    cmd.spawn().unwrap()
+}
+
+async fn wait_for_queue(fleet: &TestFleet, queue: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.vhost.queue_messages(queue).await.is_none() {
+        assert!(Instant::now() < deadline, "{queue} was never declared");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Exactly one terminal event id per command (the same event delivered twice is allowed),
+/// and nothing of its run after it.
+fn one_outcome(events: &[switchyard_core::Event]) -> Status {
+    let terminals: HashSet<_> = events
+        .iter()
+        .filter(|e| e.status.is_terminal())
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(terminals.len(), 1, "one terminal event: {events:#?}");
+    let last = events.iter().find(|e| e.status.is_terminal()).unwrap();
+    assert!(
+        events.iter().all(|e| e.seq <= last.seq),
+        "nothing follows the terminal event: {events:#?}"
+    );
+    last.status
+}
+
+/// What each point needs to be reached, and how the command must end at each provider.
+struct Case {
+    point: &'static str,
+    steps: &'static [&'static str],
+    /// The idempotent provider to use (the polled one for waits).
+    idempotent_provider: &'static str,
+    /// (status, effects) at the idempotent provider, then at the one without keys.
+    ends: [(Status, u64); 2],
+}
+
+const DONE: (Status, u64) = (Status::Completed, 1);
+
+const CASES: &[Case] = &[
+    // Begun, never called. The idempotent provider is called again with the same key; the
+    // other is not called again: the status check finds nothing executed, so it fails
+    // (`switchyard dlq replay` runs it as a new run).
+    Case {
+        point: "after_begin",
+        steps: &["ok"],
+        idempotent_provider: "sandbox",
+        ends: [DONE, (Status::Failed, 0)],
+    },
+    // Called, answer not decided: called again with the same key, or settled by a status
+    // check that finds the one execution.
+    Case {
+        point: "after_provider_answer",
+        steps: &["ok"],
+        idempotent_provider: "sandbox",
+        ends: [DONE, DONE],
+    },
+    Case {
+        point: "after_decide",
+        steps: &["ok"],
+        idempotent_provider: "sandbox",
+        ends: [DONE, DONE],
+    },
+    Case {
+        point: "after_retry_publish",
+        steps: &["503", "ok"],
+        idempotent_provider: "sandbox",
+        ends: [DONE, DONE],
+    },
+    Case {
+        point: "after_dead_letter_publish",
+        steps: &["400"],
+        idempotent_provider: "sandbox",
+        ends: [(Status::Failed, 0), (Status::Failed, 0)],
+    },
+    Case {
+        point: "after_wait_publish",
+        steps: &["accept"],
+        idempotent_provider: POLLED_PROVIDER,
+        ends: [DONE, DONE],
+    },
+    Case {
+        point: "after_terminal_event",
+        steps: &["ok"],
+        idempotent_provider: "sandbox",
+        ends: [DONE, DONE],
+    },
+    Case {
+        point: "before_ack",
+        steps: &["ok"],
+        idempotent_provider: "sandbox",
+        ends: [DONE, DONE],
+    },
+];
+
+#[tokio::test]
+async fn a_worker_crash_at_every_step_yields_one_outcome_and_one_effect() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        in_process: false,
+        timeout_ms: 5_000,
+        max_attempts: 4,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, &fleet.config_toml).unwrap();
+    // The resolver (waits, unknown outcomes) runs in the ledger.
+    let mut ledger = spawn("switchyard-ledger", &config, None);
+    for case in CASES {
+        for (provider, (ends, effects)) in [case.idempotent_provider, ONESHOT_PROVIDER]
+            .into_iter()
+            .zip(case.ends)
+        {
+            // One command per crash, so the point fires in its delivery and no other.
+            let mut worker = spawn("switchyard-payment", &config, Some(case.point));
+            wait_for_queue(&fleet, "switchyard.work.payment.sandbox").await;
+            let mut c = fleet.charge();
+            c.provider = provider.parse().unwrap();
+            fleet.scenario(c.id, case.steps).await;
+            fleet.publish(&c).await;
+            let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+                .await
+                .unwrap_or_else(|_| panic!("{} at {provider}: the point never fired", case.point))
+                .unwrap();
+            assert!(!status.success(), "{}: the worker aborted", case.point);
+            let mut replacement = spawn("switchyard-payment", &config, None);
+            let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
+            let ended = one_outcome(&events);
+            assert_eq!(ended, ends, "{} at {provider}: {events:#?}", case.point);
+            let view = fleet.sandbox_view(c.id).await;
+            assert_eq!(
+                view["effects"], effects,
+                "{} at {provider}: effects of the command: {view:#}",
+                case.point
+            );
+            replacement.start_kill().unwrap();
+            let _ = replacement.wait().await;
+            eprintln!("{} at {provider}: {ends}, {effects} effect(s)", case.point);
+        }
+    }
+    ledger.start_kill().unwrap();
+    let _ = ledger.wait().await;
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn an_ingress_crash_at_every_step_loses_nothing_and_runs_once() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        in_process: false,
+        timeout_ms: 5_000,
+        max_attempts: 4,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, &fleet.config_toml).unwrap();
+    let mut worker = spawn("switchyard-payment", &config, None);
+    let url = format!("http://127.0.0.1:{}/v1/commands", fleet.ingress_port);
+    let http = reqwest::Client::new();
+    for point in ["after_admit", "after_command_publish"] {
+        let key = format!("{point}-{}", uuid::Uuid::new_v4());
+        let body = json!({"kind": "payment", "provider": ONESHOT_PROVIDER, "operation": "charge",
+            "payload": {"amount": 1999, "currency": "usd", "payment_method": "pm_card_visa"},
+            "idempotency_key": key});
+        let post = || {
+            http.post(&url)
+                .bearer_auth(switchyard_testing::TOKEN)
+                .json(&body)
+                .send()
+        };
+        let mut ingress = spawn("switchyard-ingress", &config, Some(point));
+        // The first request dies with the ingress: the client sees no answer.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match post().await {
+                Err(_) => {}
+                Ok(r) => panic!("{point}: answered {} before the fault point", r.status()),
+            }
+            if let Ok(Some(_)) = ingress.try_wait() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{point}: the ingress never aborted"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The client repeats its request to a healthy ingress.
+        let mut healthy = spawn("switchyard-ingress", &config, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let answer = loop {
+            if let Ok(r) = post().await {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "{point}: no healthy ingress");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(
+            [200, 202].contains(&answer.status().as_u16()),
+            "{point}: {}",
+            answer.status()
+        );
+        let id: uuid::Uuid = answer.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let events = fleet.events.terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(
+            one_outcome(&events),
+            Status::Completed,
+            "{point}: {events:#?}"
+        );
+        let view = fleet.sandbox_view(id).await;
+        assert_eq!(view["effects"], 1, "{point}: {view:#}");
+        healthy.start_kill().unwrap();
+        let _ = healthy.wait().await;
+        eprintln!("{point}: the repeated request ran the command once");
+    }
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
+    fleet.stop().await;
+}

@@ -620,8 +620,11 @@ async fn a_later_run_reopens_a_failed_command(store: &Store) {
     let completed = a1.complete(json!({"ok": true}), Some("ref_r1".into()), later);
     assert_eq!(completed.seq, 1_000_007);
     // Out of order and twice: completed first, then processing, then both again.
-    store.apply(&[completed.clone()], &[]).await.unwrap();
-    store.apply(&[p1.clone()], &[]).await.unwrap();
+    store
+        .apply(std::slice::from_ref(&completed), &[])
+        .await
+        .unwrap();
+    store.apply(std::slice::from_ref(&p1), &[]).await.unwrap();
     store.apply(&[p1, completed.clone()], &[]).await.unwrap();
     let view = store.command(c.id).await.unwrap().unwrap();
     assert_eq!(status_of(&view), (Status::Completed, 1, completed.seq));

@@ -11,6 +11,9 @@
 //! switchyard.dead (topic)
 //!   {kind}.#  -> switchyard.dlq.{kind}  quorum
 //! switchyard.events (topic): the core app binds its own queues
+//!   # -> switchyard.ledger.events (and switchyard.attempts # -> switchyard.ledger.attempts)
+//!        quorum, delivery limit, dead-letter to switchyard.dead as ledger.events|attempts
+//! switchyard.dead ledger.# -> switchyard.dlq.ledger  quorum: what the ledger could not store
 //! switchyard.callbacks (direct)
 //!   callbacks.in -> switchyard.callbacks  quorum: wait records, verified webhooks, expiries
 //!   delayed by switchyard.retry (kind "_callbacks") through switchyard.delay.callbacks.{tier}
@@ -298,14 +301,33 @@ impl Topology {
             ));
         }
         if self.ledger {
-            for (queue, exchange) in [
-                (LEDGER_EVENTS_QUEUE, EVENTS_EXCHANGE),
-                (LEDGER_ATTEMPTS_QUEUE, ATTEMPTS_EXCHANGE),
+            // A message the ledger keeps failing on (a crash loop) ends in its dead letters
+            // after the delivery limit, instead of coming back forever.
+            plan.push(Declaration::queue(
+                LEDGER_DLQ,
+                args(std::slice::from_ref(&quorum)),
+            ));
+            plan.push(Declaration::binding(
+                LEDGER_DLQ,
+                DEAD_EXCHANGE,
+                "ledger.#",
+                FieldTable::default(),
+            ));
+            for (queue, exchange, dead_key) in [
+                (LEDGER_EVENTS_QUEUE, EVENTS_EXCHANGE, "ledger.events"),
+                (LEDGER_ATTEMPTS_QUEUE, ATTEMPTS_EXCHANGE, "ledger.attempts"),
             ] {
-                plan.push(Declaration::queue(
-                    queue,
-                    args(std::slice::from_ref(&quorum)),
-                ));
+                let mut a = vec![
+                    quorum.clone(),
+                    (
+                        "x-delivery-limit",
+                        AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+                    ),
+                    ("x-dead-letter-exchange", s(DEAD_EXCHANGE)),
+                    ("x-dead-letter-routing-key", s(dead_key)),
+                ];
+                a.extend(at_least_once.iter().cloned());
+                plan.push(Declaration::queue(queue, args(&a)));
                 plan.push(Declaration::binding(
                     queue,
                     exchange,
@@ -506,6 +528,42 @@ mod tests {
         assert_eq!(tier_label(Duration::from_secs(120)), "2m");
         assert_eq!(tier_label(Duration::from_secs(3600)), "1h");
         assert_eq!(tier_label(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn the_ledger_queues_have_a_delivery_limit_and_dead_letters() {
+        let plan = Topology::new(vec![Duration::from_secs(1)], 7)
+            .with_ledger(true)
+            .plan();
+        let queue = |n: &str| {
+            plan.iter()
+                .find_map(|d| match d {
+                    Declaration::Queue { name, arguments } if name == n => Some(arguments.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{n} declared"))
+        };
+        for (q, key) in [
+            (LEDGER_EVENTS_QUEUE, "ledger.events"),
+            (LEDGER_ATTEMPTS_QUEUE, "ledger.attempts"),
+        ] {
+            let a = queue(q);
+            let a = a.inner();
+            assert_eq!(
+                a.get("x-delivery-limit"),
+                Some(&AMQPValue::LongLongInt(7)),
+                "{q}"
+            );
+            assert_eq!(a.get("x-dead-letter-exchange"), Some(&s(DEAD_EXCHANGE)));
+            assert_eq!(a.get("x-dead-letter-routing-key"), Some(&s(key)));
+        }
+        queue(LEDGER_DLQ);
+        assert!(plan.iter().any(|d| matches!(d,
+            Declaration::Binding { queue, exchange, routing_key, .. }
+                if queue == LEDGER_DLQ && exchange == DEAD_EXCHANGE && routing_key == "ledger.#")));
+        let without = Topology::new(vec![], 7).plan();
+        assert!(!without.iter().any(|d| matches!(d,
+            Declaration::Queue { name, .. } if name == LEDGER_DLQ)));
     }
 
     #[test]

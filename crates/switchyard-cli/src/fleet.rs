@@ -238,8 +238,9 @@ impl Fleet {
         let kinds = switchyard_ingress::builtin_kinds();
         let (ledger, routes) = if config.ledger.enabled {
             let ledger = switchyard_ledger::start(config, shutdown.clone()).await?;
-            let routes = switchyard_ledger::query_router(
+            let routes = switchyard_ledger::operator_router(
                 ledger.store.clone(),
+                ledger.publisher.clone(),
                 config.ingress.tokens.clone(),
                 config.ingress.auth_disabled,
             );

@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod exit;
 pub mod fleet;
 pub mod output;
+pub mod resolve;
 pub mod schemas;
 pub mod status;
 pub mod tail;

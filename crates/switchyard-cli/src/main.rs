@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use switchyard_cli::dlq::{self, Filter, Selection};
 use switchyard_cli::tail::{self, TailFilter};
-use switchyard_cli::{bench, exit, say, schemas, status, topology, up};
+use switchyard_cli::{bench, exit, resolve, say, schemas, status, topology, up};
 use switchyard_config::Config;
 use switchyard_core::{ErrorClass, Name, Status};
 use uuid::Uuid;
@@ -59,6 +59,32 @@ enum Cmd {
         #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Print the ledger's JSON answer as it is.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// End a command whose outcome is `unknown`, as completed or failed, recorded in the
+    /// ledger with who and why (`POST /v1/commands/{id}/resolution`).
+    Resolve {
+        /// The command id.
+        id: Uuid,
+        /// How it ended.
+        #[arg(value_enum)]
+        status: resolve::Verdict,
+        /// Why (kept in the ledger's audit).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Who resolves (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// Base URL of the ledger's query API (default: the configured ingress).
+        #[arg(long, env = "SWITCHYARD_URL")]
+        url: Option<String>,
+        /// Bearer token (default: the first of `[ingress] tokens`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the terminal event as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -328,6 +354,28 @@ async fn main() -> ExitCode {
             config,
         } => match config.load() {
             Ok(c) => status::run(&c, id, status::StatusOptions { url, token, json }).await,
+            Err(e) => Err(e),
+        },
+        Cmd::Resolve {
+            id,
+            status,
+            reason,
+            by,
+            url,
+            token,
+            json,
+            config,
+        } => match config.load() {
+            Ok(c) => {
+                let opts = resolve::ResolveOptions {
+                    url,
+                    token,
+                    reason,
+                    by,
+                    json,
+                };
+                resolve::run(&c, id, status, opts).await
+            }
             Err(e) => Err(e),
         },
         Cmd::Tail {

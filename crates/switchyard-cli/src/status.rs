@@ -73,7 +73,7 @@ pub async fn run(config: &Config, id: Uuid, opts: StatusOptions) -> anyhow::Resu
     Ok(())
 }
 
-fn problem_detail(body: &str) -> String {
+pub(crate) fn problem_detail(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| {

@@ -1,33 +1,61 @@
-//! The query API: `GET /v1/commands/{id}` and the operators' list `GET /v1/commands`.
+//! The query API: `GET /v1/commands/{id}`, the operators' list `GET /v1/commands`, and
+//! `POST /v1/commands/{id}/resolution`, by which an operator ends an `unknown` outcome.
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use switchyard_amqp::Publisher;
 use switchyard_api::{Problem, bearer_authorized};
 use switchyard_core::{Secret, Status};
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::store::{ListFilter, Store};
+use crate::waits::{Resolved, Verdict};
 
 struct ApiState {
     store: Store,
+    publisher: Option<Publisher>,
     tokens: Vec<Secret<String>>,
     auth_disabled: bool,
 }
 
-/// The ledger's routes, authenticated like the ingress.
+/// The ledger's read-only routes, authenticated like the ingress (resolutions answer 503:
+/// they need the broker, see [`operator_router`]).
 pub fn query_router(store: Store, tokens: Vec<Secret<String>>, auth_disabled: bool) -> Router {
+    router(store, None, tokens, auth_disabled)
+}
+
+/// The ledger's routes with operators' resolutions, which publish on `publisher`.
+pub fn operator_router(
+    store: Store,
+    publisher: Publisher,
+    tokens: Vec<Secret<String>>,
+    auth_disabled: bool,
+) -> Router {
+    router(store, Some(publisher), tokens, auth_disabled)
+}
+
+fn router(
+    store: Store,
+    publisher: Option<Publisher>,
+    tokens: Vec<Secret<String>>,
+    auth_disabled: bool,
+) -> Router {
     Router::new()
         .route("/v1/commands", get(list))
         .route("/v1/commands/{id}", get(show))
+        .route("/v1/commands/{id}/resolution", post(resolve))
         .with_state(Arc::new(ApiState {
             store,
+            publisher,
             tokens,
             auth_disabled,
         }))
@@ -96,6 +124,80 @@ async fn list(
         Ok(Err(e)) => Problem::bad_request(e.to_string())
             .with_field(Some("cursor".into()))
             .into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// What an operator decides for an `unknown` outcome.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolutionBody {
+    status: Verdict,
+    #[serde(default)]
+    reason: String,
+    by: String,
+}
+
+/// Longest `reason` or `by` kept: an audit note, not a document.
+const MAX_NOTE: usize = 1000;
+
+async fn resolve(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ResolutionBody>, JsonRejection>,
+) -> Response {
+    if !bearer_authorized(&s.tokens, s.auth_disabled, &headers) {
+        return Problem::unauthenticated().into_response();
+    }
+    let Ok(id) = id.parse::<Uuid>() else {
+        return Problem::bad_request("the command id must be a UUID").into_response();
+    };
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(e) => {
+            return Problem::invalid(format!(
+                "expected {{\"status\": \"completed\"|\"failed\", \"reason\": \"...\", \"by\": \"...\"}}: {}",
+                e.body_text()
+            ))
+            .into_response();
+        }
+    };
+    let by = body.by.trim();
+    if by.is_empty() || by.len() > MAX_NOTE || body.reason.len() > MAX_NOTE {
+        return Problem::invalid(format!(
+            "`by` must name who resolves (1 to {MAX_NOTE} bytes) and `reason` be at most {MAX_NOTE} bytes"
+        ))
+        .with_field(Some("by".into()))
+        .into_response();
+    }
+    let Some(publisher) = &s.publisher else {
+        return Problem::unavailable(5).into_response();
+    };
+    let decided = s
+        .store
+        .resolve_unknown(id, body.status, body.reason.trim(), by, Utc::now())
+        .await;
+    match decided {
+        Ok(Resolved::NotFound) => {
+            Problem::not_found(format!("no command {id} is known to the ledger")).into_response()
+        }
+        Ok(Resolved::Conflict(detail)) => Problem::conflict(detail).into_response(),
+        Ok(Resolved::Decided { event, record }) => {
+            match crate::resolve::report(publisher, &event, &record).await {
+                Ok(()) => {
+                    info!(command_id = %id, status = %event.status.as_str(), by, "unknown outcome resolved by an operator");
+                    metrics::counter!("switchyard_resolutions_total", "source" => "operator", "outcome" => "decided")
+                        .increment(1);
+                    (StatusCode::OK, Json(event)).into_response()
+                }
+                Err(e) => {
+                    // Decided, not yet published: the same resolution again publishes it.
+                    warn!(error = %e, command_id = %id, "publishing an operator's resolution failed");
+                    Problem::unavailable(5).into_response()
+                }
+            }
+        }
         Err(e) => unavailable(&e),
     }
 }

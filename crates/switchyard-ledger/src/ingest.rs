@@ -1,18 +1,39 @@
 //! Consuming events and attempt records in batches: one transaction per batch, acknowledged
 //! only after the commit, so a crash or a database outage loses nothing.
+//!
+//! One message the database refuses must not stop the ledger: a refused batch is halved until
+//! the message at fault is alone, and that one goes to `switchyard.dlq.ledger` with the reason
+//! while everything else is written. An outage is not the data's fault: then the batch waits,
+//! unacknowledged, and is written when the database is back.
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::Duration;
 
 use chrono::Utc;
 use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
-use switchyard_amqp::topology::{LEDGER_ATTEMPTS_QUEUE, LEDGER_EVENTS_QUEUE};
-use switchyard_amqp::{Broker, ConsumeSettings, Delivery, consume};
-use switchyard_core::{AttemptRecord, Event};
+use switchyard_amqp::messages::dead_letter_headers;
+use switchyard_amqp::topology::{DEAD_EXCHANGE, LEDGER_ATTEMPTS_QUEUE, LEDGER_EVENTS_QUEUE};
+use switchyard_amqp::{Broker, ConsumeSettings, Delivery, Headers, Outgoing, Publisher, consume};
+use switchyard_core::{AttemptRecord, ErrorClass, ErrorInfo, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::store::Store;
+
+/// Header on a ledger dead letter naming the queue it came from, so a replay can send it back.
+pub const SOURCE_QUEUE_HEADER: &str = "x-switchyard-source-queue";
+
+/// Routing key on `switchyard.dead` of the ledger's dead letters from `queue` (the ledger
+/// queues dead-letter there with the same key when their delivery limit is reached).
+pub fn dead_letter_routing_key(queue: &str) -> &'static str {
+    if queue == LEDGER_ATTEMPTS_QUEUE {
+        "ledger.attempts"
+    } else {
+        "ledger.events"
+    }
+}
 
 /// A delivery waiting for its batch.
 enum Item {
@@ -30,7 +51,13 @@ pub struct BatchSettings {
 }
 
 /// Consumes both ledger queues until `shutdown`, writing in batches.
-pub async fn run(broker: Broker, store: Store, batch: BatchSettings, shutdown: CancellationToken) {
+pub async fn run(
+    broker: Broker,
+    store: Store,
+    publisher: Publisher,
+    batch: BatchSettings,
+    shutdown: CancellationToken,
+) {
     let (tx, rx) = mpsc::channel::<Item>(batch.size * 4);
     let prefetch = u16::try_from(batch.size * 2).unwrap_or(u16::MAX);
     let settings = |queue: &str| ConsumeSettings {
@@ -61,7 +88,7 @@ pub async fn run(broker: Broker, store: Store, batch: BatchSettings, shutdown: C
             }
         },
     ));
-    write_batches(rx, store, batch, shutdown).await;
+    write_batches(rx, store, publisher, batch, shutdown).await;
     let _ = events.await;
     let _ = attempts.await;
 }
@@ -69,6 +96,7 @@ pub async fn run(broker: Broker, store: Store, batch: BatchSettings, shutdown: C
 async fn write_batches(
     mut rx: mpsc::Receiver<Item>,
     store: Store,
+    publisher: Publisher,
     batch: BatchSettings,
     shutdown: CancellationToken,
 ) {
@@ -88,69 +116,251 @@ async fn write_batches(
                 _ => break,
             }
         }
-        write(&store, items).await;
+        write(&store, &publisher, items, &shutdown).await;
     }
 }
 
-async fn write(store: &Store, items: Vec<Item>) {
+/// Longest pause between two writes of a batch while the database is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// A batch, decoded: events and attempt records beside the deliveries they came in.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    event_deliveries: Vec<Delivery>,
+    attempts: Vec<AttemptRecord>,
+    attempt_deliveries: Vec<Delivery>,
+}
+
+/// Part of a batch: a range of its events and a range of its attempts.
+#[derive(Debug, Clone)]
+struct Part {
+    events: Range<usize>,
+    attempts: Range<usize>,
+}
+
+impl Part {
+    fn len(&self) -> usize {
+        self.events.len() + self.attempts.len()
+    }
+
+    /// Two halves, each smaller than this part (which holds two or more messages).
+    fn halves(self) -> (Part, Part) {
+        let empty = |r: &Range<usize>| r.end..r.end;
+        if !self.events.is_empty() && !self.attempts.is_empty() {
+            return (
+                Part {
+                    events: self.events.clone(),
+                    attempts: empty(&self.attempts),
+                },
+                Part {
+                    events: empty(&self.events),
+                    attempts: self.attempts,
+                },
+            );
+        }
+        let split = |r: Range<usize>| {
+            let mid = r.start + r.len() / 2;
+            (r.start..mid, mid..r.end)
+        };
+        if self.events.is_empty() {
+            let (a, b) = split(self.attempts);
+            (
+                Part {
+                    events: self.events.clone(),
+                    attempts: a,
+                },
+                Part {
+                    events: self.events,
+                    attempts: b,
+                },
+            )
+        } else {
+            let (a, b) = split(self.events);
+            (
+                Part {
+                    events: a,
+                    attempts: self.attempts.clone(),
+                },
+                Part {
+                    events: b,
+                    attempts: self.attempts,
+                },
+            )
+        }
+    }
+}
+
+impl Batch {
+    fn deliveries(&self, part: &Part) -> impl Iterator<Item = (&Delivery, &'static str)> {
+        self.event_deliveries[part.events.clone()]
+            .iter()
+            .map(|d| (d, LEDGER_EVENTS_QUEUE))
+            .chain(
+                self.attempt_deliveries[part.attempts.clone()]
+                    .iter()
+                    .map(|d| (d, LEDGER_ATTEMPTS_QUEUE)),
+            )
+    }
+}
+
+async fn write(
+    store: &Store,
+    publisher: &Publisher,
+    items: Vec<Item>,
+    shutdown: &CancellationToken,
+) {
     let started = std::time::Instant::now();
-    let mut events = Vec::new();
-    let mut attempts = Vec::new();
-    let mut deliveries = Vec::with_capacity(items.len());
-    let mut undecodable = Vec::new();
+    let mut batch = Batch::default();
     for item in items {
         match item {
             Item::Event(d) => match Event::decode(&d.data) {
                 Ok(e) => {
-                    events.push(e);
-                    deliveries.push(d);
+                    batch.events.push(e);
+                    batch.event_deliveries.push(d);
                 }
-                Err(e) => undecodable.push((d, e.to_string(), "events")),
+                Err(e) => undecodable(publisher, &d, LEDGER_EVENTS_QUEUE, &e).await,
             },
             Item::Attempt(d) => match serde_json::from_slice::<AttemptRecord>(&d.data) {
                 Ok(a) => {
-                    attempts.push(a);
-                    deliveries.push(d);
+                    batch.attempts.push(a);
+                    batch.attempt_deliveries.push(d);
                 }
-                Err(e) => undecodable.push((d, e.to_string(), "attempts")),
+                Err(e) => undecodable(publisher, &d, LEDGER_ATTEMPTS_QUEUE, &e).await,
             },
         }
     }
-    // Something that cannot be decoded cannot be stored either: say so once and move on,
-    // never loop on it.
-    for (d, error, kind) in undecodable {
-        warn!(%error, kind, "undecodable ledger message dropped");
-        metrics::counter!("switchyard_ledger_undecodable_total", "kind" => kind).increment(1);
-        let _ = d.acker.ack(BasicAckOptions::default()).await;
-    }
-    match store.apply(&events, &attempts).await {
-        Ok(()) => {
-            for d in &deliveries {
-                let _ = d.acker.ack(BasicAckOptions::default()).await;
+    let mut backoff = Duration::from_secs(1);
+    let mut parts = VecDeque::from([Part {
+        events: 0..batch.events.len(),
+        attempts: 0..batch.attempts.len(),
+    }]);
+    while let Some(part) = parts.pop_front() {
+        if part.len() == 0 {
+            continue;
+        }
+        let events = &batch.events[part.events.clone()];
+        let attempts = &batch.attempts[part.attempts.clone()];
+        match store.apply(events, attempts).await {
+            Ok(()) => {
+                for (d, _) in batch.deliveries(&part) {
+                    let _ = d.acker.ack(BasicAckOptions::default()).await;
+                }
+                metrics::counter!("switchyard_ledger_ingested_total", "kind" => "events")
+                    .increment(events.len() as u64);
+                metrics::counter!("switchyard_ledger_ingested_total", "kind" => "attempts")
+                    .increment(attempts.len() as u64);
+                if let Some(latest) = events.iter().map(|e| e.occurred_at).max() {
+                    let lag = (Utc::now() - latest).num_milliseconds().max(0) as f64 / 1000.0;
+                    metrics::gauge!("switchyard_ledger_lag_seconds").set(lag);
+                }
             }
-            metrics::counter!("switchyard_ledger_ingested_total", "kind" => "events")
-                .increment(events.len() as u64);
-            metrics::counter!("switchyard_ledger_ingested_total", "kind" => "attempts")
-                .increment(attempts.len() as u64);
-            metrics::histogram!("switchyard_ledger_batch_seconds")
-                .record(started.elapsed().as_secs_f64());
-            if let Some(latest) = events.iter().map(|e| e.occurred_at).max() {
-                let lag = (Utc::now() - latest).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics::gauge!("switchyard_ledger_lag_seconds").set(lag);
+            Err(e) if e.is_data_fault() && part.len() > 1 => {
+                warn!(error = %e, batch = part.len(), "the database refused a batch; isolating the message at fault");
+                let (a, b) = part.halves();
+                parts.push_front(b);
+                parts.push_front(a);
+            }
+            Err(e) if e.is_data_fault() => {
+                if let Some((d, queue)) = batch.deliveries(&part).next() {
+                    let error = ErrorInfo::new(
+                        ErrorClass::Invalid,
+                        "ledger_refused",
+                        format!("the ledger's database refused this message: {e}"),
+                    );
+                    dead_letter(publisher, d, queue, &error).await;
+                }
+            }
+            Err(e) => {
+                // The database is away, not the data at fault: the batch waits here, still
+                // unacknowledged, and is written once it is back. Requeueing instead would
+                // count against the queues' delivery limit and park good events.
+                warn!(error = %e, batch = part.len(), retry_in = ?backoff, "ledger write failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        for p in std::iter::once(part).chain(parts.drain(..)) {
+                            for (d, _) in batch.deliveries(&p) {
+                                requeue(d).await;
+                            }
+                        }
+                        break;
+                    }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                parts.push_front(part);
             }
         }
+    }
+    metrics::histogram!("switchyard_ledger_batch_seconds").record(started.elapsed().as_secs_f64());
+}
+
+async fn requeue(d: &Delivery) {
+    let _ = d
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await;
+}
+
+/// Something that cannot be decoded cannot be stored either: parked with the reason, never
+/// looped on.
+async fn undecodable(
+    publisher: &Publisher,
+    d: &Delivery,
+    queue: &'static str,
+    e: &serde_json::Error,
+) {
+    let kind = if queue == LEDGER_ATTEMPTS_QUEUE {
+        "attempts"
+    } else {
+        "events"
+    };
+    warn!(error = %e, kind, "undecodable ledger message: dead-lettered");
+    metrics::counter!("switchyard_ledger_undecodable_total", "kind" => kind).increment(1);
+    let error = ErrorInfo::new(
+        ErrorClass::Invalid,
+        "undecodable",
+        format!("the ledger cannot decode this message: {e}"),
+    );
+    dead_letter(publisher, d, queue, &error).await;
+}
+
+/// Moves one message to `switchyard.dlq.ledger` (through `switchyard.dead`) with the reason,
+/// redacted and capped, and the queue it came from; acknowledged only once the broker
+/// confirmed the copy, else put back.
+async fn dead_letter(publisher: &Publisher, d: &Delivery, queue: &'static str, error: &ErrorInfo) {
+    let mut error = error.clone();
+    error.message =
+        switchyard_redact::cap(&switchyard_redact::mask_card_numbers(&error.message), 500);
+    let headers = dead_letter_headers(
+        Headers::from_table(d.properties.headers().as_ref()),
+        &error,
+        0,
+    )
+    .str(SOURCE_QUEUE_HEADER, queue);
+    let published = publisher
+        .publish(Outgoing {
+            exchange: DEAD_EXCHANGE,
+            routing_key: dead_letter_routing_key(queue),
+            body: &d.data,
+            properties: d.properties.clone().with_headers(headers.build()),
+            mandatory: true,
+        })
+        .await;
+    match published {
+        Ok(()) => {
+            warn!(queue, code = %error.code, reason = %error.message, "ledger message dead-lettered to switchyard.dlq.ledger");
+            metrics::counter!("switchyard_ledger_dead_letters_total", "queue" => queue)
+                .increment(1);
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        }
         Err(e) => {
-            warn!(error = %e, batch = deliveries.len(), "ledger write failed; the batch will be redelivered");
+            warn!(error = %e, queue, "dead-lettering a ledger message failed; it will be redelivered");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            for d in &deliveries {
-                let _ = d
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
-            }
+            requeue(d).await;
         }
     }
 }

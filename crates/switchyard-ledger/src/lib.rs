@@ -25,12 +25,12 @@ mod resolve;
 mod store;
 mod waits;
 
-pub use api::query_router;
-pub use ingest::BatchSettings;
+pub use api::{operator_router, query_router};
+pub use ingest::{BatchSettings, SOURCE_QUEUE_HEADER, dead_letter_routing_key};
 pub use store::{
     BadCursor, CommandSummary, CommandView, ListFilter, Page, Pruned, Store, StoreError,
 };
-pub use waits::Resolution;
+pub use waits::{OperatorResolution, Resolution, Resolved, Verdict};
 
 /// A running ledger.
 #[derive(Debug)]
@@ -41,6 +41,8 @@ pub struct LedgerHandle {
     pub broker: Broker,
     /// The store (tests, the ingress mounting the query API).
     pub store: Store,
+    /// A confirming publisher on its broker connection (operators' resolutions).
+    pub publisher: switchyard_amqp::Publisher,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -72,9 +74,14 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         BrokerSettings::from_config(&config.amqp, "switchyard-ledger"),
         Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit).with_ledger(true),
     )?;
+    let publisher = switchyard_amqp::Publisher::new(
+        broker.clone(),
+        Duration::from_millis(config.amqp.confirm_timeout_ms),
+    );
     let ingest = tokio::spawn(ingest::run(
         broker.clone(),
         store.clone(),
+        publisher.clone(),
         BatchSettings {
             size: config.ledger.batch_size.max(1),
             max_wait: Duration::from_millis(config.ledger.batch_max_wait_ms),
@@ -84,10 +91,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     let resolver = tokio::spawn(resolve::run(
         broker.clone(),
         store.clone(),
-        switchyard_amqp::Publisher::new(
-            broker.clone(),
-            Duration::from_millis(config.amqp.confirm_timeout_ms),
-        ),
+        publisher.clone(),
         config.retry.tiers.clone(),
         shutdown.clone(),
     ));
@@ -115,8 +119,9 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         }
     });
     let ready = broker.clone();
-    let router = query_router(
+    let router = operator_router(
         store.clone(),
+        publisher.clone(),
         config.ingress.tokens.clone(),
         config.ingress.auth_disabled,
     )
@@ -130,6 +135,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         addr,
         broker,
         store,
+        publisher,
         shutdown,
         tasks: vec![ingest, resolver, pruning, server],
     })

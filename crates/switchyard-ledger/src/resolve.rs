@@ -102,7 +102,14 @@ pub async fn run(
 
 impl From<StoreError> for Done {
     fn from(e: StoreError) -> Self {
-        Done::Retry(e.to_string())
+        if e.is_data_fault() {
+            // The same message would be refused forever: to the callbacks' dead letters now,
+            // not after the delivery limit.
+            warn!(error = %e, "the ledger's database refused this message: dead-lettered");
+            Done::Reject
+        } else {
+            Done::Retry(e.to_string())
+        }
     }
 }
 
@@ -184,30 +191,7 @@ impl Resolver {
 
     /// Publishes the terminal event, after dead-lettering the command when it failed.
     async fn report(&self, event: &Event, record: &WaitRecord) -> Result<(), PublishError> {
-        if event.status == Status::Failed {
-            let error = event.error.clone().unwrap_or_else(|| {
-                ErrorInfo::new(
-                    ErrorClass::Permanent,
-                    "failed",
-                    "the provider reported a failure",
-                )
-            });
-            let body = record.command.to_bytes();
-            let properties = command_properties(
-                &record.command,
-                dead_letter_headers(Headers::default(), &error, record.attempt),
-            );
-            self.publisher
-                .publish(Outgoing {
-                    exchange: DEAD_EXCHANGE,
-                    routing_key: &record.command.routing_key().to_string(),
-                    body: &body,
-                    properties,
-                    mandatory: true,
-                })
-                .await?;
-        }
-        publish_event(&self.publisher, event, None).await
+        report(&self.publisher, event, record).await
     }
 
     /// Puts a message back to wait for its wait record, or gives it up.
@@ -277,6 +261,40 @@ impl Resolver {
         )
         .await
     }
+}
+
+/// Publishes how a waiting (or unknown) command ended, after dead-lettering the command when
+/// it failed: shared by the resolver and the operators' resolution.
+pub(crate) async fn report(
+    publisher: &Publisher,
+    event: &Event,
+    record: &WaitRecord,
+) -> Result<(), PublishError> {
+    if event.status == Status::Failed {
+        let error = event.error.clone().unwrap_or_else(|| {
+            ErrorInfo::new(
+                ErrorClass::Permanent,
+                "failed",
+                "the provider reported a failure",
+            )
+        });
+        let body = record.command.to_bytes();
+        let mut headers = dead_letter_headers(Headers::default(), &error, record.attempt);
+        if record.run > 0 {
+            headers = headers.int(messages::RUN_HEADER, i64::from(record.run));
+        }
+        let properties = command_properties(&record.command, headers);
+        publisher
+            .publish(Outgoing {
+                exchange: DEAD_EXCHANGE,
+                routing_key: &record.command.routing_key().to_string(),
+                body: &body,
+                properties,
+                mandatory: true,
+            })
+            .await?;
+    }
+    publish_event(publisher, event, None).await
 }
 
 /// An AMQP short-string property (`type`, `message_id`), or empty when absent.

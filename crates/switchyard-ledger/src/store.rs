@@ -27,6 +27,36 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether the database refused the data itself (a value it cannot store, a broken
+    /// constraint), so the same data would be refused forever; an outage (connection refused,
+    /// pool timeout, a restarting server) is not, and is worth waiting for.
+    pub fn is_data_fault(&self) -> bool {
+        let StoreError::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Encode(_) => true,
+            sqlx::Error::Database(db) => {
+                use sqlx::error::ErrorKind;
+                if !matches!(db.kind(), ErrorKind::Other) {
+                    return true;
+                }
+                let code = db.code().unwrap_or_default();
+                match code.parse::<i64>() {
+                    // SQLite's result codes: constraint (19, with its extended codes),
+                    // too big (18), type mismatch (20).
+                    Ok(n) if code.len() < 5 => matches!(n & 0xff, 18..=20),
+                    // PostgreSQL's SQLSTATE: class 22 (data exception, e.g. NUL in text) and
+                    // 23 (integrity constraint violation).
+                    _ => code.starts_with("22") || code.starts_with("23"),
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The ledger's store. Cheap to clone (a connection pool).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -37,12 +67,53 @@ pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_ms(v: i64) -> DateTime<Utc> {
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
+/// A string as the database can store it: PostgreSQL refuses NUL in text (and with it the
+/// whole batch), so NUL becomes U+FFFD and the rest of the value is kept. Every string bound
+/// to the database goes through this or [`json_text`], never raw.
+pub(crate) fn text(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_owned()
+    }
+}
+
+/// JSON as stored text, with NUL in any string or key replaced as by [`text`]: serde writes
+/// it as the escape `\u0000`, which reads back as NUL and which PostgreSQL's JSON refuses.
 pub(crate) fn json_text<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+    let s = serde_json::to_string(v).unwrap_or_default();
+    // The common case costs one scan; only a body that may hold NUL is rebuilt.
+    if !s.contains("\\u0000") {
+        return s;
+    }
+    match serde_json::from_str::<Value>(&s) {
+        Ok(mut v) => {
+            scrub(&mut v);
+            serde_json::to_string(&v).unwrap_or(s)
+        }
+        Err(_) => s,
+    }
+}
+
+fn scrub(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = text(s),
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (text(&k), v))
+                    .collect();
+            }
+            map.values_mut().for_each(scrub);
+        }
+        _ => {}
+    }
 }
 
 /// The current state of a command, as the ledger last saw it.
@@ -56,10 +127,13 @@ pub struct CommandSummary {
     pub provider: String,
     /// Operation.
     pub operation: String,
-    /// Current status (the event with the highest `seq`, terminal sticky).
+    /// Current status (the event with the highest `seq`; terminal sticky within a run, a
+    /// later run reopens).
     pub status: Status,
     /// `seq` of that event.
     pub seq: u64,
+    /// The run of that event: 0 for the first, n after the n-th replay.
+    pub run: u32,
     /// Attempts made so far.
     pub attempt: u32,
     /// The provider's reference, once known.
@@ -91,6 +165,9 @@ pub struct CommandView {
     pub events: Vec<Event>,
     /// Its provider requests, oldest first (bodies emptied once pruned).
     pub attempts: Vec<AttemptRecord>,
+    /// How an operator ended its latest `unknown` outcome, if one did: who, why, when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<crate::waits::OperatorResolution>,
 }
 
 /// What one [`Store::prune`] removed.
@@ -177,20 +254,22 @@ fn multi_row_insert(head: &str, columns: usize, rows: usize, tail: &str) -> Stri
     sql
 }
 
-/// The upsert of a command's summary row: the state moves only to a higher `seq` and never out
-/// of a terminal status; the reference, once known, is kept; `created_at` is the earliest event.
+/// The upsert of a command's summary row: the state follows the highest `seq`; within a run a
+/// terminal status is sticky, and a later run reopens the command (`seq` already sorts runs
+/// above each other). The reference, once known, is kept; `created_at` is the earliest event.
 fn upsert_command_clause() -> String {
-    const MOVES: &str =
-        "commands.seq < excluded.seq AND commands.status NOT IN ('completed', 'failed')";
+    const MOVES: &str = "commands.seq < excluded.seq AND (commands.run < excluded.run \
+         OR commands.status NOT IN ('completed', 'failed', 'duplicate'))";
     let newer = |col: &str| {
         format!("{col} = CASE WHEN {MOVES} THEN excluded.{col} ELSE commands.{col} END")
     };
     format!(
-        "ON CONFLICT (id) DO UPDATE SET {}, {}, {}, {}, {}, \
+        "ON CONFLICT (id) DO UPDATE SET {}, {}, {}, {}, {}, {}, \
          provider_reference = CASE WHEN {MOVES} \
            THEN COALESCE(excluded.provider_reference, commands.provider_reference) \
            ELSE COALESCE(commands.provider_reference, excluded.provider_reference) END, \
-         result = CASE WHEN {MOVES} THEN COALESCE(excluded.result, commands.result) ELSE commands.result END, \
+         result = CASE WHEN {MOVES} AND commands.run < excluded.run THEN excluded.result \
+           WHEN {MOVES} THEN COALESCE(excluded.result, commands.result) ELSE commands.result END, \
          created_at = CASE WHEN excluded.created_at < commands.created_at \
            THEN excluded.created_at ELSE commands.created_at END",
         newer("status"),
@@ -198,6 +277,7 @@ fn upsert_command_clause() -> String {
         newer("attempt"),
         newer("error"),
         newer("updated_at"),
+        newer("run"),
     )
 }
 
@@ -239,7 +319,7 @@ fn fold_by_command(events: &[Event]) -> Vec<Latest<'_>> {
     by_id.into_values().map(|(l, _)| l).collect()
 }
 
-const SUMMARY_COLUMNS: &str = "id, kind, provider, operation, status, seq, attempt, provider_reference, result, error, metadata, created_at, updated_at";
+const SUMMARY_COLUMNS: &str = "id, kind, provider, operation, status, seq, run, attempt, provider_reference, result, error, metadata, created_at, updated_at";
 
 fn summary(row: &sqlx::any::AnyRow) -> Result<CommandSummary, StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
@@ -256,6 +336,7 @@ fn summary(row: &sqlx::any::AnyRow) -> Result<CommandSummary, StoreError> {
         operation: text("operation")?,
         status: serde_json::from_value(Value::String(text("status")?)).map_err(|e| corrupt(&e))?,
         seq: u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or_default(),
+        run: u32::try_from(row.try_get::<i64, _>("run")?).unwrap_or_default(),
         attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or_default(),
         provider_reference: row.try_get("provider_reference")?,
         result: opt_json("result")?,
@@ -317,8 +398,8 @@ impl Store {
         for chunk in latest.chunks(ROWS_PER_STATEMENT) {
             let sql = multi_row_insert(
                 "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, \
-                 provider_reference, result, error, metadata, created_at, updated_at)",
-                13,
+                 provider_reference, result, error, metadata, created_at, updated_at, run)",
+                14,
                 chunk.len(),
                 &upsert_command_clause(),
             );
@@ -327,18 +408,19 @@ impl Store {
                 let e = c.latest;
                 q = q
                     .bind(e.command_id.to_string())
-                    .bind(e.kind.as_str())
-                    .bind(e.provider.as_str())
-                    .bind(e.operation.as_str())
+                    .bind(text(e.kind.as_str()))
+                    .bind(text(e.provider.as_str()))
+                    .bind(text(e.operation.as_str()))
                     .bind(e.status.as_str())
                     .bind(seq_i64(e.seq))
                     .bind(i64::from(e.attempt))
-                    .bind(c.provider_reference.map(str::to_owned))
+                    .bind(c.provider_reference.map(text))
                     .bind(e.result.as_ref().map(json_text))
                     .bind(e.error.as_ref().map(json_text))
                     .bind(json_text(&e.metadata))
                     .bind(c.first_at)
-                    .bind(ms(e.occurred_at));
+                    .bind(ms(e.occurred_at))
+                    .bind(i64::from(e.run));
             }
             q.execute(&mut *tx).await?;
         }
@@ -402,11 +484,13 @@ impl Store {
         if summary.is_none() && events.is_empty() && attempts.is_empty() {
             return Ok(None);
         }
+        let resolution = self.resolutions(id).await?.pop();
         Ok(Some(CommandView {
             id,
             summary,
             events,
             attempts,
+            resolution,
         }))
     }
 
@@ -433,12 +517,12 @@ impl Store {
         if let Some(k) = &f.kind {
             let i = next();
             clauses.push(format!("kind = ${i}"));
-            text_args.push((i, k.clone()));
+            text_args.push((i, text(k)));
         }
         if let Some(p) = &f.provider {
             let i = next();
             clauses.push(format!("provider = ${i}"));
-            text_args.push((i, p.clone()));
+            text_args.push((i, text(p)));
         }
         if let Some(t) = f.since {
             let i = next();

@@ -2,13 +2,15 @@
 //! were seen, and the one terminal event each waiting command ends with.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::Row;
 use switchyard_core::{
-    Callback, CallbackOutcome, ErrorClass, ErrorInfo, Event, Lifecycle, WaitRecord,
+    Callback, CallbackOutcome, ErrorClass, ErrorInfo, Event, Lifecycle, Status, WaitReason,
+    WaitRecord,
 };
 use uuid::Uuid;
 
-use crate::store::{Store, StoreError, json_text, ms};
+use crate::store::{Store, StoreError, json_text, ms, text};
 
 /// What a callback or an expiry did.
 #[derive(Debug)]
@@ -54,20 +56,90 @@ fn row(r: &sqlx::any::AnyRow) -> Result<WaitRow, StoreError> {
     })
 }
 
+/// How an operator wants an `unknown` command to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The provider did act: `completed`.
+    Completed,
+    /// It did not (or must be treated as not): `failed`, class `unknown`.
+    Failed,
+}
+
+/// The audit row of an operator's resolution, shown with the command.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OperatorResolution {
+    /// The status the operator chose.
+    pub status: Verdict,
+    /// Why, in the operator's words.
+    pub reason: String,
+    /// Who.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The run it ended.
+    pub run: u32,
+    /// The terminal event it published.
+    pub event_id: Uuid,
+}
+
+/// What an operator's resolution did.
+#[derive(Debug)]
+pub enum Resolved {
+    /// The ledger knows no such command.
+    NotFound,
+    /// The command does not wait on an `unknown` outcome (never did, or it already ended):
+    /// nothing was decided. The text says which.
+    Conflict(String),
+    /// Decided now: publish `event` (and dead-letter the command when it failed).
+    Decided {
+        /// The terminal event.
+        event: Box<Event>,
+        /// What the command was waiting for.
+        record: Box<WaitRecord>,
+    },
+}
+
 impl Store {
-    /// Records what a command waits for. Repeating it changes nothing.
+    /// Records what a command waits for. Repeating it changes nothing; a later run's wait
+    /// replaces an earlier run's (a replay that waits again).
     pub async fn record_wait(&self, w: &WaitRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO waits (command_id, provider, reference, record, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        let reason = match w.reason {
+            WaitReason::Waiting => "waiting",
+            WaitReason::Unknown => "unknown",
+        };
+        let mut tx = self.pool.begin().await?;
+        let replaced = sqlx::query(
+            "UPDATE waits SET provider = $1, reference = $2, record = $3, expires_at = $4, \
+             run = $5, reason = $6, resolution = NULL, resolved_by = NULL, resolved_at = NULL \
+             WHERE command_id = $7 AND run < $5",
         )
-        .bind(w.command.id.to_string())
-        .bind(w.command.provider.as_str())
-        .bind(w.reference.as_str())
+        .bind(text(w.command.provider.as_str()))
+        .bind(text(&w.reference))
         .bind(json_text(w))
         .bind(ms(w.expires_at))
-        .execute(&self.pool)
-        .await?;
+        .bind(i64::from(w.run))
+        .bind(reason)
+        .bind(w.command.id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if replaced == 0 {
+            sqlx::query(
+                "INSERT INTO waits (command_id, provider, reference, record, expires_at, run, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(w.command.id.to_string())
+            .bind(text(w.command.provider.as_str()))
+            .bind(text(&w.reference))
+            .bind(json_text(w))
+            .bind(ms(w.expires_at))
+            .bind(i64::from(w.run))
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -83,8 +155,8 @@ impl Store {
         let found = sqlx::query(
             "SELECT record, resolution, resolved_by FROM waits WHERE provider = $1 AND reference = $2",
         )
-        .bind(c.provider.as_str())
-        .bind(c.reference.as_str())
+        .bind(text(c.provider.as_str()))
+        .bind(text(&c.reference))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(found) = found.as_ref().map(row).transpose()? else {
@@ -105,8 +177,8 @@ impl Store {
             "INSERT INTO webhook_receipts (provider, webhook_id, received_at) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
         )
-        .bind(c.provider.as_str())
-        .bind(c.webhook_id.as_str())
+        .bind(text(c.provider.as_str()))
+        .bind(text(&c.webhook_id))
         .bind(ms(c.received_at))
         .execute(&mut *tx)
         .await?
@@ -118,7 +190,8 @@ impl Store {
             Resolution::Late
         } else {
             let record = found.record;
-            let waiting = Lifecycle::of(&record.command).resume_waiting(record.attempt);
+            let waiting =
+                Lifecycle::run(&record.command, record.run).resume_waiting(record.attempt);
             match &c.outcome {
                 CallbackOutcome::Pending => Resolution::Recorded,
                 CallbackOutcome::Succeeded { result } => {
@@ -160,6 +233,13 @@ impl Store {
                 record: Box::new(found.record),
             },
             (Some(_), _) => Resolution::Late,
+            // An unknown outcome never expires; a deadline later than now is another run's
+            // (an earlier run's expiry arriving after a replay waits again).
+            (None, _)
+                if found.record.reason == WaitReason::Unknown || found.record.expires_at > now =>
+            {
+                Resolution::Late
+            }
             (None, _) => {
                 let record = found.record;
                 let error = ErrorInfo::new(
@@ -167,10 +247,11 @@ impl Store {
                     "deadline",
                     format!(
                         "still waiting for {} (reference {}) at the deadline",
-                        record.command.provider, record.reference
+                        record.command.provider,
+                        text(&record.reference)
                     ),
                 );
-                let event = Lifecycle::of(&record.command)
+                let event = Lifecycle::run(&record.command, record.run)
                     .resume_waiting(record.attempt)
                     .fail(error, now);
                 decide(&mut tx, &record, event, by).await?
@@ -178,6 +259,144 @@ impl Store {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+}
+
+impl Store {
+    /// An operator ends a command whose open wait is an `unknown` outcome: decided once, in
+    /// the same place and the same way as callbacks, so a racing status check or a second
+    /// resolution cannot yield a second terminal event. The audit row is written with it.
+    pub async fn resolve_unknown(
+        &self,
+        command_id: Uuid,
+        verdict: Verdict,
+        reason: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Resolved, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let found =
+            sqlx::query("SELECT record, resolution, resolved_by FROM waits WHERE command_id = $1")
+                .bind(command_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(found) = found.as_ref().map(row).transpose()? else {
+            let known = sqlx::query("SELECT id FROM commands WHERE id = $1")
+                .bind(command_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Ok(if known {
+                Resolved::Conflict(format!(
+                    "command {command_id} does not wait on an unknown outcome"
+                ))
+            } else {
+                Resolved::NotFound
+            });
+        };
+        if found.record.reason != WaitReason::Unknown {
+            return Ok(Resolved::Conflict(format!(
+                "command {command_id} waits for its provider, not on an unknown outcome"
+            )));
+        }
+        let same_verdict = |e: &Event| {
+            matches!(
+                (verdict, e.status),
+                (Verdict::Completed, Status::Completed) | (Verdict::Failed, Status::Failed)
+            )
+        };
+        if let (Some(event), Some(b)) = (&found.resolution, found.resolved_by.as_deref())
+            && b.starts_with("operator:")
+            && same_verdict(event)
+        {
+            // The same resolution again (its publication may have failed): the same event,
+            // reported again, never a second one.
+            return Ok(Resolved::Decided {
+                event: Box::new(event.clone()),
+                record: Box::new(found.record),
+            });
+        }
+        if found.resolution.is_some() {
+            return Ok(Resolved::Conflict(format!(
+                "command {command_id} already ended (decided by {})",
+                found.resolved_by.as_deref().unwrap_or("?")
+            )));
+        }
+        let record = found.record;
+        let waiting = Lifecycle::run(&record.command, record.run).resume_waiting(record.attempt);
+        let event = match verdict {
+            Verdict::Completed => waiting.complete(
+                serde_json::json!({"resolved_by": by, "reason": reason}),
+                None,
+                now,
+            ),
+            Verdict::Failed => waiting.fail(
+                ErrorInfo::new(
+                    ErrorClass::Unknown,
+                    "operator_resolved",
+                    format!("resolved as failed by {by}: {reason}"),
+                ),
+                now,
+            ),
+        };
+        let outcome = decide(&mut tx, &record, event, &format!("operator:{by}")).await?;
+        let Resolution::Decided { event, record } = outcome else {
+            return Ok(Resolved::Conflict(format!(
+                "command {command_id} already ended"
+            )));
+        };
+        let status = match verdict {
+            Verdict::Completed => Status::Completed,
+            Verdict::Failed => Status::Failed,
+        };
+        sqlx::query(
+            "INSERT INTO resolutions (command_id, run, status, reason, resolved_by, resolved_at, event_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(command_id.to_string())
+        .bind(i64::from(record.run))
+        .bind(status.as_str())
+        .bind(text(reason))
+        .bind(text(by))
+        .bind(ms(now))
+        .bind(event.event_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Resolved::Decided { event, record })
+    }
+
+    /// The operator's resolutions of `command_id`, oldest first.
+    pub async fn resolutions(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Vec<OperatorResolution>, StoreError> {
+        sqlx::query(
+            "SELECT run, status, reason, resolved_by, resolved_at, event_id FROM resolutions \
+             WHERE command_id = $1 ORDER BY run",
+        )
+        .bind(command_id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let status = match r.try_get::<String, _>("status")?.as_str() {
+                "completed" => Verdict::Completed,
+                _ => Verdict::Failed,
+            };
+            Ok(OperatorResolution {
+                status,
+                reason: r.try_get("reason")?,
+                by: r.try_get("resolved_by")?,
+                at: crate::store::from_ms(r.try_get("resolved_at")?),
+                run: u32::try_from(r.try_get::<i64, _>("run")?).unwrap_or_default(),
+                event_id: r
+                    .try_get::<String, _>("event_id")?
+                    .parse()
+                    .map_err(corrupt)?,
+            })
+        })
+        .collect()
     }
 }
 
@@ -193,7 +412,7 @@ async fn decide(
          WHERE command_id = $4 AND resolution IS NULL",
     )
     .bind(json_text(&event))
-    .bind(by)
+    .bind(text(by))
     .bind(ms(event.occurred_at))
     .bind(record.command.id.to_string())
     .execute(&mut **tx)

@@ -5,11 +5,12 @@
 
 use chrono::{Duration, Utc};
 use serde_json::json;
+use switchyard_core::WaitReason;
 use switchyard_core::{
     AttemptRecord, Callback, CallbackOutcome, Command, ErrorClass, ErrorInfo, Event, Lifecycle,
     Status, WaitRecord,
 };
-use switchyard_ledger::{ListFilter, Resolution, Store};
+use switchyard_ledger::{ListFilter, Resolution, Resolved, Store, Verdict};
 use uuid::Uuid;
 
 /// A database that exists for one test.
@@ -97,6 +98,11 @@ both!(
     pagination_and_filters,
     prune_empties_old_bodies_only,
     forgotten_webhook_ids_still_have_no_second_effect,
+    strings_with_nul_are_stored,
+    a_later_run_reopens_a_failed_command,
+    an_unknown_outcome_is_decided_once,
+    an_unknown_outcome_never_expires_and_a_status_check_ends_it,
+    a_replayed_run_waits_again,
 );
 
 fn command(kind: &str) -> Command {
@@ -501,4 +507,432 @@ async fn forgotten_webhook_ids_still_have_no_second_effect(store: &Store) {
         store.resolve_callback(&failed, false).await.unwrap(),
         Resolution::Late
     ));
+}
+
+fn wait(c: &Command, run: u32, reason: WaitReason, reference: &str) -> WaitRecord {
+    WaitRecord {
+        command: c.clone(),
+        attempt: 1,
+        run,
+        reason,
+        reference: reference.to_owned(),
+        since: Utc::now(),
+        expires_at: Utc::now() + Duration::hours(1),
+    }
+}
+
+/// Issue 11: one NUL in any string made PostgreSQL refuse the whole batch, forever. Every
+/// text is now stored with NUL replaced and the rest of the record kept.
+async fn strings_with_nul_are_stored(store: &Store) {
+    let c = command("payment");
+    let now = Utc::now();
+    let lc = Lifecycle::of(&c);
+    let (a, p) = lc.begin(1, now);
+    let mut done = a.complete(json!({"note\0": "a\0b"}), Some("ref\0x".into()), now);
+    done.metadata = std::collections::BTreeMap::from([("order".to_owned(), "4\0 2".to_owned())])
+        .try_into()
+        .unwrap();
+    let mut attempt = record(&c, 1, 200, now);
+    attempt.response_body = "{\"reference\":\"ref\u{0}x\"}".into();
+    attempt.url = "https://localhost/\0".into();
+    store
+        .apply(&[lc.pending(now), p, done], &[attempt])
+        .await
+        .unwrap();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    let s = view.summary.as_ref().unwrap();
+    assert_eq!(s.status, Status::Completed);
+    assert_eq!(s.provider_reference.as_deref(), Some("ref\u{FFFD}x"));
+    assert_eq!(s.result, Some(json!({"note\u{FFFD}": "a\u{FFFD}b"})));
+    assert_eq!(s.metadata["order"], "4\u{FFFD} 2");
+    assert_eq!(view.events.len(), 3);
+    assert_eq!(
+        view.events[2].provider_reference.as_deref(),
+        Some("ref\u{FFFD}x")
+    );
+    assert_eq!(
+        view.attempts[0].response_body,
+        "{\"reference\":\"ref\u{FFFD}x\"}"
+    );
+    assert_eq!(view.attempts[0].url, "https://localhost/\u{FFFD}");
+
+    // A wait whose reference holds NUL is recorded, and its callback (same reference, a
+    // webhook id with NUL too) finds it and ends it once.
+    let w = command("shipping");
+    store
+        .record_wait(&wait(&w, 0, WaitReason::Waiting, "shp\0ref"))
+        .await
+        .unwrap();
+    let callback = Callback {
+        provider: w.provider.clone(),
+        webhook_id: "wh\0_1".into(),
+        reference: "shp\0ref".into(),
+        outcome: CallbackOutcome::Succeeded {
+            result: json!({"label": "L\0"}),
+        },
+        received_at: now,
+    };
+    let Resolution::Decided { event, .. } = store.resolve_callback(&callback, false).await.unwrap()
+    else {
+        panic!("the callback decides")
+    };
+    assert_eq!(event.status, Status::Completed);
+    assert!(matches!(
+        store.resolve_callback(&callback, false).await.unwrap(),
+        Resolution::Duplicate
+    ));
+    // Filters with NUL are answered, not refused.
+    let page = store
+        .list(&ListFilter {
+            kind: Some("pay\0ment".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(page.items.is_empty());
+}
+
+fn status_of(view: &switchyard_ledger::CommandView) -> (Status, u32, u64) {
+    let s = view.summary.as_ref().unwrap();
+    (s.status, s.run, s.seq)
+}
+
+/// Issue 11: a replayed dead letter ended `completed` in run 1 on the event stream while the
+/// ledger kept `failed`. A later run reopens; within a run terminal stays sticky.
+async fn a_later_run_reopens_a_failed_command(store: &Store) {
+    let c = command("payment");
+    let now = Utc::now();
+    let run0 = Lifecycle::of(&c);
+    let (a, p) = run0.begin(1, now);
+    let failed = a.fail(ErrorInfo::new(ErrorClass::Permanent, "declined", "no"), now);
+    store
+        .apply(&[run0.pending(now), p, failed.clone()], &[])
+        .await
+        .unwrap();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    assert_eq!(status_of(&view), (Status::Failed, 0, failed.seq));
+
+    let run1 = Lifecycle::run(&c, 1);
+    let later = now + Duration::seconds(5);
+    let (a1, p1) = run1.begin(1, later);
+    let completed = a1.complete(json!({"ok": true}), Some("ref_r1".into()), later);
+    assert_eq!(completed.seq, 1_000_007);
+    // Out of order and twice: completed first, then processing, then both again.
+    store
+        .apply(std::slice::from_ref(&completed), &[])
+        .await
+        .unwrap();
+    store.apply(std::slice::from_ref(&p1), &[]).await.unwrap();
+    store.apply(&[p1, completed.clone()], &[]).await.unwrap();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    assert_eq!(status_of(&view), (Status::Completed, 1, completed.seq));
+    let s = view.summary.unwrap();
+    assert_eq!(s.result, Some(json!({"ok": true})));
+    assert_eq!(s.error, None, "run 0's error belongs to run 0");
+    assert_eq!(view.events.len(), 5);
+    // Run 0's events arriving late change nothing; within run 1 completed is sticky.
+    store.apply(&[failed], &[]).await.unwrap();
+    let (a9, p9) = run1.begin(9, later);
+    store
+        .apply(&[p9, a9.retry(transient(), later, later)], &[])
+        .await
+        .unwrap();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    assert_eq!(status_of(&view), (Status::Completed, 1, completed.seq));
+    // The list filters on the current status.
+    let failed_page = store
+        .list(&ListFilter {
+            status: Some(Status::Failed),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(failed_page.items.iter().all(|i| i.id != c.id));
+}
+
+/// The worker's record of an `unknown` outcome, and its `unknown` event, stored.
+async fn unknown_outcome(store: &Store, c: &Command, run: u32, reference: &str) -> Event {
+    let now = Utc::now();
+    let lc = Lifecycle::run(c, run);
+    let (a, p) = lc.begin(1, now);
+    let (_, unknown) = a.unknown(
+        ErrorInfo::new(
+            ErrorClass::Unknown,
+            "unreadable",
+            "a 200 whose body is unreadable",
+        ),
+        now,
+    );
+    let mut events = vec![p, unknown.clone()];
+    if run == 0 {
+        events.insert(0, lc.pending(now));
+    }
+    store.apply(&events, &[]).await.unwrap();
+    let mut w = wait(c, run, WaitReason::Unknown, reference);
+    // No deadline of its own: an unknown outcome waits for a status check or an operator.
+    w.expires_at = w.since;
+    store.record_wait(&w).await.unwrap();
+    unknown
+}
+
+async fn an_unknown_outcome_is_decided_once(store: &Store) {
+    let c = command("payment");
+    let key = format!("key_{}", c.id.simple());
+    unknown_outcome(store, &c, 0, &key).await;
+    assert_eq!(
+        status_of(&store.command(c.id).await.unwrap().unwrap()).0,
+        Status::Unknown
+    );
+    // Two operators at once, with different answers: exactly one decides.
+    let now = Utc::now();
+    let (x, y) = tokio::join!(
+        store.resolve_unknown(
+            c.id,
+            Verdict::Completed,
+            "seen in the dashboard",
+            "ana",
+            now
+        ),
+        store.resolve_unknown(c.id, Verdict::Failed, "no charge found", "bo", now),
+    );
+    let decided: Vec<_> = [x.unwrap(), y.unwrap()]
+        .into_iter()
+        .filter_map(|r| match r {
+            Resolved::Decided { event, .. } => Some(event),
+            Resolved::Conflict(_) => None,
+            Resolved::NotFound => panic!("known"),
+        })
+        .collect();
+    assert_eq!(decided.len(), 1, "exactly one decision");
+    let event = &decided[0];
+    assert!(event.status.is_terminal());
+    assert_eq!((event.run, event.attempt, event.seq), (0, 1, 7));
+    let by = if event.status == Status::Completed {
+        assert_eq!(
+            event.result,
+            Some(json!({"resolved_by": "ana", "reason": "seen in the dashboard"}))
+        );
+        "ana"
+    } else {
+        let e = event.error.as_ref().unwrap();
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Unknown, "operator_resolved")
+        );
+        "bo"
+    };
+    // A status check arriving after it changes nothing.
+    let check = Callback {
+        provider: c.provider.clone(),
+        webhook_id: "check_1".into(),
+        reference: key.clone(),
+        outcome: CallbackOutcome::Succeeded { result: json!({}) },
+        received_at: Utc::now(),
+    };
+    assert!(matches!(
+        store.resolve_callback(&check, false).await.unwrap(),
+        Resolution::Late
+    ));
+    // The same resolution again reports the same event (a retry after a failed publish);
+    // the other answer is refused.
+    let same = if event.status == Status::Completed {
+        Verdict::Completed
+    } else {
+        Verdict::Failed
+    };
+    let other = if same == Verdict::Completed {
+        Verdict::Failed
+    } else {
+        Verdict::Completed
+    };
+    match store
+        .resolve_unknown(c.id, same, "again", by, Utc::now())
+        .await
+        .unwrap()
+    {
+        Resolved::Decided { event: again, .. } => assert_eq!(again.event_id, event.event_id),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store
+            .resolve_unknown(c.id, other, "late", "cy", Utc::now())
+            .await
+            .unwrap(),
+        Resolved::Conflict(_)
+    ));
+    // The audit: who, why, which status, which event.
+    let view = store.command(c.id).await.unwrap().unwrap();
+    let audit = view.resolution.unwrap();
+    assert_eq!((audit.by.as_str(), audit.run), (by, 0));
+    assert_eq!(audit.event_id, event.event_id);
+    assert_eq!(audit.status, same);
+
+    // Unknown ids, and commands that do not wait on an unknown outcome.
+    assert!(matches!(
+        store
+            .resolve_unknown(Uuid::now_v7(), Verdict::Completed, "", "ana", Utc::now())
+            .await
+            .unwrap(),
+        Resolved::NotFound
+    ));
+    let waiting = command("shipping");
+    store
+        .apply(&[Lifecycle::of(&waiting).pending(Utc::now())], &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .resolve_unknown(waiting.id, Verdict::Completed, "", "ana", Utc::now())
+            .await
+            .unwrap(),
+        Resolved::Conflict(_)
+    ));
+    store
+        .record_wait(&wait(&waiting, 0, WaitReason::Waiting, "shp_1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .resolve_unknown(waiting.id, Verdict::Completed, "", "ana", Utc::now())
+            .await
+            .unwrap(),
+        Resolved::Conflict(_)
+    ));
+}
+
+async fn an_unknown_outcome_never_expires_and_a_status_check_ends_it(store: &Store) {
+    let c = command("payment");
+    let key = format!("key_{}", c.id.simple());
+    unknown_outcome(store, &c, 0, &key).await;
+    assert!(matches!(
+        store
+            .resolve_expiry(c.id, Utc::now() + Duration::days(30), false)
+            .await
+            .unwrap(),
+        Resolution::Late
+    ));
+    let check = |id: &str| Callback {
+        provider: c.provider.clone(),
+        webhook_id: id.into(),
+        reference: key.clone(),
+        outcome: CallbackOutcome::Succeeded {
+            result: json!({"id": "ch_1"}),
+        },
+        received_at: Utc::now(),
+    };
+    let Resolution::Decided { event, record } =
+        store.resolve_callback(&check("c1"), false).await.unwrap()
+    else {
+        panic!("a verified status check ends it")
+    };
+    assert_eq!((event.status, event.seq), (Status::Completed, 7));
+    assert_eq!(record.reason, WaitReason::Unknown);
+    assert!(matches!(
+        store.resolve_callback(&check("c2"), false).await.unwrap(),
+        Resolution::Late
+    ));
+    assert!(matches!(
+        store
+            .resolve_unknown(c.id, Verdict::Failed, "", "ana", Utc::now())
+            .await
+            .unwrap(),
+        Resolved::Conflict(_)
+    ));
+}
+
+/// A replay that ends `unknown` again waits again, in its own run: the terminal event is of
+/// that run, never of the first.
+async fn a_replayed_run_waits_again(store: &Store) {
+    let c = command("payment");
+    let key = format!("key_{}", c.id.simple());
+    unknown_outcome(store, &c, 0, &key).await;
+    let Resolved::Decided { event, .. } = store
+        .resolve_unknown(c.id, Verdict::Failed, "not charged", "ana", Utc::now())
+        .await
+        .unwrap()
+    else {
+        panic!("decided")
+    };
+    store.apply(&[*event], &[]).await.unwrap();
+    // Replayed: run 1 (same provider key) is unknown again.
+    unknown_outcome(store, &c, 1, &key).await;
+    let view = store.command(c.id).await.unwrap().unwrap();
+    assert_eq!(status_of(&view).0, Status::Unknown);
+    assert_eq!(status_of(&view).1, 1);
+    let Resolved::Decided { event, .. } = store
+        .resolve_unknown(
+            c.id,
+            Verdict::Completed,
+            "charged after all",
+            "bo",
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("run 1 is open")
+    };
+    assert_eq!((event.run, event.seq), (1, 1_000_007));
+    store.apply(&[*event], &[]).await.unwrap();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    assert_eq!(status_of(&view), (Status::Completed, 1, 1_000_007));
+    assert_eq!(view.resolution.unwrap().by, "bo");
+}
+
+/// A database written before runs existed gains them on its next start, its rows in run 0.
+#[tokio::test]
+async fn an_existing_database_upgrades() {
+    sqlx::any::install_default_drivers();
+    let dir = std::env::temp_dir().join(format!("sy-ledger-up-{}", Uuid::new_v4().simple()));
+    let old = dir.join("migrations");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["0001_ledger.sql", "0002_waits.sql"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(f),
+            old.join(f),
+        )
+        .unwrap();
+    }
+    let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
+    {
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        let c = command("payment");
+        sqlx::query(
+            "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, metadata, created_at, updated_at) \
+             VALUES ($1, 'payment', 'sandbox', 'charge', 'failed', 7, 1, '{}', 1, 1)",
+        )
+        .bind(c.id.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = Store::connect(&url).await.unwrap();
+    let page = store
+        .list(&ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(
+        (page.items[0].status, page.items[0].run),
+        (Status::Failed, 0)
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

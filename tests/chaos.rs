@@ -68,6 +68,7 @@ async fn chaos_every_command_one_outcome_per_run_and_one_effect() {
         in_process: false,
         timeout_ms: 5_000,
         max_attempts: 8,
+        ..Default::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

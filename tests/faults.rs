@@ -131,6 +131,7 @@ async fn a_worker_crash_at_every_step_yields_one_outcome_and_one_effect() {
         in_process: false,
         timeout_ms: 5_000,
         max_attempts: 4,
+        ..Default::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -181,6 +182,7 @@ async fn an_ingress_crash_at_every_step_loses_nothing_and_runs_once() {
         in_process: false,
         timeout_ms: 5_000,
         max_attempts: 4,
+        ..Default::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

@@ -243,6 +243,9 @@ async fn write(
         let attempts = &batch.attempts[part.attempts.clone()];
         match store.apply(events, attempts).await {
             Ok(()) => {
+                // Written, not acknowledged: the redelivered batch is applied again, to no
+                // effect (applying is idempotent).
+                switchyard_faults::point("after_ledger_commit");
                 for (d, _) in batch.deliveries(&part) {
                     let _ = d.acker.ack(BasicAckOptions::default()).await;
                 }

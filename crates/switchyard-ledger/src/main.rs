@@ -44,6 +44,9 @@ async fn main() -> ExitCode {
     // First: the OTLP exporter's HTTPS client needs it.
     switchyard_http::install_crypto_provider();
     let _tracing = switchyard_telemetry::init(&config.telemetry, "switchyard-ledger");
+    if let Err(e) = switchyard_faults::arm_from_env() {
+        return fail(e);
+    }
     match args.command {
         Some(Cmd::Prune { older_than }) => {
             let retention = older_than.unwrap_or(config.ledger.attempt_body_retention);

@@ -61,6 +61,7 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    sqlite: bool,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -363,7 +364,19 @@ impl Store {
                 .await?;
         }
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, sqlite })
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once: the database file is
+    /// shared with the journal (and other processes), and a deferred transaction that reads
+    /// before it writes fails with "database is locked" when another writer came in between,
+    /// where an immediate one waits its turn.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        if self.sqlite {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        } else {
+            self.pool.begin().await
+        }
     }
 
     /// Applies events and records attempts in one transaction. Idempotent and order-proof:
@@ -374,7 +387,7 @@ impl Store {
         events: &[Event],
         attempts: &[AttemptRecord],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let sql = multi_row_insert(
                 "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body)",
@@ -624,7 +637,7 @@ impl Store {
             if rows.is_empty() {
                 return Ok(pruned);
             }
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             for r in &rows {
                 let id: String = r.try_get("record_id")?;
                 let mut record: AttemptRecord =

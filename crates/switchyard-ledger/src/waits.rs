@@ -108,7 +108,7 @@ impl Store {
             WaitReason::Waiting => "waiting",
             WaitReason::Unknown => "unknown",
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let replaced = sqlx::query(
             "UPDATE waits SET provider = $1, reference = $2, record = $3, expires_at = $4, \
              run = $5, reason = $6, resolution = NULL, resolved_by = NULL, resolved_at = NULL \
@@ -151,7 +151,7 @@ impl Store {
         c: &Callback,
         redelivered: bool,
     ) -> Result<Resolution, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let found = sqlx::query(
             "SELECT record, resolution, resolved_by FROM waits WHERE provider = $1 AND reference = $2",
         )
@@ -217,7 +217,7 @@ impl Store {
         now: DateTime<Utc>,
         redelivered: bool,
     ) -> Result<Resolution, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let found =
             sqlx::query("SELECT record, resolution, resolved_by FROM waits WHERE command_id = $1")
                 .bind(command_id.to_string())
@@ -274,7 +274,7 @@ impl Store {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<Resolved, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let found =
             sqlx::query("SELECT record, resolution, resolved_by FROM waits WHERE command_id = $1")
                 .bind(command_id.to_string())

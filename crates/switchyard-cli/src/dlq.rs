@@ -392,7 +392,17 @@ impl DeadLetter {
             run: lot
                 .holds_commands()
                 .then(|| headers.header_int(RUN_HEADER).unwrap_or(0)),
-            source_queue: headers.header_str(SOURCE_QUEUE_HEADER),
+            // The ledger names it; a record the broker dead-lettered (past the delivery limit
+            // of a ledger queue) has it in `x-death`.
+            source_queue: (*lot == Lot::Ledger)
+                .then(|| {
+                    headers.header_str(SOURCE_QUEUE_HEADER).or_else(|| {
+                        death
+                            .as_ref()
+                            .and_then(|t| Some(t.clone()).header_str("queue"))
+                    })
+                })
+                .flatten(),
             failed_at,
             broker_reason,
             idempotency_key: str_field(&command, "idempotency_key"),
@@ -1522,6 +1532,28 @@ mod tests {
         assert_eq!(dl.source_queue.as_deref(), Some("switchyard.ledger.events"));
         assert_eq!(dl.replay_exchange(), "");
         assert_eq!(dl.replay_routing_key(), "switchyard.ledger.events");
+        // One the broker dead-lettered names its queue in x-death.
+        let mut death = FieldTable::default();
+        death.insert(
+            "queue".into(),
+            AMQPValue::LongString("switchyard.ledger.attempts".into()),
+        );
+        death.insert(
+            "reason".into(),
+            AMQPValue::LongString("delivery_limit".into()),
+        );
+        let mut table = FieldTable::default();
+        table.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        let b = delivery("ledger.attempts", b"{}", table);
+        let dlb = DeadLetter::read(&Lot::Ledger, &b);
+        assert_eq!(
+            dlb.source_queue.as_deref(),
+            Some("switchyard.ledger.attempts")
+        );
+        assert_eq!(dlb.class_label(), "broker:delivery_limit");
         let resent = Some(resend_headers(&l, now));
         assert_eq!(resent.header_str(SOURCE_QUEUE_HEADER), None);
         assert_eq!(resent.header_str(ERROR_HEADER), None);

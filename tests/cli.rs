@@ -1,5 +1,6 @@
 //! The operator CLI, run as the real `switchyard` binary against a fleet in its own vhost:
-//! `dlq list|show|replay|purge`, `status`, `tail`, `topology check`, and its exit codes.
+//! `dlq list|show|replay|purge` over every parking lot (with unroutable commands parked by the
+//! workers, and replays as new runs), `status`, `tail`, `topology check`, and its exit codes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -11,6 +12,7 @@ use serde_json::Value;
 use switchyard_amqp::lapin::options::QueueDeclareOptions;
 use switchyard_amqp::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use switchyard_amqp::lapin::{Connection, ConnectionProperties};
+use switchyard_amqp::messages::publish_command;
 use switchyard_core::{Command, Status};
 use switchyard_e2e::binary;
 use switchyard_testing::{TestFleet, TestVhost, management_url};
@@ -372,7 +374,7 @@ async fn dlq_list_and_show_read_without_losing_or_reordering_even_with_a_deliver
 }
 
 #[tokio::test]
-async fn replay_keeps_the_id_and_idempotency_key_and_purge_deletes() {
+async fn replay_keeps_the_id_and_idempotency_key_starts_a_new_run_and_purge_deletes() {
     let fleet = TestFleet::start().await;
     let cli = Cli::new(&fleet.config_toml);
     let a = refused_once(&fleet, "order-a").await;
@@ -422,8 +424,11 @@ async fn replay_keeps_the_id_and_idempotency_key_and_purge_deletes() {
         .find(|e| e.status == Status::Completed)
         .unwrap();
     assert_eq!(done.command_id, a.id);
-    assert_eq!(done.attempt, 2, "the attempt count continues: {events:#?}");
+    // A new run (contract 7): its first attempt, a fresh retry budget, above the failed run.
+    assert_eq!(done.run, 1, "the replay is run 1: {events:#?}");
+    assert_eq!(done.attempt, 1, "a fresh retry budget: {events:#?}");
     let failed = events.iter().find(|e| e.status == Status::Failed).unwrap();
+    assert_eq!(failed.run, 0, "{events:#?}");
     assert!(done.seq > failed.seq, "{events:#?}");
     let view = fleet.sandbox_view(a.id).await;
     assert_eq!(view["requests"].as_array().unwrap().len(), 2, "{view:#}");
@@ -642,5 +647,403 @@ async fn topology_check_passes_when_applied_and_fails_on_an_empty_vhost() {
         "{down:#?}"
     );
     assert!(!down.stderr.contains("guest:guest"), "{down:#?}");
+    fleet.stop().await;
+}
+
+/// Declares `queue` (durable, quorum) and binds it to `exchange` with `key`: a tap that shows
+/// exactly what a replay published.
+async fn tap(fleet: &TestFleet, queue: &str, exchange: &str, key: &str) {
+    let session = fleet.broker.session().await.unwrap();
+    let ch = session.connection.create_channel().await.unwrap();
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(LongString::from(b"quorum".to_vec())),
+    );
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        quorum,
+    )
+    .await
+    .unwrap();
+    if !exchange.is_empty() {
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let _ = ch.close(200, "tapped".into()).await;
+}
+
+/// The next message of `queue` (waits up to 20 s): its headers, message id and body.
+async fn next_message(
+    fleet: &TestFleet,
+    queue: &str,
+) -> (Option<FieldTable>, Option<String>, Vec<u8>) {
+    use switchyard_amqp::lapin::options::BasicGetOptions;
+    let session = fleet.broker.session().await.unwrap();
+    let ch = session.connection.create_channel().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(m) = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let d = m.delivery;
+            return (
+                d.properties.headers().clone(),
+                d.properties.message_id().as_ref().map(|m| m.to_string()),
+                d.data,
+            );
+        }
+        assert!(Instant::now() < deadline, "nothing arrived in {queue}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `queue` holds `n` ready messages.
+async fn ready_becomes(fleet: &TestFleet, queue: &str, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = ready(fleet, queue).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue} holds {now} messages, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn header_str(h: &Option<FieldTable>, key: &str) -> Option<String> {
+    use switchyard_amqp::HeaderRead;
+    h.header_str(key)
+}
+
+fn header_int(h: &Option<FieldTable>, key: &str) -> Option<i64> {
+    use switchyard_amqp::HeaderRead;
+    h.header_int(key)
+}
+
+#[tokio::test]
+async fn an_unroutable_command_gets_a_failed_event_and_waits_in_the_unroutable_lot() {
+    let fleet = TestFleet::start().await;
+    let cli = Cli::new(&fleet.config_toml);
+    // A command for a provider no worker serves: the broker confirms it (the alternate
+    // exchange takes it), so only an event can tell the core app.
+    let mut nobody = fleet.charge();
+    nobody.provider = "nobody".parse().unwrap();
+    nobody.idempotency_key = Some(serde_json::from_value(Value::from("order-n")).unwrap());
+    fleet.publish(&nobody).await;
+    // And something with no readable id under a routing key that is not even a command's.
+    fleet.publish_raw("fax", b"\x00not a command").await;
+
+    let events = fleet
+        .events
+        .terminal(nobody.id, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        events.len(),
+        1,
+        "one failed event and nothing else: {events:#?}"
+    );
+    let failed = &events[0];
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.routing_key(), "payment.nobody.failed");
+    assert_eq!(failed.run, 0);
+    assert_eq!(
+        failed.metadata.entries().get("test").map(String::as_str),
+        Some("yes")
+    );
+    let error = failed.error.as_ref().unwrap();
+    assert_eq!(error.class, switchyard_core::ErrorClass::Invalid);
+    assert_eq!(error.code, "unroutable");
+    assert!(error.message.contains("payment.nobody.charge"), "{error:?}");
+
+    // Both are parked, nothing is left behind in switchyard.unroutable.
+    ready_becomes(&fleet, "switchyard.dlq.unroutable", 2).await;
+    assert_eq!(ready(&fleet, "switchyard.unroutable").await, 0);
+
+    // `dlq list` (every lot by default) shows them.
+    let listed = cli.run(&["dlq", "list", "--json"]).await.ok().json();
+    let items = listed.as_array().unwrap();
+    assert_eq!(items.len(), 2, "{listed:#}");
+    let parked = items
+        .iter()
+        .find(|d| d["id"] == nobody.id.to_string())
+        .unwrap_or_else(|| panic!("{listed:#}"));
+    assert_eq!(parked["lot"], "unroutable");
+    assert_eq!(parked["queue"], "switchyard.dlq.unroutable");
+    assert_eq!(parked["class"], "invalid");
+    assert_eq!(parked["kind"], "payment");
+    assert_eq!(parked["provider"], "nobody");
+    assert_eq!(parked["routing_key"], "payment.nobody.charge");
+    assert_eq!(parked["idempotency_key"], "order-n");
+    assert!(
+        parked["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unroutable: "),
+        "{parked:#}"
+    );
+    let garbage = items.iter().find(|d| d["id"].is_null()).unwrap();
+    assert_eq!(garbage["routing_key"], "fax");
+    assert_eq!(garbage["lot"], "unroutable");
+    assert_eq!(cli.listed(&["--lot", "unroutable"]).await.len(), 2);
+    assert!(cli.listed(&["--lot", "kind:payment"]).await.is_empty());
+    assert!(cli.listed(&["--kind", "payment"]).await.is_empty());
+    let table = cli.run(&["dlq", "list"]).await.ok();
+    for needle in ["LOT", "unroutable", &nobody.id.to_string(), "nobody"] {
+        assert!(table.stdout.contains(needle), "{needle}: {table:#?}");
+    }
+    let shown = cli
+        .run(&["dlq", "show", &nobody.id.to_string(), "--lot", "unroutable"])
+        .await
+        .ok();
+    assert!(
+        shown.stdout.contains("switchyard.dlq.unroutable"),
+        "{shown:#?}"
+    );
+
+    // A replay while still nobody serves it is refused, and the command stays parked.
+    let refused = cli.run(&["dlq", "replay", &nobody.id.to_string()]).await;
+    assert_eq!(refused.code, 1, "{refused:#?}");
+    assert!(refused.stdout.contains("no work queue"), "{refused:#?}");
+    ready_becomes(&fleet, "switchyard.dlq.unroutable", 2).await;
+
+    // Once a worker serves it (here: its work queue, declared by hand), the replay is a new
+    // run of the same command.
+    let queue = "switchyard.work.payment.nobody";
+    tap(&fleet, queue, "switchyard.commands", "payment.nobody.*").await;
+    let replayed = cli
+        .run(&["dlq", "replay", &nobody.id.to_string()])
+        .await
+        .ok();
+    assert!(replayed.stdout.contains("replayed 1"), "{replayed:#?}");
+    let (headers, message_id, body) = next_message(&fleet, queue).await;
+    assert_eq!(body, nobody.to_bytes(), "the same command, byte for byte");
+    assert_eq!(message_id, Some(nobody.id.to_string()));
+    assert_eq!(header_int(&headers, "x-switchyard-run"), Some(1));
+    assert_eq!(header_int(&headers, "x-switchyard-attempt"), None);
+    for gone in [
+        "x-switchyard-error-class",
+        "x-switchyard-error",
+        "x-switchyard-attempts",
+        "x-switchyard-failed-at",
+        "x-switchyard-routing-key",
+    ] {
+        assert_eq!(header_str(&headers, gone), None, "{gone}: {headers:?}");
+    }
+    assert_eq!(
+        cli.listed(&["--lot", "unroutable"]).await,
+        vec!["-".to_owned()]
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_is_a_new_run_with_a_fresh_retry_budget() {
+    let fleet = TestFleet::start().await;
+    let cli = Cli::new(&fleet.config_toml);
+    // Refused once (permanent), then accepted; it came through the ingress's door marker too.
+    let a = refused_once(&fleet, "order-run").await;
+    publish_command(
+        &fleet.publisher,
+        &a,
+        switchyard_amqp::Headers::default().str(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+    )
+    .await
+    .unwrap();
+    dead_letter_seen(&fleet, a.id).await;
+
+    // See what the replay publishes, beside the worker's own queue.
+    let queue = format!("test.replays.{}", Uuid::new_v4().simple());
+    tap(
+        &fleet,
+        &queue,
+        "switchyard.commands",
+        "payment.sandbox.charge",
+    )
+    .await;
+    cli.run(&["dlq", "replay", &a.id.to_string()]).await.ok();
+    let (headers, message_id, body) = next_message(&fleet, &queue).await;
+    assert_eq!(
+        body,
+        a.to_bytes(),
+        "the same body: same id, same idempotency key"
+    );
+    assert_eq!(message_id, Some(a.id.to_string()));
+    assert_eq!(
+        header_int(&headers, "x-switchyard-run"),
+        Some(1),
+        "{headers:?}"
+    );
+    assert_eq!(
+        header_int(&headers, "x-switchyard-attempt"),
+        None,
+        "a fresh retry budget: {headers:?}"
+    );
+    for gone in [
+        "x-switchyard-error-class",
+        "x-switchyard-error",
+        "x-switchyard-attempts",
+        "x-switchyard-failed-at",
+        "x-death",
+    ] {
+        assert_eq!(header_str(&headers, gone), None, "{gone}: {headers:?}");
+    }
+    assert_eq!(
+        header_str(&headers, "traceparent").as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
+    assert!(header_str(&headers, "x-switchyard-replayed-at").is_some());
+
+    // The worker runs it again under the same provider key: one effect at the provider.
+    completed(&fleet, a.id).await;
+    let view = fleet.sandbox_view(a.id).await;
+    one_key(&view);
+    assert_eq!(view["effects"], 1, "{view:#}");
+    fleet.stop().await;
+}
+
+/// Waits until `id` has a `failed` event (it is dead-lettered).
+async fn dead_letter_seen(fleet: &TestFleet, id: Uuid) {
+    let events = fleet.events.terminal(id, Duration::from_secs(30)).await;
+    assert!(
+        events.iter().any(|e| e.status == Status::Failed),
+        "{events:#?}"
+    );
+}
+
+/// Puts a message straight into a parking lot, as the resolver or the ledger would.
+async fn park(fleet: &TestFleet, queue: &str, body: &[u8], headers: FieldTable) {
+    fleet
+        .publisher
+        .publish(switchyard_amqp::Outgoing {
+            exchange: "",
+            routing_key: queue,
+            body,
+            properties: switchyard_amqp::lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
+            mandatory: true,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_callbacks_and_ledger_lots_are_listed_and_replayed_where_they_came_from() {
+    let fleet = TestFleet::start().await;
+    let cli = Cli::new(&fleet.config_toml);
+    // The ledger's dead-letter queue, as the ledger declares it.
+    tap(&fleet, "switchyard.dlq.ledger", "", "").await;
+    let source = format!("switchyard.ledger.test-{}", Uuid::new_v4().simple());
+    tap(&fleet, &source, "", "").await;
+    // A callback nobody could correlate (as the resolver parks it) ...
+    park(
+        &fleet,
+        "switchyard.dlq.callbacks",
+        br#"{"provider":"sandbox","webhook_id":"wh_1","reference":"ref_lost"}"#,
+        switchyard_amqp::Headers::default()
+            .str("x-switchyard-routing-key", "callbacks.in")
+            .int("x-switchyard-deferrals", 30)
+            .str("x-switchyard-error-class", "permanent")
+            .build(),
+    )
+    .await;
+    // ... and a record the ledger's database refused.
+    park(
+        &fleet,
+        "switchyard.dlq.ledger",
+        br#"{"event_id":"e1"}"#,
+        switchyard_amqp::Headers::default()
+            .str("x-switchyard-source-queue", &source)
+            .str("x-switchyard-error", "database: invalid byte sequence")
+            .build(),
+    )
+    .await;
+
+    let listed = cli.run(&["dlq", "list", "--json"]).await.ok().json();
+    let lots: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["lot"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sorted(lots.iter().map(|s| s.to_string()).collect()),
+        vec!["callbacks", "ledger"]
+    );
+    let callbacks = cli
+        .run(&["dlq", "list", "--lot", "callbacks", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(callbacks[0]["provider"], "sandbox", "{callbacks:#}");
+    assert_eq!(callbacks[0]["routing_key"], "callbacks.in", "{callbacks:#}");
+    let ledger = cli
+        .run(&["dlq", "list", "--lot", "ledger", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(ledger[0]["source_queue"], source.as_str(), "{ledger:#}");
+
+    // The callback goes back to the resolver's exchange, the record to its source queue.
+    let resolver_tap = format!("test.callbacks.{}", Uuid::new_v4().simple());
+    tap(
+        &fleet,
+        &resolver_tap,
+        "switchyard.callbacks",
+        "callbacks.in",
+    )
+    .await;
+    let replayed = cli
+        .run(&[
+            "dlq",
+            "replay",
+            "--all",
+            "--lot",
+            "callbacks",
+            "--lot",
+            "ledger",
+            "--json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(replayed["replayed"], 2, "{replayed:#}");
+    let (headers, _, body) = next_message(&fleet, &resolver_tap).await;
+    assert_eq!(
+        body,
+        br#"{"provider":"sandbox","webhook_id":"wh_1","reference":"ref_lost"}"#
+    );
+    assert_eq!(
+        header_int(&headers, "x-switchyard-deferrals"),
+        None,
+        "{headers:?}"
+    );
+    assert_eq!(header_str(&headers, "x-switchyard-error-class"), None);
+    assert_eq!(header_int(&headers, "x-switchyard-run"), None);
+    let (headers, _, body) = next_message(&fleet, &source).await;
+    assert_eq!(body, br#"{"event_id":"e1"}"#);
+    assert_eq!(header_str(&headers, "x-switchyard-source-queue"), None);
+    assert_eq!(header_str(&headers, "x-switchyard-error"), None);
+    assert_eq!(ready(&fleet, "switchyard.dlq.ledger").await, 0);
     fleet.stop().await;
 }

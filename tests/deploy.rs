@@ -233,6 +233,10 @@ fn every_alert_has_a_severity_and_a_runbook_section_in_the_operators_guide() {
         "SwitchyardLedgerLagging",
         "SwitchyardBrokerDisconnected",
         "SwitchyardCommandsFailing",
+        // Every parking lot has an alert (a kind's DLQ: SwitchyardDeadLettersGrowing).
+        "SwitchyardUnroutableCommands",
+        "SwitchyardCallbacksParked",
+        "SwitchyardLedgerRecordsParked",
     ] {
         assert!(names.contains(wanted), "alerts.yml has no {wanted}");
     }

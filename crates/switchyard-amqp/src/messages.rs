@@ -31,6 +31,10 @@ pub const ATTEMPTS_HEADER: &str = "x-switchyard-attempts";
 /// When a command was dead-lettered (RFC 3339).
 pub const FAILED_AT_HEADER: &str = "x-switchyard-failed-at";
 
+/// On a parked copy that went through the default exchange (a kept dead letter, an
+/// unroutable command): the routing key it had before, which the copy's own no longer shows.
+pub const ROUTING_KEY_HEADER: &str = "x-switchyard-routing-key";
+
 /// On a status check (a copy of a waiting command back in its work queue): the check's number.
 pub const CHECK_HEADER: &str = "x-switchyard-check";
 /// The provider's reference a status check asks about.

@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! switchyard.commands (topic, alternate exchange switchyard.unroutable)
+//!   nothing matches -> switchyard.unroutable   quorum; every worker consumes it, emits the
+//!                      `failed` (unroutable) event and parks the command in
+//!                      switchyard.dlq.unroutable (quorum)
 //!   {kind}.{provider}.*  -> switchyard.work.{kind}.{provider}   quorum, delivery limit,
 //!                                                               dead-letters to switchyard.dead
 //! switchyard.retry (headers: kind + tier)
@@ -287,6 +290,8 @@ impl Topology {
                 "",
                 FieldTable::default(),
             ),
+            // Where the workers park what nobody routes, after its `failed` event.
+            Declaration::queue(UNROUTABLE_DLQ, args(std::slice::from_ref(&quorum))),
             Declaration::exchange(
                 COMMANDS_EXCHANGE,
                 ExchangeKind::Topic,
@@ -582,6 +587,7 @@ mod tests {
             .collect();
         for q in [
             "switchyard.unroutable",
+            "switchyard.dlq.unroutable",
             "switchyard.callbacks",
             "switchyard.dlq.payment",
             "switchyard.retry.payment.1s",

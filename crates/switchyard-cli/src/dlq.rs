@@ -1,4 +1,7 @@
-//! `switchyard dlq list|show|replay|purge`: the dead-letter queues `switchyard.dlq.{kind}`.
+//! `switchyard dlq list|show|replay|purge`: every parking lot, where messages wait for an
+//! operator ([`Lot`]): each kind's DLQ `switchyard.dlq.{kind}`, `switchyard.dlq.callbacks`,
+//! `switchyard.dlq.unroutable` and `switchyard.dlq.ledger`. Nothing is parked where `dlq`
+//! cannot see it.
 //!
 //! # Reading a DLQ without losing anything
 //!
@@ -19,8 +22,10 @@
 //! - **kept**: an exact copy (body, properties, headers; the original routing key in
 //!   [`ROUTING_KEY_HEADER`]) is published to the tail of the same queue through the default
 //!   exchange, and the original is acknowledged only after the broker confirmed the copy;
-//! - **replayed**: the command is published to `switchyard.commands` (confirmed, mandatory),
-//!   then the dead letter is acknowledged;
+//! - **replayed**: the message is published where it belongs (confirmed, mandatory), then the
+//!   dead letter is acknowledged: commands (a kind's lot, the unroutable lot) to
+//!   `switchyard.commands`, the resolver's messages to `switchyard.callbacks`, the ledger's
+//!   back to the queue named by [`SOURCE_QUEUE_HEADER`];
 //! - **deleted** (`purge`): acknowledged without a copy.
 //!
 //! Nothing is ever returned to the queue, so no delivery count grows and no limit can drop a
@@ -29,19 +34,20 @@
 //! pass costs a publish per message, and if the process dies between a copy's confirm and
 //! the original's ack, that message is there twice (at least once, never lost; replaying both
 //! is harmless, because a replay keeps the command's id and idempotency key). Two operators
-//! running `dlq` on the same kind at the same moment each see part of the queue.
+//! running `dlq` on the same lot at the same moment each see part of the queue.
 //!
-//! # Replay
+//! # Replay: a new run
 //!
-//! The body is the original command, byte for byte, so its `id` and `idempotency_key` (and
+//! The body is the original, byte for byte, so a command's `id` and `idempotency_key` (and
 //! with them the provider's idempotency key) are unchanged. Headers that matter are kept
 //! (`traceparent`, ...); the dead-letter headers (error, class, attempts, failed-at, `x-death`,
-//! delivery count) and any retry or status-check headers are removed. The attempt counter
-//! continues from the attempts already made (`x-switchyard-attempt` = `x-switchyard-attempts`),
-//! so the replay's lifecycle events have new ids and higher `seq` than the ones before it,
-//! instead of colliding with them. A replay is refused (the dead letter is kept) when no work
-//! queue exists for its kind and provider, since `switchyard.commands` would otherwise route
-//! it to `switchyard.unroutable`.
+//! delivery count) and any retry, status-check or resolver headers are removed. A replayed
+//! command starts a new run of it: `x-switchyard-run` is the dead letter's run + 1 (absent
+//! means 0), and `x-switchyard-attempt` is removed, so the run has a fresh retry budget; its
+//! events carry the new run, whose `seq` sorts above every event of the runs before. A replay
+//! is refused (the dead letter is kept) when no work queue exists for its kind and provider,
+//! since `switchyard.commands` would otherwise route it straight back to the unroutable lot,
+//! and for a ledger record that names no existing source queue.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -57,10 +63,12 @@ use switchyard_amqp::lapin::types::{AMQPValue, FieldTable};
 use switchyard_amqp::lapin::{Channel, Confirmation, Connection};
 use switchyard_amqp::messages::{
     ATTEMPT_HEADER, ATTEMPTS_HEADER, CHECK_HEADER, DEFERRALS_HEADER, ERROR_CLASS_HEADER,
-    ERROR_HEADER, FAILED_AT_HEADER, REFERENCE_HEADER, TRACEPARENT_HEADER, WAIT_UNTIL_HEADER,
+    ERROR_HEADER, FAILED_AT_HEADER, REFERENCE_HEADER, RUN_HEADER, SOURCE_HEADER,
+    TRACEPARENT_HEADER, WAIT_UNTIL_HEADER,
 };
 use switchyard_amqp::topology::{
-    COMMANDS_EXCHANGE, KIND_HEADER, TIER_HEADER, dead_letter_queue, work_queue,
+    CALLBACKS_DLQ, CALLBACKS_EXCHANGE, CALLBACKS_ROUTING_KEY, COMMANDS_EXCHANGE, KIND_HEADER,
+    LEDGER_DLQ, TIER_HEADER, UNROUTABLE_DLQ, dead_letter_queue, work_queue,
 };
 use switchyard_amqp::{Delivery, HeaderRead, Headers};
 use switchyard_config::Config;
@@ -72,20 +80,85 @@ use crate::output::{self, age, or_dash, truncate, when};
 
 /// Where a kept dead letter remembers the routing key it was dead-lettered with (its copy is
 /// published through the default exchange, whose routing key is the queue's name).
-pub const ROUTING_KEY_HEADER: &str = "x-switchyard-routing-key";
+pub use switchyard_amqp::messages::ROUTING_KEY_HEADER;
 /// Set on a replayed command: when it was replayed (RFC 3339).
 pub const REPLAYED_AT_HEADER: &str = "x-switchyard-replayed-at";
+/// On a ledger dead letter: the queue the ledger consumed it from, where a replay sends it.
+pub const SOURCE_QUEUE_HEADER: &str = "x-switchyard-source-queue";
 
 /// Messages read before their copies or replays are confirmed together.
 const BATCH: usize = 64;
 /// How long the broker may take to confirm a batch.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A parking lot: one queue where messages wait for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lot {
+    /// `switchyard.dlq.{kind}`: commands that failed (or were invalid) in that kind's worker.
+    Kind(Name),
+    /// `switchyard.dlq.callbacks`: wait records, callbacks and expiries the resolver could not
+    /// handle.
+    Callbacks,
+    /// `switchyard.dlq.unroutable`: commands no worker serves, after their `failed` event.
+    Unroutable,
+    /// `switchyard.dlq.ledger`: records the ledger's database refused.
+    Ledger,
+}
+
+impl Lot {
+    /// The queue it is.
+    pub fn queue(&self) -> String {
+        match self {
+            Self::Kind(k) => dead_letter_queue(k),
+            Self::Callbacks => CALLBACKS_DLQ.to_owned(),
+            Self::Unroutable => UNROUTABLE_DLQ.to_owned(),
+            Self::Ledger => LEDGER_DLQ.to_owned(),
+        }
+    }
+
+    /// Whether it holds commands (which replay to `switchyard.commands` as a new run).
+    pub fn holds_commands(&self) -> bool {
+        matches!(self, Self::Kind(_) | Self::Unroutable)
+    }
+}
+
+impl std::fmt::Display for Lot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kind(k) => write!(f, "kind:{k}"),
+            Self::Callbacks => f.write_str("callbacks"),
+            Self::Unroutable => f.write_str("unroutable"),
+            Self::Ledger => f.write_str("ledger"),
+        }
+    }
+}
+
+impl Serialize for Lot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Parses a lot: `kind:payment` (or just `payment`), `callbacks`, `unroutable`, `ledger`.
+pub fn parse_lot(s: &str) -> Result<Lot, String> {
+    match s {
+        "callbacks" => Ok(Lot::Callbacks),
+        "unroutable" => Ok(Lot::Unroutable),
+        "ledger" => Ok(Lot::Ledger),
+        other => {
+            let kind = other.strip_prefix("kind:").unwrap_or(other);
+            parse_name(kind)
+                .map(Lot::Kind)
+                .map_err(|e| format!("{e} (expected kind:<kind>, callbacks, unroutable or ledger)"))
+        }
+    }
+}
+
 /// Which dead letters an operation applies to. Every filter given must match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
-    /// Only these kinds' DLQs (all configured kinds when empty).
-    pub kinds: Vec<Name>,
+    /// Only these parking lots (every lot when empty).
+    pub lots: Vec<Lot>,
     /// Only commands of this provider.
     pub provider: Option<Name>,
     /// Only this error class.
@@ -106,8 +179,9 @@ pub fn parse_class(s: &str) -> Result<ErrorClass, String> {
         "timeout" => Ok(ErrorClass::Timeout),
         "invalid" => Ok(ErrorClass::Invalid),
         "expired" => Ok(ErrorClass::Expired),
+        "unknown" => Ok(ErrorClass::Unknown),
         other => Err(format!(
-            "unknown error class {other:?}: expected transient, permanent, timeout, invalid or expired"
+            "unknown error class {other:?}: expected transient, permanent, timeout, invalid, expired or unknown"
         )),
     }
 }
@@ -126,7 +200,7 @@ pub fn parse_name(s: &str) -> Result<Name, String> {
 impl Filter {
     /// Whether `dl` passes every filter, at `now`.
     pub fn matches(&self, dl: &DeadLetter, now: DateTime<Utc>) -> bool {
-        if !self.kinds.is_empty() && !self.kinds.iter().any(|k| k.as_str() == dl.kind) {
+        if !self.lots.is_empty() && !self.lots.contains(&dl.lot) {
             return false;
         }
         if let Some(p) = &self.provider
@@ -161,7 +235,7 @@ impl Filter {
         true
     }
 
-    /// Whether any filter beyond the kind is set.
+    /// Whether any filter beyond the lot is set.
     pub fn is_narrowed(&self) -> bool {
         self.provider.is_some()
             || self.class.is_some()
@@ -174,15 +248,17 @@ impl Filter {
 /// One dead letter as operators see it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeadLetter {
-    /// The DLQ it is in.
+    /// The parking lot it is in.
+    pub lot: Lot,
+    /// The queue of that lot.
     pub queue: String,
     /// The command's id, when the body is readable enough to have one.
     pub id: Option<Uuid>,
-    /// The kind (of the DLQ).
-    pub kind: String,
-    /// The provider, from the body or else the routing key.
+    /// The kind: the DLQ's, else the body's, else (for unroutable commands) the routing key's.
+    pub kind: Option<String>,
+    /// The provider, from the body or else (for commands) the routing key.
     pub provider: Option<String>,
-    /// The operation, from the body or else the routing key.
+    /// The operation, from the body or else (for commands) the routing key.
     pub operation: Option<String>,
     /// The routing key it was dead-lettered with.
     pub routing_key: String,
@@ -192,6 +268,10 @@ pub struct DeadLetter {
     pub error: Option<String>,
     /// `x-switchyard-attempts`.
     pub attempts: Option<i64>,
+    /// The run it failed in (`x-switchyard-run`, 0 when absent), for commands.
+    pub run: Option<i64>,
+    /// For the ledger's dead letters: the queue it was consumed from, where a replay goes.
+    pub source_queue: Option<String>,
     /// `x-switchyard-failed-at`, else when the broker dead-lettered it.
     pub failed_at: Option<DateTime<Utc>>,
     /// Why the broker dead-lettered it, when the broker did (e.g. `delivery_limit`: a crash
@@ -246,8 +326,8 @@ fn str_field(body: &serde_json::Value, field: &str) -> Option<String> {
 }
 
 impl DeadLetter {
-    /// Reads a delivery of `queue`, the DLQ of `kind`.
-    pub fn read(queue: &str, kind: &str, delivery: &Delivery) -> Self {
+    /// Reads a delivery of `lot`'s queue.
+    pub fn read(lot: &Lot, delivery: &Delivery) -> Self {
         let headers = delivery.properties.headers();
         let routing_key = headers
             .header_str(ROUTING_KEY_HEADER)
@@ -256,8 +336,17 @@ impl DeadLetter {
             serde_json::from_slice::<serde_json::Value>(&delivery.data).unwrap_or_else(|_| {
                 serde_json::Value::String(String::from_utf8_lossy(&delivery.data).into_owned())
             });
+        // Only a command's routing key says kind.provider.operation.
         let mut rk = routing_key.split('.');
-        let (_, rk_provider, rk_operation) = (rk.next(), rk.next(), rk.next());
+        let (rk_kind, rk_provider, rk_operation) = if lot.holds_commands() {
+            (rk.next(), rk.next(), rk.next())
+        } else {
+            (None, None, None)
+        };
+        let kind = match lot {
+            Lot::Kind(k) => Some(k.to_string()),
+            _ => str_field(&command, "kind").or_else(|| rk_kind.map(str::to_owned)),
+        };
         let id = switchyard_core::command::sniff_id(&delivery.data).or_else(|| {
             delivery
                 .properties
@@ -290,15 +379,30 @@ impl DeadLetter {
             .map(|t| t.with_timezone(&Utc))
             .or(broker_time);
         Self {
-            queue: queue.to_owned(),
+            lot: lot.clone(),
+            queue: lot.queue(),
             id,
-            kind: kind.to_owned(),
+            kind,
             provider: str_field(&command, "provider").or_else(|| rk_provider.map(str::to_owned)),
             operation: str_field(&command, "operation").or_else(|| rk_operation.map(str::to_owned)),
             routing_key,
             class: headers.header_str(ERROR_CLASS_HEADER),
             error: headers.header_str(ERROR_HEADER),
             attempts: headers.header_int(ATTEMPTS_HEADER),
+            run: lot
+                .holds_commands()
+                .then(|| headers.header_int(RUN_HEADER).unwrap_or(0)),
+            // The ledger names it; a record the broker dead-lettered (past the delivery limit
+            // of a ledger queue) has it in `x-death`.
+            source_queue: (*lot == Lot::Ledger)
+                .then(|| {
+                    headers.header_str(SOURCE_QUEUE_HEADER).or_else(|| {
+                        death
+                            .as_ref()
+                            .and_then(|t| Some(t.clone()).header_str("queue"))
+                    })
+                })
+                .flatten(),
             failed_at,
             broker_reason,
             idempotency_key: str_field(&command, "idempotency_key"),
@@ -314,12 +418,29 @@ impl DeadLetter {
         }
     }
 
-    /// The routing key to replay it with: `{kind}.{provider}.{operation}` of the body, else
-    /// the one it was dead-lettered with.
+    /// The routing key to replay it with: for a command `{kind}.{provider}.{operation}` of
+    /// the body, else the one it was dead-lettered with; `callbacks.in` for the resolver; the
+    /// source queue's name for the ledger (published through the default exchange).
     pub fn replay_routing_key(&self) -> String {
-        match (&self.provider, &self.operation) {
-            (Some(p), Some(o)) if self.command.is_object() => format!("{}.{p}.{o}", self.kind),
-            _ => self.routing_key.clone(),
+        match &self.lot {
+            Lot::Callbacks => CALLBACKS_ROUTING_KEY.to_owned(),
+            Lot::Ledger => self
+                .source_queue
+                .clone()
+                .unwrap_or_else(|| self.routing_key.clone()),
+            Lot::Kind(_) | Lot::Unroutable => match (&self.kind, &self.provider, &self.operation) {
+                (Some(k), Some(p), Some(o)) if self.command.is_object() => format!("{k}.{p}.{o}"),
+                _ => self.routing_key.clone(),
+            },
+        }
+    }
+
+    /// The exchange a replay goes to.
+    pub fn replay_exchange(&self) -> &'static str {
+        match self.lot {
+            Lot::Kind(_) | Lot::Unroutable => COMMANDS_EXCHANGE,
+            Lot::Callbacks => CALLBACKS_EXCHANGE,
+            Lot::Ledger => "",
         }
     }
 
@@ -342,42 +463,62 @@ pub fn kept_headers(delivery: &Delivery, routing_key: &str) -> FieldTable {
         .build()
 }
 
-/// The headers of a replayed command: the original ones that matter (e.g. `traceparent`),
-/// without the dead-letter, broker and retry headers, and the attempt counter continued.
-pub fn replay_headers(delivery: &Delivery, now: DateTime<Utc>) -> FieldTable {
-    let original = delivery.properties.headers();
-    let attempts = original
-        .header_int(ATTEMPTS_HEADER)
-        .or_else(|| original.header_int(ATTEMPT_HEADER))
-        .unwrap_or(0)
-        .max(0);
-    let mut h = Headers::from_table(original.as_ref());
-    for key in [
-        ERROR_CLASS_HEADER,
-        ERROR_HEADER,
-        ATTEMPTS_HEADER,
-        FAILED_AT_HEADER,
-        ROUTING_KEY_HEADER,
-        CHECK_HEADER,
-        REFERENCE_HEADER,
-        WAIT_UNTIL_HEADER,
-        DEFERRALS_HEADER,
-        KIND_HEADER,
-        TIER_HEADER,
-        "x-death",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        "x-delivery-count",
-    ] {
+/// Headers no replay carries: the dead-letter headers, the broker's, and the retry, status
+/// check and resolver bookkeeping of the failed run.
+const PARKING_HEADERS: [&str; 19] = [
+    ERROR_CLASS_HEADER,
+    ERROR_HEADER,
+    ATTEMPTS_HEADER,
+    FAILED_AT_HEADER,
+    ROUTING_KEY_HEADER,
+    SOURCE_QUEUE_HEADER,
+    CHECK_HEADER,
+    REFERENCE_HEADER,
+    WAIT_UNTIL_HEADER,
+    DEFERRALS_HEADER,
+    KIND_HEADER,
+    TIER_HEADER,
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+];
+
+/// The original headers that matter (e.g. `traceparent`) without [`PARKING_HEADERS`] and
+/// the broker's delivery count, stamped with the replay's time.
+fn cleaned(delivery: &Delivery, now: DateTime<Utc>) -> Headers {
+    let mut h = Headers::from_table(delivery.properties.headers().as_ref());
+    for key in PARKING_HEADERS.iter().chain(&["x-delivery-count"]) {
         h = h.without(key);
     }
-    h.int(ATTEMPT_HEADER, attempts)
-        .str(REPLAYED_AT_HEADER, &now.to_rfc3339())
+    h.str(REPLAYED_AT_HEADER, &now.to_rfc3339())
+}
+
+/// The headers of a replayed command: a new run of it (contract 7). The run is the dead
+/// letter's + 1 (absent = 0), the attempt counter is removed so the run has a fresh retry
+/// budget, and so is the ingress's "pending already sent" mark, so the new run reports its own
+/// `pending`.
+pub fn replay_headers(delivery: &Delivery, now: DateTime<Utc>) -> FieldTable {
+    let run = delivery
+        .properties
+        .headers()
+        .header_int(RUN_HEADER)
+        .unwrap_or(0)
+        .max(0);
+    cleaned(delivery, now)
+        .without(ATTEMPT_HEADER)
+        .without(SOURCE_HEADER)
+        .int(RUN_HEADER, run.saturating_add(1))
         .build()
+}
+
+/// The headers of anything else replayed (a callback, a ledger record): the original ones,
+/// without the parking lot's.
+pub fn resend_headers(delivery: &Delivery, now: DateTime<Utc>) -> FieldTable {
+    cleaned(delivery, now).build()
 }
 
 /// What to do with one dead letter during a pass.
@@ -409,7 +550,7 @@ pub enum Outcome {
 struct Pass<'a> {
     connection: &'a Connection,
     channel: Channel,
-    /// Whether a work queue exists, by (kind, provider): a replay needs somewhere to go.
+    /// Whether a queue exists, by name: a replay needs somewhere to go.
     routes: HashMap<String, bool>,
 }
 
@@ -426,13 +567,17 @@ impl<'a> Pass<'a> {
         })
     }
 
-    /// Whether `switchyard.work.{kind}.{provider}` exists (a passive declare, on a channel of
-    /// its own since a missing queue closes the channel).
+    /// Whether `switchyard.work.{kind}.{provider}` exists.
     async fn route_exists(&mut self, kind: &str, provider: &str) -> anyhow::Result<bool> {
         let (Ok(k), Ok(p)) = (kind.parse::<Name>(), provider.parse::<Name>()) else {
             return Ok(false);
         };
-        let queue = work_queue(&k, &p);
+        self.queue_exists(work_queue(&k, &p)).await
+    }
+
+    /// Whether `queue` exists (a passive declare, on a channel of its own since a missing
+    /// queue closes the channel).
+    async fn queue_exists(&mut self, queue: String) -> anyhow::Result<bool> {
         if let Some(known) = self.routes.get(&queue) {
             return Ok(*known);
         }
@@ -484,15 +629,38 @@ fn is_not_found(e: &switchyard_amqp::lapin::Error) -> bool {
     text.contains("NOT_FOUND") || text.contains("404")
 }
 
-/// Walks `kind`'s DLQ once: `decide` picks each dead letter's action, `settled` hears how it
+/// Whether a replay of `dl` has somewhere to go: `Ok(())`, or why not.
+async fn replay_check(pass: &mut Pass<'_>, dl: &DeadLetter) -> anyhow::Result<Result<(), String>> {
+    Ok(match &dl.lot {
+        Lot::Kind(_) | Lot::Unroutable => match (&dl.kind, &dl.provider) {
+            (Some(k), Some(p)) if pass.route_exists(k, p).await? => Ok(()),
+            (Some(k), Some(p)) => Err(format!(
+                "no work queue switchyard.work.{k}.{p}: is provider {p:?} of kind {k:?} configured?"
+            )),
+            _ => Err("the command names no kind or provider".to_owned()),
+        },
+        // `switchyard.callbacks` is in every topology; a mandatory publish catches the rest.
+        Lot::Callbacks => Ok(()),
+        Lot::Ledger => match &dl.source_queue {
+            Some(q) if !q.starts_with("switchyard.") => {
+                Err(format!("{q:?} is not a Switchyard queue"))
+            }
+            Some(q) if pass.queue_exists(q.clone()).await? => Ok(()),
+            Some(q) => Err(format!("its source queue {q} does not exist")),
+            None => Err(format!("it names no source queue ({SOURCE_QUEUE_HEADER})")),
+        },
+    })
+}
+
+/// Walks `lot`'s queue once: `decide` picks each dead letter's action, `settled` hears how it
 /// was settled. Returns every dead letter with its outcome, in queue order.
 pub async fn walk(
     connection: &Connection,
-    kind: &str,
+    lot: &Lot,
     mut decide: impl FnMut(&DeadLetter) -> Action,
     mut settled: impl FnMut(&DeadLetter, &Outcome),
 ) -> anyhow::Result<Vec<(DeadLetter, Outcome)>> {
-    let queue = format!("switchyard.dlq.{kind}");
+    let queue = lot.queue();
     let Some(total) = ready_count(connection, &queue).await? else {
         bail!("the dead-letter queue {queue} does not exist (run `switchyard topology apply`)");
     };
@@ -517,16 +685,13 @@ pub async fn walk(
         let now = Utc::now();
         let mut planned = Vec::with_capacity(batch.len());
         for delivery in batch {
-            let dl = DeadLetter::read(&queue, kind, &delivery);
+            let dl = DeadLetter::read(lot, &delivery);
             let outcome = match decide(&dl) {
                 Action::Keep => Outcome::Kept,
                 Action::Delete => Outcome::Deleted,
-                Action::Replay => match dl.provider.clone() {
-                    Some(p) if pass.route_exists(kind, &p).await? => Outcome::Replayed,
-                    Some(p) => Outcome::Refused(format!(
-                        "no work queue switchyard.work.{kind}.{p}: is provider {p:?} configured?"
-                    )),
-                    None => Outcome::Refused("the command names no provider".to_owned()),
+                Action::Replay => match replay_check(&mut pass, &dl).await? {
+                    Ok(()) => Outcome::Replayed,
+                    Err(why) => Outcome::Refused(why),
                 },
             };
             planned.push((delivery, dl, outcome));
@@ -534,7 +699,8 @@ pub async fn walk(
         // Publish every copy and replay of the batch, then wait for their confirms.
         let mut confirms = Vec::with_capacity(planned.len());
         for (delivery, dl, outcome) in &planned {
-            // Kept (or refused) messages go to the back of their queue; replays to the commands.
+            // Kept (or refused) messages go to the back of their queue; replays where they
+            // belong (commands as a new run).
             let target = match outcome {
                 Outcome::Deleted => None,
                 Outcome::Kept | Outcome::Refused(_) => Some((
@@ -543,9 +709,13 @@ pub async fn walk(
                     kept_headers(delivery, &dl.routing_key),
                 )),
                 Outcome::Replayed => Some((
-                    COMMANDS_EXCHANGE,
+                    dl.replay_exchange(),
                     dl.replay_routing_key(),
-                    replay_headers(delivery, now),
+                    if lot.holds_commands() {
+                        replay_headers(delivery, now)
+                    } else {
+                        resend_headers(delivery, now)
+                    },
                 )),
             };
             let confirm = match target {
@@ -601,18 +771,24 @@ pub async fn walk(
     Ok(out)
 }
 
-/// The kinds whose DLQs an operation covers: `filter.kinds`, else every kind built in or
-/// named by a configured provider.
-pub fn kinds(config: &Config, filter: &Filter) -> Vec<String> {
-    if !filter.kinds.is_empty() {
-        return filter.kinds.iter().map(ToString::to_string).collect();
+/// The parking lots an operation covers: `filter.lots`, else every kind's DLQ (each kind
+/// built in or named by a configured provider), the callbacks', the unroutable commands' and
+/// the ledger's.
+pub fn lots(config: &Config, filter: &Filter) -> Vec<Lot> {
+    if !filter.lots.is_empty() {
+        let unique: BTreeSet<Lot> = filter.lots.iter().cloned().collect();
+        return unique.into_iter().collect();
     }
-    let mut kinds: BTreeSet<String> = switchyard_ingress::builtin_kinds()
+    let mut kinds: BTreeSet<Name> = switchyard_ingress::builtin_kinds()
         .iter()
-        .map(|k| k.spec().name.to_string())
+        .map(|k| k.spec().name.clone())
         .collect();
-    kinds.extend(config.providers.iter().map(|p| p.kind.to_string()));
-    kinds.into_iter().collect()
+    kinds.extend(config.providers.iter().map(|p| p.kind.clone()));
+    kinds
+        .into_iter()
+        .map(Lot::Kind)
+        .chain([Lot::Callbacks, Lot::Unroutable, Lot::Ledger])
+        .collect()
 }
 
 /// Output options shared by the subcommands.
@@ -622,8 +798,8 @@ pub struct Output {
     pub json: bool,
 }
 
-/// Walks every covered DLQ with `decide`. A missing DLQ of a kind that was not asked for by
-/// name is skipped with a note (that kind's topology was never applied).
+/// Walks every covered lot with `decide`. A missing queue of a lot that was not asked for by
+/// name is skipped with a note (its topology was never applied).
 async fn walk_all(
     connection: &Connection,
     config: &Config,
@@ -632,13 +808,13 @@ async fn walk_all(
     mut settled: impl FnMut(&DeadLetter, &Outcome),
 ) -> anyhow::Result<Vec<(DeadLetter, Outcome)>> {
     let mut all = Vec::new();
-    for kind in kinds(config, filter) {
-        let queue = dead_letter_queue(&parse_name(&kind).map_err(anyhow::Error::msg)?);
-        if filter.kinds.is_empty() && ready_count(connection, &queue).await?.is_none() {
+    for lot in lots(config, filter) {
+        let queue = lot.queue();
+        if filter.lots.is_empty() && ready_count(connection, &queue).await?.is_none() {
             output::note(format!("note: {queue} does not exist; skipped"));
             continue;
         }
-        all.extend(walk(connection, &kind, &mut decide, &mut settled).await?);
+        all.extend(walk(connection, &lot, &mut decide, &mut settled).await?);
     }
     Ok(all)
 }
@@ -647,6 +823,7 @@ async fn walk_all(
 pub fn render_list(items: &[&DeadLetter], now: DateTime<Utc>, terminal: bool) -> String {
     output::render_table(
         &[
+            "LOT",
             "ID",
             "KIND",
             "PROVIDER",
@@ -658,8 +835,9 @@ pub fn render_list(items: &[&DeadLetter], now: DateTime<Utc>, terminal: bool) ->
         ],
         items.iter().map(|d| {
             vec![
+                d.lot.to_string(),
                 or_dash(d.id),
-                d.kind.clone(),
+                or_dash(d.kind.as_ref()),
                 or_dash(d.provider.as_ref()),
                 or_dash(d.operation.as_ref()),
                 d.class_label(),
@@ -705,20 +883,25 @@ pub async fn list(config: &Config, filter: &Filter, out: Output) -> anyhow::Resu
 pub fn render_show(d: &DeadLetter) -> String {
     let mut rows = vec![
         ("id", or_dash(d.id)),
+        ("lot", d.lot.to_string()),
         ("queue", d.queue.clone()),
         ("routing key", d.routing_key.clone()),
-        ("kind", d.kind.clone()),
+        ("kind", or_dash(d.kind.as_ref())),
         ("provider", or_dash(d.provider.as_ref())),
         ("operation", or_dash(d.operation.as_ref())),
         ("class", d.class_label()),
         ("error", or_dash(d.error.as_ref())),
         ("attempts", or_dash(d.attempts)),
+        ("run", or_dash(d.run)),
         ("failed at", or_dash(d.failed_at.map(when))),
         ("idempotency key", or_dash(d.idempotency_key.as_ref())),
         ("traceparent", or_dash(d.traceparent.as_ref())),
     ];
     if let Some(r) = &d.broker_reason {
         rows.push(("broker reason", r.clone()));
+    }
+    if let Some(q) = &d.source_queue {
+        rows.push(("source queue", q.clone()));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut text: Vec<String> = rows
@@ -731,15 +914,22 @@ pub fn render_show(d: &DeadLetter) -> String {
         text.push(format!("  {k}: {v}"));
     }
     text.push(String::new());
-    text.push("command:".to_owned());
+    text.push(
+        if d.lot.holds_commands() {
+            "command:"
+        } else {
+            "body:"
+        }
+        .to_owned(),
+    );
     text.push(serde_json::to_string_pretty(&d.command).unwrap_or_default());
     text.join("\n")
 }
 
 /// `dlq show <id>`.
-pub async fn show(config: &Config, id: Uuid, kinds: Vec<Name>, out: Output) -> anyhow::Result<()> {
+pub async fn show(config: &Config, id: Uuid, lots: Vec<Lot>, out: Output) -> anyhow::Result<()> {
     let filter = Filter {
-        kinds,
+        lots,
         id: Some(id),
         ..Default::default()
     };
@@ -779,7 +969,9 @@ pub enum Selection {
 #[derive(Debug, Clone, Serialize)]
 struct Replayed<'a> {
     id: Option<Uuid>,
-    kind: &'a str,
+    lot: &'a Lot,
+    kind: Option<&'a str>,
+    exchange: &'static str,
     routing_key: String,
     idempotency_key: Option<&'a str>,
     #[serde(flatten)]
@@ -807,9 +999,8 @@ async fn total_ready(
     filter: &Filter,
 ) -> anyhow::Result<u64> {
     let mut total = 0u64;
-    for kind in kinds(config, filter) {
-        let queue = format!("switchyard.dlq.{kind}");
-        total += u64::from(ready_count(connection, &queue).await?.unwrap_or(0));
+    for lot in lots(config, filter) {
+        total += u64::from(ready_count(connection, &lot.queue()).await?.unwrap_or(0));
     }
     Ok(total)
 }
@@ -882,7 +1073,9 @@ pub async fn replay(
             .iter()
             .map(|(d, o)| Replayed {
                 id: d.id,
-                kind: &d.kind,
+                lot: &d.lot,
+                kind: d.kind.as_deref(),
+                exchange: d.replay_exchange(),
                 routing_key: d.replay_routing_key(),
                 idempotency_key: d.idempotency_key.as_deref(),
                 outcome: o,
@@ -897,11 +1090,15 @@ pub async fn replay(
         }))?;
     } else if !chosen.is_empty() {
         output::print_line(&output::table(
-            &["ID", "ROUTING KEY", "IDEMPOTENCY KEY", "RESULT"],
+            &["LOT", "ID", "TO", "IDEMPOTENCY KEY", "RESULT"],
             chosen.iter().map(|(d, o)| {
                 vec![
+                    d.lot.to_string(),
                     or_dash(d.id),
-                    d.replay_routing_key(),
+                    match d.replay_exchange() {
+                        "" => d.replay_routing_key(),
+                        x => format!("{x} {}", d.replay_routing_key()),
+                    },
                     or_dash(d.idempotency_key.as_ref()),
                     match (dry_run, o) {
                         (true, _) => "would replay".to_owned(),
@@ -1039,6 +1236,10 @@ mod tests {
         d
     }
 
+    fn payment() -> Lot {
+        Lot::Kind(parse_name("payment").unwrap_or_else(|e| panic!("{e}")))
+    }
+
     fn dead(class: &str, failed_ago: chrono::Duration) -> (Delivery, Uuid) {
         let id = Uuid::now_v7();
         let body = serde_json::json!({
@@ -1066,7 +1267,7 @@ mod tests {
     #[test]
     fn reads_the_contract_headers_and_the_body() {
         let (d, id) = dead("permanent", chrono::Duration::minutes(5));
-        let dl = DeadLetter::read("switchyard.dlq.payment", "payment", &d);
+        let dl = DeadLetter::read(&payment(), &d);
         assert_eq!(dl.id, Some(id));
         assert_eq!(dl.provider.as_deref(), Some("stripe"));
         assert_eq!(dl.operation.as_deref(), Some("charge"));
@@ -1085,7 +1286,7 @@ mod tests {
             b"\x00\xffnot json",
             FieldTable::default(),
         );
-        let dl = DeadLetter::read("switchyard.dlq.payment", "payment", &d);
+        let dl = DeadLetter::read(&payment(), &d);
         assert_eq!(dl.id, None);
         assert_eq!(dl.provider.as_deref(), Some("sandbox"));
         assert!(dl.command.is_string());
@@ -1096,11 +1297,11 @@ mod tests {
     fn filters_combine() {
         let now = Utc::now();
         let (d, id) = dead("permanent", chrono::Duration::hours(2));
-        let dl = DeadLetter::read("switchyard.dlq.payment", "payment", &d);
+        let dl = DeadLetter::read(&payment(), &d);
         let f = |f: Filter| f.matches(&dl, now);
         assert!(f(Filter::default()));
         assert!(f(Filter {
-            kinds: vec![parse_name("payment").unwrap_or_else(|e| panic!("{e}"))],
+            lots: vec![payment()],
             provider: Some(parse_name("stripe").unwrap_or_else(|e| panic!("{e}"))),
             class: Some(ErrorClass::Permanent),
             older_than: Some(Duration::from_secs(3600)),
@@ -1108,7 +1309,9 @@ mod tests {
             id: Some(id),
         }));
         assert!(!f(Filter {
-            kinds: vec![parse_name("shipping").unwrap_or_else(|e| panic!("{e}"))],
+            lots: vec![Lot::Kind(
+                parse_name("shipping").unwrap_or_else(|e| panic!("{e}"))
+            )],
             ..Default::default()
         }));
         assert!(!f(Filter {
@@ -1146,11 +1349,13 @@ mod tests {
     }
 
     #[test]
-    fn a_replay_drops_dead_letter_headers_and_continues_the_attempts() {
+    fn a_replay_is_a_new_run_without_dead_letter_headers_or_attempts() {
         let (mut d, _) = dead("transient", chrono::Duration::minutes(1));
         let h = Headers::from_table(d.properties.headers().as_ref())
             .str(ROUTING_KEY_HEADER, "payment.stripe.charge")
             .str(KIND_HEADER, "payment")
+            .str(SOURCE_HEADER, "ingress")
+            .int(ATTEMPT_HEADER, 2)
             .build();
         d.properties = d.properties.clone().with_headers(h);
         let now = Utc::now();
@@ -1162,6 +1367,7 @@ mod tests {
             FAILED_AT_HEADER,
             ROUTING_KEY_HEADER,
             KIND_HEADER,
+            SOURCE_HEADER,
             "x-delivery-count",
         ] {
             assert!(
@@ -1171,7 +1377,12 @@ mod tests {
                 "{gone} must go"
             );
         }
-        assert_eq!(replayed.header_int(ATTEMPT_HEADER), Some(2));
+        assert_eq!(
+            replayed.header_int(ATTEMPT_HEADER),
+            None,
+            "a fresh retry budget"
+        );
+        assert_eq!(replayed.header_int(RUN_HEADER), Some(1), "run 0 + 1");
         assert_eq!(
             replayed.header_str(TRACEPARENT_HEADER).as_deref(),
             Some("00-abc-def-01")
@@ -1193,9 +1404,12 @@ mod tests {
     #[test]
     fn replay_results_serialize_flat() {
         let refused = Outcome::Refused("no work queue".into());
+        let lot = payment();
         let item = Replayed {
             id: None,
-            kind: "payment",
+            lot: &lot,
+            kind: Some("payment"),
+            exchange: COMMANDS_EXCHANGE,
             routing_key: "payment.x.charge".into(),
             idempotency_key: Some("k"),
             outcome: &refused,
@@ -1211,13 +1425,15 @@ mod tests {
         .unwrap_or_default();
         assert_eq!(v["outcome"], "replayed", "{v}");
         assert_eq!(v["routing_key"], "payment.x.charge", "{v}");
+        assert_eq!(v["lot"], "kind:payment", "{v}");
+        assert_eq!(v["exchange"], "switchyard.commands", "{v}");
     }
 
     #[test]
     fn renders_a_table_and_details() {
         let (d, id) = dead("permanent", chrono::Duration::minutes(5));
         let now = Utc::now();
-        let dl = DeadLetter::read("switchyard.dlq.payment", "payment", &d);
+        let dl = DeadLetter::read(&payment(), &d);
         let table = render_list(&[&dl], now, false);
         assert!(table.lines().count() == 2, "{table}");
         for needle in [
@@ -1242,5 +1458,105 @@ mod tests {
         let json = serde_json::to_value(&dl).unwrap_or_default();
         assert_eq!(json["class"], "permanent");
         assert_eq!(json["command"]["idempotency_key"], "order-42");
+    }
+
+    #[test]
+    fn a_second_replay_is_run_two() {
+        let (mut d, _) = dead("permanent", chrono::Duration::minutes(1));
+        let h = Headers::from_table(d.properties.headers().as_ref())
+            .int(RUN_HEADER, 1)
+            .build();
+        d.properties = d.properties.clone().with_headers(h);
+        let dl = DeadLetter::read(&payment(), &d);
+        assert_eq!(dl.run, Some(1));
+        let replayed = Some(replay_headers(&d, Utc::now()));
+        assert_eq!(replayed.header_int(RUN_HEADER), Some(2));
+    }
+
+    #[test]
+    fn lots_parse_and_name_their_queues() {
+        assert_eq!(parse_lot("kind:payment"), Ok(payment()));
+        assert_eq!(parse_lot("payment"), Ok(payment()));
+        assert_eq!(parse_lot("callbacks"), Ok(Lot::Callbacks));
+        assert_eq!(parse_lot("unroutable"), Ok(Lot::Unroutable));
+        assert_eq!(parse_lot("ledger"), Ok(Lot::Ledger));
+        assert!(parse_lot("kind:Pay").is_err_and(|e| e.contains("unroutable")));
+        assert_eq!(payment().queue(), "switchyard.dlq.payment");
+        assert_eq!(Lot::Callbacks.queue(), "switchyard.dlq.callbacks");
+        assert_eq!(Lot::Unroutable.queue(), "switchyard.dlq.unroutable");
+        assert_eq!(Lot::Ledger.queue(), "switchyard.dlq.ledger");
+        for lot in [payment(), Lot::Callbacks, Lot::Unroutable, Lot::Ledger] {
+            assert_eq!(parse_lot(&lot.to_string()), Ok(lot));
+        }
+    }
+
+    #[test]
+    fn every_lot_replays_where_it_belongs() {
+        let now = Utc::now();
+        // An unroutable command: its kind and provider come from the body.
+        let (d, _) = dead("invalid", chrono::Duration::minutes(1));
+        let dl = DeadLetter::read(&Lot::Unroutable, &d);
+        assert_eq!(dl.kind.as_deref(), Some("payment"));
+        assert_eq!(dl.replay_exchange(), COMMANDS_EXCHANGE);
+        assert_eq!(dl.replay_routing_key(), "payment.stripe.charge");
+        // A garbage unroutable body: the routing key it came with.
+        let g = delivery("fax.acme.send", b"\x00garbage", FieldTable::default());
+        let dl = DeadLetter::read(&Lot::Unroutable, &g);
+        assert_eq!(dl.kind.as_deref(), Some("fax"));
+        assert_eq!(dl.replay_routing_key(), "fax.acme.send");
+        // A callback: back to the resolver; its routing key says nothing of a provider.
+        let c = delivery(
+            CALLBACKS_ROUTING_KEY,
+            br#"{"provider":"sandbox","reference":"r1"}"#,
+            Headers::default().int(DEFERRALS_HEADER, 9).build(),
+        );
+        let dl = DeadLetter::read(&Lot::Callbacks, &c);
+        assert_eq!(dl.provider.as_deref(), Some("sandbox"));
+        assert_eq!(dl.operation, None);
+        assert_eq!(dl.run, None);
+        assert_eq!(dl.replay_exchange(), CALLBACKS_EXCHANGE);
+        assert_eq!(dl.replay_routing_key(), "callbacks.in");
+        let resent = Some(resend_headers(&c, now));
+        assert_eq!(resent.header_int(DEFERRALS_HEADER), None);
+        assert_eq!(resent.header_int(RUN_HEADER), None);
+        // A ledger record: back to the queue it came from, through the default exchange.
+        let l = delivery(
+            "payment.sandbox.completed",
+            b"{}",
+            Headers::default()
+                .str(SOURCE_QUEUE_HEADER, "switchyard.ledger.events")
+                .str(ERROR_HEADER, "database refused it")
+                .build(),
+        );
+        let dl = DeadLetter::read(&Lot::Ledger, &l);
+        assert_eq!(dl.source_queue.as_deref(), Some("switchyard.ledger.events"));
+        assert_eq!(dl.replay_exchange(), "");
+        assert_eq!(dl.replay_routing_key(), "switchyard.ledger.events");
+        // One the broker dead-lettered names its queue in x-death.
+        let mut death = FieldTable::default();
+        death.insert(
+            "queue".into(),
+            AMQPValue::LongString("switchyard.ledger.attempts".into()),
+        );
+        death.insert(
+            "reason".into(),
+            AMQPValue::LongString("delivery_limit".into()),
+        );
+        let mut table = FieldTable::default();
+        table.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        let b = delivery("ledger.attempts", b"{}", table);
+        let dlb = DeadLetter::read(&Lot::Ledger, &b);
+        assert_eq!(
+            dlb.source_queue.as_deref(),
+            Some("switchyard.ledger.attempts")
+        );
+        assert_eq!(dlb.class_label(), "broker:delivery_limit");
+        let resent = Some(resend_headers(&l, now));
+        assert_eq!(resent.header_str(SOURCE_QUEUE_HEADER), None);
+        assert_eq!(resent.header_str(ERROR_HEADER), None);
+        assert!(resent.header_str(REPLAYED_AT_HEADER).is_some());
     }
 }

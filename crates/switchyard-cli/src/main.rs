@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use switchyard_cli::dlq::{self, Filter, Selection};
+use switchyard_cli::dlq::{self, Filter, Lot, Selection};
 use switchyard_cli::tail::{self, TailFilter};
 use switchyard_cli::{bench, exit, resolve, say, schemas, status, topology, up};
 use switchyard_config::Config;
@@ -43,7 +43,7 @@ enum Cmd {
         #[command(subcommand)]
         action: TopologyCmd,
     },
-    /// Dead-letter queues (`switchyard.dlq.{kind}`): list, show, replay, purge.
+    /// Parking lots (each kind's DLQ, callbacks, unroutable, ledger): list, show, replay, purge.
     Dlq {
         #[command(subcommand)]
         action: DlqCmd,
@@ -192,16 +192,36 @@ enum TopologyCmd {
     },
 }
 
+/// Which parking lots: `--lot` and `--kind` add up; neither means every lot.
+#[derive(Debug, Clone, Args)]
+struct LotArgs {
+    /// Only this parking lot (repeatable): kind:<kind>, callbacks, unroutable, ledger.
+    /// Default: every kind's DLQ and the callbacks, unroutable and ledger lots.
+    #[arg(long = "lot", value_parser = dlq::parse_lot)]
+    lots: Vec<Lot>,
+    /// Only this kind's DLQ (repeatable; the same as `--lot kind:<kind>`).
+    #[arg(long = "kind", value_parser = dlq::parse_name)]
+    kinds: Vec<Name>,
+}
+
+impl LotArgs {
+    fn lots(self) -> Vec<Lot> {
+        self.lots
+            .into_iter()
+            .chain(self.kinds.into_iter().map(Lot::Kind))
+            .collect()
+    }
+}
+
 /// Which dead letters: every filter given must match.
 #[derive(Debug, Clone, Args)]
 struct FilterArgs {
-    /// Only this kind's DLQ (repeatable; default: every configured kind).
-    #[arg(long = "kind", value_parser = dlq::parse_name)]
-    kinds: Vec<Name>,
+    #[command(flatten)]
+    lots: LotArgs,
     /// Only commands of this provider.
     #[arg(long, value_parser = dlq::parse_name)]
     provider: Option<Name>,
-    /// Only this error class: transient, permanent, timeout, invalid, expired.
+    /// Only this error class: transient, permanent, timeout, invalid, expired, unknown.
     #[arg(long, value_parser = dlq::parse_class)]
     class: Option<ErrorClass>,
     /// Only dead letters that failed at least this long ago, e.g. `1h`, `2days`.
@@ -218,7 +238,7 @@ struct FilterArgs {
 impl From<FilterArgs> for Filter {
     fn from(a: FilterArgs) -> Self {
         Filter {
-            kinds: a.kinds,
+            lots: a.lots.lots(),
             provider: a.provider,
             class: a.class,
             older_than: a.older_than,
@@ -244,16 +264,16 @@ enum DlqCmd {
     Show {
         /// The command id.
         id: Uuid,
-        /// Only look in this kind's DLQ (repeatable).
-        #[arg(long = "kind", value_parser = dlq::parse_name)]
-        kinds: Vec<Name>,
+        #[command(flatten)]
+        lots: LotArgs,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Publish dead-lettered commands again, with the same id and idempotency key.
+    /// Send parked messages back where they belong; a command starts a new run, with the same
+    /// id and idempotency key.
     Replay {
         /// The command to replay (exit code 3 if it is in no DLQ).
         #[arg(
@@ -454,10 +474,10 @@ async fn run_dlq(action: DlqCmd) -> anyhow::Result<()> {
         } => dlq::list(&config.load()?, &filter.into(), dlq::Output { json }).await,
         DlqCmd::Show {
             id,
-            kinds,
+            lots,
             json,
             config,
-        } => dlq::show(&config.load()?, id, kinds, dlq::Output { json }).await,
+        } => dlq::show(&config.load()?, id, lots.lots(), dlq::Output { json }).await,
         DlqCmd::Replay {
             command,
             all: _,

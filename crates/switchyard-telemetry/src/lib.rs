@@ -123,6 +123,10 @@ fn describe() {
             "Commands dead-lettered, by kind, provider and error class.",
         ),
         (
+            "switchyard_unroutable_total",
+            "Commands no worker serves, parked in switchyard.dlq.unroutable, by whether a failed event was sent.",
+        ),
+        (
             "switchyard_quick_retries_total",
             "In-process retries of fast transient failures.",
         ),

@@ -19,6 +19,7 @@ mod retry;
 mod runtime;
 mod secrets;
 mod stack;
+mod unroutable;
 
 pub use entry::main;
 pub use generic::{GenericHttpProvider, parse_report};

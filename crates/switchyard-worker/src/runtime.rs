@@ -183,6 +183,12 @@ pub async fn start(
             move |d| h.clone().handle(d),
         ));
     }
+    consumers.spawn(crate::unroutable::run(
+        broker.clone(),
+        handler.publisher.clone(),
+        config,
+        shutdown.clone(),
+    ));
     let b = broker.clone();
     let task = tokio::spawn(async move {
         while consumers.join_next().await.is_some() {}

@@ -146,7 +146,7 @@ async fn chaos_every_command_one_outcome_per_run_and_one_effect() {
             c.provider = ONESHOT_PROVIDER.parse().unwrap();
         }
         if i % 10 == 0 {
-            fleet.scenario(c.id, &["503", "ok"]).await;
+            fleet.scenario(c.id, &["503", "503", "ok"]).await;
         }
         commands.push(c);
     }

@@ -70,6 +70,7 @@ struct Case {
 const DONE: (Status, u64) = (Status::Completed, 1);
 
 const CASES: &[Case] = &[
+    // (A 503 is retried once in process first: two make a delayed retry.)
     // Begun, never called. The idempotent provider is called again with the same key; the
     // other is not called again: the status check finds nothing executed, so it fails
     // (`switchyard dlq replay` runs it as a new run).
@@ -95,7 +96,7 @@ const CASES: &[Case] = &[
     },
     Case {
         point: "after_retry_publish",
-        steps: &["503", "ok"],
+        steps: &["503", "503", "ok"],
         idempotent_provider: "sandbox",
         ends: [DONE, DONE],
     },

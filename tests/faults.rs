@@ -256,3 +256,66 @@ async fn an_ingress_crash_at_every_step_loses_nothing_and_runs_once() {
     let _ = worker.wait().await;
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn a_ledger_crash_after_its_commit_or_its_decision_changes_no_outcome() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        in_process: false,
+        timeout_ms: 5_000,
+        max_attempts: 4,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, &fleet.config_toml).unwrap();
+    let mut worker = spawn("switchyard-payment", &config, None);
+    wait_for_queue(&fleet, "switchyard.work.payment.sandbox").await;
+    let store = switchyard_ledger::Store::connect(fleet.config.ledger.database_url.expose())
+        .await
+        .unwrap();
+    // after_ledger_commit: a batch written, not acknowledged; after_resolution: a wait decided
+    // (by a status check of the polled provider), its event not yet published.
+    for (point, provider) in [
+        ("after_ledger_commit", "sandbox"),
+        ("after_resolution", POLLED_PROVIDER),
+    ] {
+        let mut ledger = spawn("switchyard-ledger", &config, Some(point));
+        let mut c = fleet.charge();
+        c.provider = provider.parse().unwrap();
+        fleet.publish(&c).await;
+        let status = tokio::time::timeout(Duration::from_secs(30), ledger.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{point}: the point never fired"))
+            .unwrap();
+        assert!(!status.success(), "{point}: the ledger aborted");
+        let mut healthy = spawn("switchyard-ledger", &config, None);
+        let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
+        assert_eq!(one_outcome(&events), Status::Completed, "{point}: {events:#?}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let view = loop {
+            let view = store.command(c.id).await.unwrap().unwrap();
+            if view.summary.as_ref().map(|s| s.status) == Some(Status::Completed) {
+                break view;
+            }
+            assert!(Instant::now() < deadline, "{point}: the ledger never caught up: {view:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let ids: HashSet<_> = view.events.iter().map(|e| e.event_id).collect();
+        assert_eq!(ids.len(), view.events.len(), "{point}: each event stored once");
+        assert_eq!(
+            view.events.iter().filter(|e| e.status.is_terminal()).count(),
+            1,
+            "{point}: {:#?}",
+            view.events
+        );
+        assert_eq!(fleet.sandbox_view(c.id).await["effects"], 1);
+        healthy.start_kill().unwrap();
+        let _ = healthy.wait().await;
+        eprintln!("{point}: one outcome, recorded once");
+    }
+    store.close().await;
+    worker.start_kill().unwrap();
+    let _ = worker.wait().await;
+    fleet.stop().await;
+}

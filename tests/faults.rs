@@ -291,20 +291,34 @@ async fn a_ledger_crash_after_its_commit_or_its_decision_changes_no_outcome() {
         assert!(!status.success(), "{point}: the ledger aborted");
         let mut healthy = spawn("switchyard-ledger", &config, None);
         let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
-        assert_eq!(one_outcome(&events), Status::Completed, "{point}: {events:#?}");
+        assert_eq!(
+            one_outcome(&events),
+            Status::Completed,
+            "{point}: {events:#?}"
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         let view = loop {
             let view = store.command(c.id).await.unwrap().unwrap();
             if view.summary.as_ref().map(|s| s.status) == Some(Status::Completed) {
                 break view;
             }
-            assert!(Instant::now() < deadline, "{point}: the ledger never caught up: {view:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{point}: the ledger never caught up: {view:?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         let ids: HashSet<_> = view.events.iter().map(|e| e.event_id).collect();
-        assert_eq!(ids.len(), view.events.len(), "{point}: each event stored once");
         assert_eq!(
-            view.events.iter().filter(|e| e.status.is_terminal()).count(),
+            ids.len(),
+            view.events.len(),
+            "{point}: each event stored once"
+        );
+        assert_eq!(
+            view.events
+                .iter()
+                .filter(|e| e.status.is_terminal())
+                .count(),
             1,
             "{point}: {:#?}",
             view.events

@@ -22,6 +22,8 @@ pub const SOURCE_HEADER: &str = "x-switchyard-source";
 /// sets it to the dead letter's run + 1 and drops [`ATTEMPT_HEADER`], so the replay is a new
 /// run with a fresh retry budget.
 pub const RUN_HEADER: &str = "x-switchyard-run";
+/// On a ledger dead letter: the queue the ledger consumed it from, where a replay sends it.
+pub const SOURCE_QUEUE_HEADER: &str = "x-switchyard-source-queue";
 /// Dead-letter headers of the contract.
 pub const ERROR_CLASS_HEADER: &str = "x-switchyard-error-class";
 /// The (redacted) error message of a dead letter.

@@ -84,7 +84,7 @@ pub use switchyard_amqp::messages::ROUTING_KEY_HEADER;
 /// Set on a replayed command: when it was replayed (RFC 3339).
 pub const REPLAYED_AT_HEADER: &str = "x-switchyard-replayed-at";
 /// On a ledger dead letter: the queue the ledger consumed it from, where a replay sends it.
-pub const SOURCE_QUEUE_HEADER: &str = "x-switchyard-source-queue";
+pub use switchyard_amqp::messages::SOURCE_QUEUE_HEADER;
 
 /// Messages read before their copies or replays are confirmed together.
 const BATCH: usize = 64;

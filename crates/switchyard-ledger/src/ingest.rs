@@ -23,7 +23,7 @@ use tracing::warn;
 use crate::store::Store;
 
 /// Header on a ledger dead letter naming the queue it came from, so a replay can send it back.
-pub const SOURCE_QUEUE_HEADER: &str = "x-switchyard-source-queue";
+pub use switchyard_amqp::messages::SOURCE_QUEUE_HEADER;
 
 /// Routing key on `switchyard.dead` of the ledger's dead letters from `queue` (the ledger
 /// queues dead-letter there with the same key when their delivery limit is reached).

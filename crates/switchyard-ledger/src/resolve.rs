@@ -177,17 +177,17 @@ impl Resolver {
         metrics::counter!("switchyard_resolutions_total", "source" => what, "outcome" => label(&r))
             .increment(1);
         match r {
-            Resolution::Decided { event, record } => match {
+            Resolution::Decided { event, record } => {
                 // Decided, not reported: the redelivered message reports the same decision.
                 switchyard_faults::point("after_resolution");
-                self.report(&event, &record).await
-            } {
-                Ok(()) => {
-                    info!(command_id = %event.command_id, status = %event.status.as_str(), source = what, "waiting command ended");
-                    Done::Ack
+                match self.report(&event, &record).await {
+                    Ok(()) => {
+                        info!(command_id = %event.command_id, status = %event.status.as_str(), source = what, "waiting command ended");
+                        Done::Ack
+                    }
+                    Err(e) => e.into(),
                 }
-                Err(e) => e.into(),
-            },
+            }
             Resolution::Unknown => self.defer(d).await,
             Resolution::Duplicate | Resolution::Recorded | Resolution::Late => Done::Ack,
         }

@@ -162,6 +162,26 @@ fn describe() {
             "switchyard_ledger_undecodable_total",
             "Messages the ledger could not decode, by kind.",
         ),
+        (
+            "switchyard_ledger_dead_letters_total",
+            "Messages the ledger parked in switchyard.dlq.ledger (refused by its database or undecodable), by source queue.",
+        ),
+        (
+            "switchyard_duplicate_commands_total",
+            "Commands that repeated an earlier command's identity and fingerprint and were not executed again, by kind and provider.",
+        ),
+        (
+            "switchyard_idempotency_conflicts_total",
+            "Commands refused because their identity (or id) already names a command asking for something else, by kind and provider.",
+        ),
+        (
+            "switchyard_duplicate_deliveries_total",
+            "Deliveries of a step already taken (a second copy, a superseded attempt, decided elsewhere), acknowledged without effect, by kind and reason.",
+        ),
+        (
+            "switchyard_unknown_outcomes_total",
+            "Attempts that ended unknown: the provider may have acted but its answer could not be read, by kind and provider.",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, help);
@@ -212,6 +232,11 @@ fn describe() {
     for (name, help) in histograms {
         describe_histogram!(name, Unit::Seconds, help);
     }
+    describe_histogram!(
+        "switchyard_journal_batch_size",
+        Unit::Count,
+        "Journal operations written in one transaction (group commit)."
+    );
 }
 
 /// Readiness, as decided by the component (e.g. "broker connected and topology declared").

@@ -21,7 +21,7 @@ use switchyard_core::waiting::{
 use switchyard_core::{
     Callback, CallbackOutcome, Command, Completion, ErrorClass, ErrorInfo, Event,
     IdempotencyNamespace, Lifecycle, Name, PayloadValidator, Provider, ProviderCall, ProviderError,
-    ProviderOutcome, Recorder, RoutingKey,
+    ProviderOutcome, Recorder, RoutingKey, Status,
 };
 use switchyard_faults::point;
 use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
@@ -252,7 +252,7 @@ impl Handler {
                 "interrupted",
                 "the worker stopped during the provider call; whether the provider acted is not known",
             );
-            let plan = self.unknown_plan(&command, slot, attempt, error, now);
+            let plan = self.unknown_plan(&command, attempt, error, now);
             return self.settle(delivery, &command, slot, step, plan, tp).await;
         }
         let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
@@ -338,7 +338,7 @@ impl Handler {
             }
             Err(e) if e.class == ErrorClass::Unknown => {
                 let error = self.error_info(&e);
-                self.unknown_plan(&command, slot, attempt, error, now)
+                self.unknown_plan(&command, attempt, error, now)
             }
             Err(e) if e.class.is_retryable() && attempt_no < slot.max_attempts => {
                 let delay = self.schedule.delay(attempt_no, e.retry_after);
@@ -381,12 +381,10 @@ impl Handler {
     fn unknown_plan(
         &self,
         command: &Command,
-        slot: &Slot,
         attempt: switchyard_core::Attempt<'_>,
         error: ErrorInfo,
         now: chrono::DateTime<Utc>,
     ) -> Plan {
-        let _ = slot;
         let reference = self
             .namespace
             .provider_key(&command.identity(), &command.operation)
@@ -486,6 +484,9 @@ impl Handler {
             return Disposition::from(e);
         }
         let disposition = self.finish(plan.event(), tp).await;
+        if plan.event().status == Status::Unknown && matches!(disposition, Disposition::Ack) {
+            metrics::counter!("switchyard_unknown_outcomes_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string()).increment(1);
+        }
         if plan.event().status.is_terminal() && matches!(disposition, Disposition::Ack) {
             point("after_terminal_event");
         }

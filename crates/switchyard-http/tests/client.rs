@@ -256,6 +256,8 @@ async fn hanging_provider_times_out_on_time() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// The body is never read past the cap. After a 2xx the provider acted, so the outcome is
+/// `unknown` (contract 7), never a plain permanent failure.
 #[tokio::test]
 async fn oversized_body_is_refused() {
     let server = start().await;
@@ -269,8 +271,9 @@ async fn oversized_body_is_refused() {
             .send(get_req(server.url("localhost", path)))
             .await
             .unwrap_err();
-        assert_eq!(err.class, ErrorClass::Permanent, "{path}: {err}");
+        assert_eq!(err.class, ErrorClass::Unknown, "{path}: {err}");
         assert_eq!(err.code, "response_too_large", "{path}");
+        assert_eq!(err.http_status, Some(200), "{path}");
     }
     // The default cap (1 MiB) is below 2 MiB too, and a body under the cap passes.
     let err = server

@@ -124,19 +124,9 @@ async fn chaos_every_command_one_outcome_per_run_and_one_effect() {
             }
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while fleet
-        .vhost
-        .queue_messages("switchyard.work.payment.sandbox")
-        .await
-        .is_none()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never declared its queue"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    fleet
+        .wait_for_queue("switchyard.work.payment.sandbox")
+        .await;
 
     let started = Instant::now();
     let mut commands: Vec<Command> = Vec::with_capacity(n);

@@ -40,19 +40,9 @@ async fn a_worker_killed_mid_flight_loses_nothing_and_duplicates_no_effect() {
 
     let mut worker = spawn_worker(&config);
     // Wait for the worker's topology (its work queue) before publishing.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fleet
-        .vhost
-        .queue_messages("switchyard.work.payment.sandbox")
-        .await
-        .is_none()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never declared its queue"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    fleet
+        .wait_for_queue("switchyard.work.payment.sandbox")
+        .await;
 
     let commands: Vec<_> = (0..20).map(|_| fleet.charge()).collect();
     for c in &commands {

@@ -32,14 +32,6 @@ fn spawn(name: &str, config: &Path, faults: Option<&str>) -> Child {
     cmd.spawn().unwrap()
 }
 
-async fn wait_for_queue(fleet: &TestFleet, queue: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fleet.vhost.queue_messages(queue).await.is_none() {
-        assert!(Instant::now() < deadline, "{queue} was never declared");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Exactly one terminal event id per command (the same event delivered twice is allowed),
 /// and nothing of its run after it.
 fn one_outcome(events: &[switchyard_core::Event]) -> Status {
@@ -147,7 +139,9 @@ async fn a_worker_crash_at_every_step_yields_one_outcome_and_one_effect() {
         {
             // One command per crash, so the point fires in its delivery and no other.
             let mut worker = spawn("switchyard-payment", &config, Some(case.point));
-            wait_for_queue(&fleet, "switchyard.work.payment.sandbox").await;
+            fleet
+                .wait_for_queue("switchyard.work.payment.sandbox")
+                .await;
             let mut c = fleet.charge();
             c.provider = provider.parse().unwrap();
             fleet.scenario(c.id, case.steps).await;
@@ -270,7 +264,9 @@ async fn a_ledger_crash_after_its_commit_or_its_decision_changes_no_outcome() {
     let config = dir.path().join("switchyard.toml");
     std::fs::write(&config, &fleet.config_toml).unwrap();
     let mut worker = spawn("switchyard-payment", &config, None);
-    wait_for_queue(&fleet, "switchyard.work.payment.sandbox").await;
+    fleet
+        .wait_for_queue("switchyard.work.payment.sandbox")
+        .await;
     let store = switchyard_ledger::Store::connect(fleet.config.ledger.database_url.expose())
         .await
         .unwrap();

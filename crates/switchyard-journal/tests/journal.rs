@@ -6,72 +6,15 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::Connection;
 use switchyard_core::Command;
 use switchyard_journal::{Admission, Begin, Decided, Journal, Retention, Step};
+use switchyard_testing::TestDatabase;
 use uuid::Uuid;
 
 const RETENTION: Retention = Retention {
     identities: Duration::from_secs(3600),
     steps: Duration::from_secs(3600),
 };
-
-/// A throwaway database URL and how to drop it.
-struct TestDb {
-    url: String,
-    drop: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDb {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self {
-            url: format!("sqlite://{}?mode=rwc", dir.path().join("j.db").display()),
-            drop: None,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Self {
-        sqlx::any::install_default_drivers();
-        let admin = std::env::var("SWITCHYARD_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("sy_journal_{}", Uuid::new_v4().simple());
-        let mut conn = sqlx::AnyConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is needed for this test and is unreachable at {admin}: {e}\n\
-                 Start it (`pg_ctlcluster 15 main start`, or `docker compose up -d postgres`) \
-                 or set SWITCHYARD_TEST_POSTGRES_URL"
-                )
-            });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        Self {
-            url: format!("{base}/{name}"),
-            drop: Some((
-                admin.clone(),
-                format!("DROP DATABASE \"{name}\" WITH (FORCE)"),
-            )),
-            _dir: None,
-        }
-    }
-
-    async fn cleanup(self) {
-        if let Some((admin, sql)) = self.drop {
-            let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-}
 
 fn command(key: Option<&str>, amount: u64) -> Command {
     let mut c = json!({
@@ -89,10 +32,10 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let db = TestDb::sqlite();
+    let db = TestDatabase::sqlite();
     f(db.url.clone()).await;
     db.cleanup().await;
-    let db = TestDb::postgres().await;
+    let db = TestDatabase::postgres().await;
     f(db.url.clone()).await;
     db.cleanup().await;
 }

@@ -13,69 +13,31 @@ use switchyard_core::{
 use switchyard_ledger::{ListFilter, Resolution, Resolved, Store, Verdict};
 use uuid::Uuid;
 
-/// A database that exists for one test.
+/// A store on a database that exists for one test.
 struct TestDb {
     store: Store,
-    drop_sql: Option<(String, String)>,
-    _dir: Option<std::path::PathBuf>,
+    db: switchyard_testing::TestDatabase,
 }
 
 impl TestDb {
     async fn sqlite() -> Self {
-        let dir = std::env::temp_dir().join(format!("sy-ledger-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
-        Self {
-            store: Store::connect(&url).await.unwrap(),
-            drop_sql: None,
-            _dir: Some(dir),
-        }
+        Self::on(switchyard_testing::TestDatabase::sqlite()).await
     }
 
     async fn postgres() -> Self {
-        sqlx::any::install_default_drivers();
-        let admin = std::env::var("SWITCHYARD_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("sy_ledger_{}", Uuid::new_v4().simple());
-        let mut conn = sqlx::AnyConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is needed for this test and is unreachable at {admin}: {e}\n\
-                 Start it (`pg_ctlcluster 15 main start`, or `docker compose up -d postgres`) \
-                 or set SWITCHYARD_TEST_POSTGRES_URL"
-                )
-            });
-        use sqlx::Connection;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-        let url = match admin.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("bad admin url"),
-        };
+        Self::on(switchyard_testing::TestDatabase::postgres().await).await
+    }
+
+    async fn on(db: switchyard_testing::TestDatabase) -> Self {
         Self {
-            store: Store::connect(&url).await.unwrap(),
-            drop_sql: Some((admin, format!("DROP DATABASE \"{name}\" WITH (FORCE)"))),
-            _dir: None,
+            store: Store::connect(&db.url).await.unwrap(),
+            db,
         }
     }
 
     async fn cleanup(self) {
         self.store.close().await;
-        if let Some((admin, sql)) = self.drop_sql {
-            use sqlx::Connection;
-            let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-        if let Some(dir) = self._dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        self.db.cleanup().await;
     }
 }
 

@@ -321,6 +321,15 @@ impl TestFleet {
         }
     }
 
+    /// Waits until `queue` exists (a worker declared its topology); panics after 30 s.
+    pub async fn wait_for_queue(&self, queue: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.vhost.queue_messages(queue).await.is_none() {
+            assert!(Instant::now() < deadline, "{queue} was never declared");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The ingress base URL.
     pub fn ingress_url(&self) -> String {
         format!(

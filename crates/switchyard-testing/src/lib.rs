@@ -7,8 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod database;
 mod fleet;
 mod vhost;
+
+pub use database::TestDatabase;
 
 pub use fleet::{
     EASYPOST_KEY, EventLog, ONESHOT_PROVIDER, POLLED_PROVIDER, SENDGRID_KEY, STRIPE_KEY, TOKEN,

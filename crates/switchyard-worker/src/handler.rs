@@ -127,15 +127,7 @@ impl Handler {
             }
             Disposition::Requeue(e) => {
                 warn!(error = %e, "could not report the outcome; leaving the command for redelivery");
-                // A short pause so a broker that refuses publishes is not hammered.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
+                requeue_after_a_pause(&delivery).await
             }
         };
         if let Err(e) = acked {
@@ -929,6 +921,21 @@ impl Handler {
             })
             .await
     }
+}
+
+/// Returns a delivery to its queue after a short pause, so a broker that refuses publishes (or a
+/// journal that is down) is not hammered.
+pub(crate) async fn requeue_after_a_pause(
+    delivery: &Delivery,
+) -> Result<bool, switchyard_amqp::lapin::Error> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    delivery
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await
 }
 
 fn expired_during_retry(info: &ErrorInfo) -> ErrorInfo {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
+use switchyard_amqp::lapin::options::BasicAckOptions;
 use switchyard_amqp::lapin::types::FieldTable;
 use switchyard_amqp::messages::{
     self, ATTEMPT_HEADER, ROUTING_KEY_HEADER, RUN_HEADER, TRACEPARENT_HEADER,
@@ -61,15 +61,7 @@ impl Parker {
             Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
             Err(e) => {
                 warn!(error = %e, routing_key = %delivery.routing_key, "could not park an unroutable command; leaving it for redelivery");
-                // A short pause so a broker that refuses publishes is not hammered.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await
+                crate::handler::requeue_after_a_pause(&delivery).await
             }
         };
         if let Err(e) = settled {

@@ -93,6 +93,16 @@ pub enum Begin {
     InDoubt,
 }
 
+/// What [`Journal::start`] found: what the identity means (when it was asked), and, when the
+/// command is to run, what became of the step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The identity's meaning, at the first attempt of a run.
+    pub admission: Option<Admission>,
+    /// The step, unless the admission was a duplicate or a conflict.
+    pub begin: Option<Begin>,
+}
+
 /// What [`Journal::decide`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decided {
@@ -125,9 +135,12 @@ enum Op {
         reply: oneshot::Sender<Result<(), JournalError>>,
     },
     Begin {
+        /// At the first attempt of a run, the identity is admitted first, in the same
+        /// transaction; the step is begun only for `New` or `Same`.
+        admit: Option<(String, String)>,
         step: Step,
         redelivered: bool,
-        reply: oneshot::Sender<Result<Begin, JournalError>>,
+        reply: oneshot::Sender<Result<Start, JournalError>>,
     },
     Decide {
         step: Step,
@@ -165,6 +178,19 @@ impl Journal {
         let writers = if sqlite { 1 } else { 4 };
         let pool = AnyPoolOptions::new()
             .max_connections(writers + 1)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL with NORMAL syncing: a commit survives any crash of the process
+                        // (what the journal must outlive); only a power loss can take the last
+                        // commits, and production runs on PostgreSQL.
+                        sqlx::query("PRAGMA synchronous=NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         if sqlite {
@@ -225,7 +251,30 @@ impl Journal {
     /// Begins `step`, or says what became of it. `redelivered`: the broker's flag on the
     /// delivery that carries it.
     pub async fn begin(&self, step: Step, redelivered: bool) -> Result<Begin, JournalError> {
+        let start = self.call(|reply| Op::Begin {
+            admit: None,
+            step,
+            redelivered,
+            reply,
+        });
+        Ok(start.await?.begin.unwrap_or(Begin::Superseded))
+    }
+
+    /// [`Journal::admit`] (as a worker: the command is queued) and, for a new command or this
+    /// same command, [`Journal::begin`] of `step`: one round trip where the first attempt of a
+    /// run needs both.
+    pub async fn start(
+        &self,
+        command: &Command,
+        step: Step,
+        redelivered: bool,
+    ) -> Result<Start, JournalError> {
+        let admit = Some((
+            identity_digest(command),
+            command.fingerprint().as_str().to_owned(),
+        ));
         self.call(|reply| Op::Begin {
+            admit,
             step,
             redelivered,
             reply,
@@ -328,7 +377,7 @@ fn fail(op: Op, error: &str) {
 enum Pending {
     Admit(oneshot::Sender<Result<Admission, JournalError>>, Admission),
     Accept(oneshot::Sender<Result<(), JournalError>>),
-    Begin(oneshot::Sender<Result<Begin, JournalError>>, Begin),
+    Begin(oneshot::Sender<Result<Start, JournalError>>, Start),
     Decide(oneshot::Sender<Result<Decided, JournalError>>, Decided),
 }
 
@@ -360,8 +409,30 @@ async fn write(pool: &AnyPool, sqlite: bool, batch: &mut Vec<Op>) -> Result<(), 
                 answers.push(Answer::Accept);
             }
             Op::Begin {
-                step, redelivered, ..
-            } => answers.push(Answer::Begin(begin(&mut tx, *step, *redelivered).await?)),
+                admit: admission,
+                step,
+                redelivered,
+                ..
+            } => {
+                let admission = match admission {
+                    Some((identity, fingerprint)) => {
+                        match admit(&mut tx, identity, step.command_id, fingerprint, true).await? {
+                            Answer::Admit(a) => Some(a),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                };
+                let runs = matches!(
+                    admission,
+                    None | Some(Admission::New | Admission::Same { .. })
+                );
+                let begin = match runs {
+                    true => Some(begin(&mut tx, *step, *redelivered).await?),
+                    false => None,
+                };
+                answers.push(Answer::Begin(Start { admission, begin }))
+            }
             Op::Decide { step, decision, .. } => {
                 answers.push(Answer::Decide(decide(&mut tx, *step, decision).await?))
             }
@@ -393,7 +464,7 @@ async fn write(pool: &AnyPool, sqlite: bool, batch: &mut Vec<Op>) -> Result<(), 
 enum Answer {
     Admit(Admission),
     Accept,
-    Begin(Begin),
+    Begin(Start),
     Decide(Decided),
 }
 
@@ -416,33 +487,37 @@ async fn admit(
             (_, false) => Admission::Conflict { original },
         }
     };
-    let held = sqlx::query(
-        "SELECT command_id, fingerprint, accepted FROM journal_identities WHERE identity = $1",
+    // One look for both: the identity's holder, and this id under another identity (sent
+    // once with a key and once without, say), which is the same command only when it asks
+    // for the same thing.
+    let rows = sqlx::query(
+        "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
+         WHERE identity = $1 OR command_id = $2 LIMIT 2",
     )
     .bind(identity)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(row) = held {
-        return Ok(Answer::Admit(judge(
-            row.try_get("command_id")?,
-            row.try_get("fingerprint")?,
-            row.try_get("accepted")?,
-        )));
-    }
-    // The same id under another identity (say, sent once with a key and once without) is
-    // the same command only when it asks for the same thing.
-    let same_id = sqlx::query(
-        "SELECT fingerprint, accepted FROM journal_identities WHERE command_id = $1 LIMIT 1",
-    )
     .bind(&id)
-    .fetch_optional(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    if let Some(row) = same_id {
-        return Ok(Answer::Admit(judge(
-            id.clone(),
-            row.try_get("fingerprint")?,
-            row.try_get("accepted")?,
-        )));
+    let mut by_identity = None;
+    let mut by_id = None;
+    for row in rows {
+        let held: String = row.try_get("identity")?;
+        let found = (
+            row.try_get::<String, _>("command_id")?,
+            row.try_get::<String, _>("fingerprint")?,
+            row.try_get::<i64, _>("accepted")?,
+        );
+        if held == identity {
+            by_identity = Some(found);
+        } else {
+            by_id = Some(found);
+        }
+    }
+    if let Some((holder, held, was_accepted)) = by_identity {
+        return Ok(Answer::Admit(judge(holder, held, was_accepted)));
+    }
+    if let Some((_, held, was_accepted)) = by_id {
+        return Ok(Answer::Admit(judge(id.clone(), held, was_accepted)));
     }
     let inserted = sqlx::query(
         "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
@@ -476,18 +551,8 @@ async fn admit(
 async fn begin(tx: &mut Tx<'_>, step: Step, redelivered: bool) -> Result<Begin, sqlx::Error> {
     let id = step.command_id.to_string();
     let (run, attempt) = (i64::from(step.run), i64::from(step.attempt));
-    let later = sqlx::query(
-        "SELECT 1 AS later FROM journal_steps WHERE command_id = $1 \
-         AND (run > $2 OR (run = $2 AND attempt > $3)) LIMIT 1",
-    )
-    .bind(&id)
-    .bind(run)
-    .bind(attempt)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if later.is_some() {
-        return Ok(Begin::Superseded);
-    }
+    // The usual case costs one statement: the step is new. A later step cannot exist without
+    // this one (each is the copy its predecessor's decision published).
     let inserted = sqlx::query(
         "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT DO NOTHING",
@@ -501,6 +566,18 @@ async fn begin(tx: &mut Tx<'_>, step: Step, redelivered: bool) -> Result<Begin, 
     .rows_affected();
     if inserted == 1 {
         return Ok(Begin::Fresh);
+    }
+    let later = sqlx::query(
+        "SELECT 1 AS later FROM journal_steps WHERE command_id = $1 \
+         AND (run > $2 OR (run = $2 AND attempt > $3)) LIMIT 1",
+    )
+    .bind(&id)
+    .bind(run)
+    .bind(attempt)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if later.is_some() {
+        return Ok(Begin::Superseded);
     }
     if !redelivered {
         return Ok(Begin::Repeated);

@@ -179,3 +179,43 @@ async fn futures_like_join<F: std::future::Future>(fs: impl Iterator<Item = F>) 
     out.extend(joined.await);
     out
 }
+
+/// How many commands per second the journal takes on SQLite (start, then decide, 64 at a
+/// time): a figure, not a pass mark. `cargo test --release -p switchyard-journal -- --ignored
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_on_sqlite() {
+    let db = TestDatabase::sqlite();
+    let j = Journal::open(&db.url, RETENTION).await.unwrap();
+    let n = 20_000usize;
+    let started = std::time::Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let j = j.clone();
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let c = command(None, i as u64);
+            let step = Step {
+                command_id: c.id,
+                run: 0,
+                attempt: 1,
+            };
+            let s = j.start(&c, step, false).await.unwrap();
+            assert_eq!(s.begin, Some(Begin::Fresh));
+            assert_eq!(j.decide(step, "{}".into()).await.unwrap(), Decided::Won);
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "journal on SQLite: {n} commands in {secs:.2} s = {:.0}/s",
+        n as f64 / secs
+    );
+    j.close().await;
+    db.cleanup().await;
+}

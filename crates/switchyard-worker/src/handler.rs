@@ -25,7 +25,7 @@ use switchyard_core::{
 };
 use switchyard_faults::point;
 use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
-use switchyard_journal::{Admission, Begin, Decided, Journal, JournalError, Step};
+use switchyard_journal::{Admission, Begin, Decided, Journal, JournalError, Start, Step};
 use tower::ServiceExt;
 use tracing::{Instrument, debug, info_span, warn};
 use uuid::Uuid;
@@ -159,27 +159,35 @@ impl Handler {
         let run = u32::try_from(headers.header_int(RUN_HEADER).unwrap_or(0)).unwrap_or(0);
         let attempt_no = previous + 1;
         let lifecycle = Lifecycle::run(&command, run);
-        // Identity (contract 7): the first attempt of a run asks what the identity means.
-        if attempt_no == 1 {
-            match self.journal.admit(&command, true).await {
-                Err(e) => return e.into(),
-                Ok(Admission::New | Admission::Same { .. }) => {}
-                Ok(Admission::Duplicate { original, .. }) => {
-                    return self.duplicate(&command, original, tp).await;
-                }
-                Ok(Admission::Conflict { original }) => {
-                    return self.conflict(delivery, &command, original, tp).await;
-                }
-            }
-        }
         let step = Step {
             command_id: command.id,
             run,
             attempt: attempt_no,
         };
-        let begun = match self.journal.begin(step, delivery.redelivered).await {
-            Ok(b) => b,
-            Err(e) => return e.into(),
+        // Identity (contract 7): the first attempt of a run asks what the identity means, and
+        // begins the step in the same round trip when the command is to run.
+        let begun = if attempt_no == 1 {
+            match self
+                .journal
+                .start(&command, step, delivery.redelivered)
+                .await
+            {
+                Err(e) => return e.into(),
+                Ok(Start {
+                    admission: Some(Admission::Duplicate { original, .. }),
+                    ..
+                }) => return self.duplicate(&command, original, tp).await,
+                Ok(Start {
+                    admission: Some(Admission::Conflict { original }),
+                    ..
+                }) => return self.conflict(delivery, &command, original, tp).await,
+                Ok(Start { begin, .. }) => begin.unwrap_or(Begin::Superseded),
+            }
+        } else {
+            match self.journal.begin(step, delivery.redelivered).await {
+                Ok(b) => b,
+                Err(e) => return e.into(),
+            }
         };
         point("after_begin");
         let in_doubt = match begun {

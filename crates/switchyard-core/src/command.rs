@@ -200,6 +200,22 @@ impl Command {
         Ok(command)
     }
 
+    /// A shell of a command whose body is unusable: enough to address its events (id and
+    /// routing key), nothing else.
+    pub fn shell(id: Uuid, routing_key: RoutingKey, created_at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            kind: routing_key.kind,
+            provider: routing_key.provider,
+            operation: routing_key.operation,
+            payload: Map::new(),
+            idempotency_key: None,
+            deadline: None,
+            metadata: Metadata::default(),
+            created_at,
+        }
+    }
+
     /// Where this command is routed.
     pub fn routing_key(&self) -> RoutingKey {
         RoutingKey {

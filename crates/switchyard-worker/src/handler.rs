@@ -632,17 +632,7 @@ impl Handler {
         let provider = rk.as_ref().map(|r| r.provider.clone());
         let event = id.zip(rk).map(|(id, rk)| {
             // A shell of the command, enough to address the event: the real body is unusable.
-            let shell = Command {
-                id,
-                kind: rk.kind,
-                provider: rk.provider,
-                operation: rk.operation,
-                payload: Default::default(),
-                idempotency_key: None,
-                deadline: None,
-                metadata: Default::default(),
-                created_at: Utc::now(),
-            };
+            let shell = Command::shell(id, rk, Utc::now());
             Lifecycle::of(&shell).reject(previous, error.clone(), Utc::now())
         });
         let provider = provider.unwrap_or_else(|| self.kind.clone());

@@ -153,17 +153,7 @@ pub(crate) fn failed_event(
     // to address the event.
     let command = match Command::decode(body, routing_key) {
         Ok(c) => c,
-        Err(_) => Command {
-            id: sniff_id(body)?,
-            kind: rk.kind,
-            provider: rk.provider,
-            operation: rk.operation,
-            payload: Default::default(),
-            idempotency_key: None,
-            deadline: None,
-            metadata: Default::default(),
-            created_at: now,
-        },
+        Err(_) => Command::shell(sniff_id(body)?, rk, now),
     };
     Some(Lifecycle::run(&command, run).reject(attempts, error.clone(), now))
 }

@@ -17,13 +17,15 @@
 //! the ledger's database (SQLite embedded by default, PostgreSQL in production), in tables of
 //! its own. It does not publish anything and knows nothing of the broker.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sha2::Digest;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Row};
+// `AssertSqlSafe`: the batch statements splice in nothing but their own `$n` placeholders.
+use sqlx::{AnyPool, AssertSqlSafe, Row};
 use switchyard_core::{Command, Status};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::warn;
@@ -390,54 +392,7 @@ async fn write(pool: &AnyPool, sqlite: bool, batch: &mut Vec<Op>) -> Result<(), 
     } else {
         pool.begin().await?
     };
-    let mut answers = Vec::with_capacity(batch.len());
-    // Operations are applied in arrival order, so two in one batch see each other.
-    for op in batch.iter() {
-        match op {
-            Op::Admit {
-                identity,
-                command_id,
-                fingerprint,
-                accepted,
-                ..
-            } => answers.push(admit(&mut tx, identity, *command_id, fingerprint, *accepted).await?),
-            Op::Accept { command_id, .. } => {
-                sqlx::query("UPDATE journal_identities SET accepted = 1 WHERE command_id = $1")
-                    .bind(command_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                answers.push(Answer::Accept);
-            }
-            Op::Begin {
-                admit: admission,
-                step,
-                redelivered,
-                ..
-            } => {
-                let admission = match admission {
-                    Some((identity, fingerprint)) => {
-                        match admit(&mut tx, identity, step.command_id, fingerprint, true).await? {
-                            Answer::Admit(a) => Some(a),
-                            _ => None,
-                        }
-                    }
-                    None => None,
-                };
-                let runs = matches!(
-                    admission,
-                    None | Some(Admission::New | Admission::Same { .. })
-                );
-                let begin = match runs {
-                    true => Some(begin(&mut tx, *step, *redelivered).await?),
-                    false => None,
-                };
-                answers.push(Answer::Begin(Start { admission, begin }))
-            }
-            Op::Decide { step, decision, .. } => {
-                answers.push(Answer::Decide(decide(&mut tx, *step, decision).await?))
-            }
-        }
-    }
+    let answers = apply(&mut tx, batch).await?;
     tx.commit().await?;
     let pending: Vec<Pending> = batch
         .drain(..)
@@ -461,6 +416,388 @@ async fn write(pool: &AnyPool, sqlite: bool, batch: &mut Vec<Op>) -> Result<(), 
     Ok(())
 }
 
+/// Applies a batch. Operations whose command and identity no other operation of the batch
+/// touches are applied together: one statement for all their identity look-ups, one for the
+/// new identities, one for the new steps, one for the decisions. Only what the usual case does
+/// not cover (a step begun before, a decision lost, two operations on one command) takes
+/// statements of its own, in arrival order, so two operations in one batch see each other.
+async fn apply(tx: &mut Tx<'_>, batch: &[Op]) -> Result<Vec<Answer>, sqlx::Error> {
+    let alone = touched_alone(batch);
+    let mut answers: Vec<Option<Answer>> = batch.iter().map(|_| None).collect();
+
+    // Admissions, together.
+    let wanted: Vec<Admit<'_>> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| alone[*i])
+        .filter_map(|(i, op)| match op {
+            Op::Admit {
+                identity,
+                command_id,
+                fingerprint,
+                accepted,
+                ..
+            } => Some(Admit {
+                at: i,
+                identity,
+                command_id: *command_id,
+                fingerprint,
+                accepted: *accepted,
+            }),
+            Op::Begin {
+                admit: Some((identity, fingerprint)),
+                step,
+                ..
+            } => Some(Admit {
+                at: i,
+                identity,
+                command_id: step.command_id,
+                fingerprint,
+                accepted: true,
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut admissions = admit_together(tx, &wanted).await?;
+
+    // New steps, together.
+    let steps: Vec<(usize, Step)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| alone[*i])
+        .filter_map(|(i, op)| match op {
+            Op::Begin { step, .. } => match admissions.get(&i) {
+                None | Some(Admission::New | Admission::Same { .. }) => Some((i, *step)),
+                Some(_) => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let fresh = insert_steps(tx, steps.iter().map(|(_, s)| *s)).await?;
+
+    // Decisions, together.
+    let decisions: Vec<(Step, &str)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| alone[*i])
+        .filter_map(|(_, op)| match op {
+            Op::Decide { step, decision, .. } => Some((*step, decision.as_str())),
+            _ => None,
+        })
+        .collect();
+    let won = decide_together(tx, &decisions).await?;
+
+    for (i, op) in batch.iter().enumerate() {
+        let answer = match op {
+            Op::Admit {
+                identity,
+                command_id,
+                fingerprint,
+                accepted,
+                ..
+            } => match admissions.remove(&i) {
+                Some(a) => Answer::Admit(a),
+                None => admit(tx, identity, *command_id, fingerprint, *accepted).await?,
+            },
+            Op::Accept { command_id, .. } => {
+                sqlx::query("UPDATE journal_identities SET accepted = 1 WHERE command_id = $1")
+                    .bind(command_id.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                Answer::Accept
+            }
+            Op::Begin {
+                admit: admission,
+                step,
+                redelivered,
+                ..
+            } => {
+                let admission = match (admissions.remove(&i), admission) {
+                    (Some(a), _) => Some(a),
+                    (None, Some((identity, fingerprint))) if !alone[i] => {
+                        match admit(tx, identity, step.command_id, fingerprint, true).await? {
+                            Answer::Admit(a) => Some(a),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let runs = matches!(
+                    admission,
+                    None | Some(Admission::New | Admission::Same { .. })
+                );
+                let begin = match runs {
+                    true if alone[i] && fresh.contains(&key(*step)) => Some(Begin::Fresh),
+                    true => Some(begin(tx, *step, *redelivered).await?),
+                    false => None,
+                };
+                Answer::Begin(Start { admission, begin })
+            }
+            Op::Decide { step, decision, .. } => {
+                if alone[i] && won.contains(&key(*step)) {
+                    Answer::Decide(Decided::Won)
+                } else {
+                    Answer::Decide(decide(tx, *step, decision).await?)
+                }
+            }
+        };
+        answers[i] = Some(answer);
+    }
+    Ok(answers.into_iter().flatten().collect())
+}
+
+/// For each operation: whether no other operation of the batch touches its command or its
+/// identity, so it can be applied in any order with the rest.
+fn touched_alone(batch: &[Op]) -> Vec<bool> {
+    let keys = |op: &Op| -> [Option<String>; 2] {
+        match op {
+            Op::Admit {
+                identity,
+                command_id,
+                ..
+            } => [Some(command_id.to_string()), Some(identity.clone())],
+            Op::Accept { command_id, .. } => [Some(command_id.to_string()), None],
+            Op::Begin { admit, step, .. } => [
+                Some(step.command_id.to_string()),
+                admit.as_ref().map(|(identity, _)| identity.clone()),
+            ],
+            Op::Decide { step, .. } => [Some(step.command_id.to_string()), None],
+        }
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for op in batch {
+        for k in keys(op).into_iter().flatten() {
+            *seen.entry(k).or_default() += 1;
+        }
+    }
+    batch
+        .iter()
+        .map(|op| {
+            !matches!(op, Op::Accept { .. })
+                && keys(op).into_iter().flatten().all(|k| seen[&k] == 1)
+        })
+        .collect()
+}
+
+/// An admission asked in a batch.
+struct Admit<'a> {
+    at: usize,
+    identity: &'a str,
+    command_id: Uuid,
+    fingerprint: &'a str,
+    accepted: bool,
+}
+
+/// `$from, $from+1, …` for `n` values of `width` columns each: `($1, $2), ($3, $4)`.
+fn placeholders(n: usize, width: usize, from: usize) -> String {
+    (0..n)
+        .map(|row| {
+            let cols: Vec<String> = (0..width)
+                .map(|c| format!("${}", from + row * width + c))
+                .collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$from, …` for a list of `n` values: `$1, $2, $3`.
+fn list(n: usize, from: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", from + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Admits `wanted` (no two share an identity or a command) with one look-up and one insert;
+/// an identity another writer took between the two is looked at again on its own.
+async fn admit_together(
+    tx: &mut Tx<'_>,
+    wanted: &[Admit<'_>],
+) -> Result<HashMap<usize, Admission>, sqlx::Error> {
+    let mut found = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    let n = wanted.len();
+    let sql = format!(
+        "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
+         WHERE identity IN ({}) OR command_id IN ({})",
+        list(n, 1),
+        list(n, n + 1)
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for w in wanted {
+        query = query.bind(w.identity);
+    }
+    for w in wanted {
+        query = query.bind(w.command_id.to_string());
+    }
+    let mut by_identity = HashMap::new();
+    let mut by_id = HashMap::new();
+    for row in query.fetch_all(&mut **tx).await? {
+        let held = Held::from_row(&row)?;
+        by_id.insert(held.command_id.clone(), held.clone());
+        by_identity.insert(row.try_get::<String, _>("identity")?, held);
+    }
+    let mut new = Vec::new();
+    for w in wanted {
+        let id = w.command_id.to_string();
+        let admission = match (by_identity.get(w.identity), by_id.get(&id)) {
+            (Some(held), _) => held.judge(w.command_id, w.fingerprint),
+            // This id under another identity (sent once with a key, once without): the same
+            // command only when it asks for the same thing.
+            (None, Some(held)) => Held {
+                command_id: id,
+                ..held.clone()
+            }
+            .judge(w.command_id, w.fingerprint),
+            (None, None) => {
+                new.push(w);
+                continue;
+            }
+        };
+        found.insert(w.at, admission);
+    }
+    if new.is_empty() {
+        return Ok(found);
+    }
+    let sql = format!(
+        "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
+         VALUES {} ON CONFLICT DO NOTHING RETURNING identity",
+        placeholders(new.len(), 5, 1)
+    );
+    let now = ms_now();
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for w in &new {
+        query = query
+            .bind(w.identity)
+            .bind(w.command_id.to_string())
+            .bind(w.fingerprint)
+            .bind(i64::from(w.accepted))
+            .bind(now);
+    }
+    let inserted: HashSet<String> = query
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get("identity"))
+        .collect::<Result<_, _>>()?;
+    for w in new {
+        if inserted.contains(w.identity) {
+            found.insert(w.at, Admission::New);
+        } else if let Answer::Admit(a) =
+            admit(tx, w.identity, w.command_id, w.fingerprint, w.accepted).await?
+        {
+            found.insert(w.at, a);
+        }
+    }
+    Ok(found)
+}
+
+/// What the journal holds for an identity.
+#[derive(Clone)]
+struct Held {
+    command_id: String,
+    fingerprint: String,
+    accepted: bool,
+}
+
+impl Held {
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            command_id: row.try_get("command_id")?,
+            fingerprint: row.try_get("fingerprint")?,
+            accepted: row.try_get::<i64, _>("accepted")? != 0,
+        })
+    }
+
+    /// What this holding means for `command_id` asking for `fingerprint`.
+    fn judge(&self, command_id: Uuid, fingerprint: &str) -> Admission {
+        let original = Uuid::parse_str(&self.command_id).unwrap_or_default();
+        let accepted = self.accepted;
+        match (original == command_id, self.fingerprint == fingerprint) {
+            (true, true) => Admission::Same { accepted },
+            (false, true) => Admission::Duplicate { original, accepted },
+            (_, false) => Admission::Conflict { original },
+        }
+    }
+}
+
+/// A step as the database keys it.
+type StepKey = (String, i64, i64);
+
+fn key(step: Step) -> StepKey {
+    (
+        step.command_id.to_string(),
+        i64::from(step.run),
+        i64::from(step.attempt),
+    )
+}
+
+fn step_key(row: &sqlx::any::AnyRow) -> Result<StepKey, sqlx::Error> {
+    Ok((
+        row.try_get("command_id")?,
+        row.try_get("run")?,
+        row.try_get("attempt")?,
+    ))
+}
+
+/// Inserts the steps that are new, in one statement; returns those it inserted.
+async fn insert_steps(
+    tx: &mut Tx<'_>,
+    steps: impl ExactSizeIterator<Item = Step>,
+) -> Result<HashSet<StepKey>, sqlx::Error> {
+    if steps.len() == 0 {
+        return Ok(HashSet::new());
+    }
+    let sql = format!(
+        "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES {} \
+         ON CONFLICT DO NOTHING RETURNING command_id, run, attempt",
+        placeholders(steps.len(), 4, 1)
+    );
+    let now = ms_now();
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for step in steps {
+        let (id, run, attempt) = key(step);
+        query = query.bind(id).bind(run).bind(attempt).bind(now);
+    }
+    query
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(step_key)
+        .collect()
+}
+
+/// Records the decisions of steps not decided yet, in one statement; returns those it won.
+async fn decide_together(
+    tx: &mut Tx<'_>,
+    decisions: &[(Step, &str)],
+) -> Result<HashSet<StepKey>, sqlx::Error> {
+    if decisions.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = format!(
+        "UPDATE journal_steps SET decision = v.column4 FROM (VALUES {}) AS v \
+         WHERE journal_steps.command_id = v.column1 AND journal_steps.run = v.column2 \
+         AND journal_steps.attempt = v.column3 AND journal_steps.decision IS NULL \
+         RETURNING command_id, run, attempt",
+        placeholders(decisions.len(), 4, 1)
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for (step, decision) in decisions {
+        let (id, run, attempt) = key(*step);
+        query = query.bind(id).bind(run).bind(attempt).bind(*decision);
+    }
+    query
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(step_key)
+        .collect()
+}
+
 enum Answer {
     Admit(Admission),
     Accept,
@@ -478,15 +815,6 @@ async fn admit(
     accepted: bool,
 ) -> Result<Answer, sqlx::Error> {
     let id = command_id.to_string();
-    let judge = |holder: String, held: String, was_accepted: i64| -> Admission {
-        let original = Uuid::parse_str(&holder).unwrap_or_default();
-        let accepted = was_accepted != 0;
-        match (original == command_id, held == fingerprint) {
-            (true, true) => Admission::Same { accepted },
-            (false, true) => Admission::Duplicate { original, accepted },
-            (_, false) => Admission::Conflict { original },
-        }
-    };
     // One look for both: the identity's holder, and this id under another identity (sent
     // once with a key and once without, say), which is the same command only when it asks
     // for the same thing.
@@ -501,23 +829,22 @@ async fn admit(
     let mut by_identity = None;
     let mut by_id = None;
     for row in rows {
-        let held: String = row.try_get("identity")?;
-        let found = (
-            row.try_get::<String, _>("command_id")?,
-            row.try_get::<String, _>("fingerprint")?,
-            row.try_get::<i64, _>("accepted")?,
-        );
-        if held == identity {
-            by_identity = Some(found);
+        let held = Held::from_row(&row)?;
+        if row.try_get::<String, _>("identity")? == identity {
+            by_identity = Some(held);
         } else {
-            by_id = Some(found);
+            by_id = Some(held);
         }
     }
-    if let Some((holder, held, was_accepted)) = by_identity {
-        return Ok(Answer::Admit(judge(holder, held, was_accepted)));
+    if let Some(held) = by_identity {
+        return Ok(Answer::Admit(held.judge(command_id, fingerprint)));
     }
-    if let Some((_, held, was_accepted)) = by_id {
-        return Ok(Answer::Admit(judge(id.clone(), held, was_accepted)));
+    if let Some(held) = by_id {
+        let held = Held {
+            command_id: id,
+            ..held
+        };
+        return Ok(Answer::Admit(held.judge(command_id, fingerprint)));
     }
     let inserted = sqlx::query(
         "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
@@ -541,11 +868,9 @@ async fn admit(
     .bind(identity)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(Answer::Admit(judge(
-        row.try_get("command_id")?,
-        row.try_get("fingerprint")?,
-        row.try_get("accepted")?,
-    )))
+    Ok(Answer::Admit(
+        Held::from_row(&row)?.judge(command_id, fingerprint),
+    ))
 }
 
 async fn begin(tx: &mut Tx<'_>, step: Step, redelivered: bool) -> Result<Begin, sqlx::Error> {

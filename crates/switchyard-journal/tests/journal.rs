@@ -170,6 +170,105 @@ async fn racing_workers_on_one_database_begin_and_decide_each_step_once() {
     .await;
 }
 
+#[tokio::test]
+async fn concurrent_operations_in_one_batch_see_each_other() {
+    on_both(|url| async move {
+        let j = Journal::open(&url, RETENTION).await.unwrap();
+        // Per identity: two commands asking for the same thing and one asking for more, all
+        // started at once, so batches mix first sights, duplicates and conflicts.
+        let groups: Vec<[Command; 3]> = (0..100)
+            .map(|i| {
+                let key = format!("order-{}", Uuid::new_v4());
+                [
+                    command(Some(&key), i),
+                    command(Some(&key), i),
+                    command(Some(&key), i + 1),
+                ]
+            })
+            .collect();
+        let step = |c: &Command| Step {
+            command_id: c.id,
+            run: 0,
+            attempt: 1,
+        };
+        let started =
+            futures_like_join(groups.iter().flatten().map(|c| j.start(c, step(c), false))).await;
+        let mut fresh = Vec::new();
+        for (group, starts) in groups.iter().zip(started.chunks(3)) {
+            let starts: Vec<_> = starts.iter().map(|s| s.as_ref().unwrap()).collect();
+            let new: Vec<usize> = (0..3)
+                .filter(|i| starts[*i].admission == Some(Admission::New))
+                .collect();
+            assert_eq!(
+                new.len(),
+                1,
+                "one command of an identity is new: {starts:?}"
+            );
+            let holder = &group[new[0]];
+            assert_eq!(starts[new[0]].begin, Some(Begin::Fresh));
+            for (i, s) in starts.iter().enumerate().filter(|(i, _)| *i != new[0]) {
+                let expected = if group[i].fingerprint() == holder.fingerprint() {
+                    Admission::Duplicate {
+                        original: holder.id,
+                        accepted: true,
+                    }
+                } else {
+                    Admission::Conflict {
+                        original: holder.id,
+                    }
+                };
+                assert_eq!(s.admission, Some(expected));
+                assert_eq!(s.begin, None, "a duplicate or a conflict never runs");
+            }
+            fresh.push(step(holder));
+        }
+        // Each step decided twice at once: one decision wins, the other hears it.
+        let decided = futures_like_join(
+            fresh
+                .iter()
+                .flat_map(|s| [j.decide(*s, "first".into()), j.decide(*s, "second".into())]),
+        )
+        .await;
+        for pair in decided.chunks(2) {
+            let pair: Vec<_> = pair.iter().map(|d| d.as_ref().unwrap().clone()).collect();
+            let won = pair.iter().filter(|d| **d == Decided::Won).count();
+            assert_eq!(won, 1, "{pair:?}");
+            assert!(pair.iter().any(|d| matches!(d, Decided::Lost(Some(_)))));
+        }
+        // And a redelivery of a decided step re-sends its decision.
+        for s in &fresh {
+            assert!(matches!(
+                j.begin(*s, true).await.unwrap(),
+                Begin::Decided(_)
+            ));
+        }
+        // Commands alone in their batch take the path written together: new, fresh, won;
+        // then a second copy of each, also together, is the same command, repeated.
+        let lone: Vec<Command> = (0..200).map(|i| command(None, i)).collect();
+        for _ in 0..2 {
+            let starts = futures_like_join(lone.iter().map(|c| j.start(c, step(c), false))).await;
+            let decided =
+                futures_like_join(lone.iter().map(|c| j.decide(step(c), "done".into()))).await;
+            for (s, d) in starts.into_iter().zip(decided) {
+                let (s, d) = (s.unwrap(), d.unwrap());
+                match s.admission {
+                    Some(Admission::New) => {
+                        assert_eq!(s.begin, Some(Begin::Fresh));
+                        assert_eq!(d, Decided::Won);
+                    }
+                    Some(Admission::Same { accepted: true }) => {
+                        assert_eq!(s.begin, Some(Begin::Repeated));
+                        assert_eq!(d, Decided::Lost(Some("done".into())));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        j.close().await;
+    })
+    .await;
+}
+
 /// Runs the futures concurrently, in order of results.
 async fn futures_like_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
     let handles: Vec<_> = fs.collect();
@@ -187,7 +286,21 @@ async fn futures_like_join<F: std::future::Future>(fs: impl Iterator<Item = F>) 
 #[ignore]
 async fn throughput_on_sqlite() {
     let db = TestDatabase::sqlite();
-    let j = Journal::open(&db.url, RETENTION).await.unwrap();
+    throughput(&db.url, "SQLite").await;
+    db.cleanup().await;
+}
+
+/// The same on the local PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_on_postgres() {
+    let db = TestDatabase::postgres().await;
+    throughput(&db.url, "PostgreSQL").await;
+    db.cleanup().await;
+}
+
+async fn throughput(url: &str, label: &str) {
+    let j = Journal::open(url, RETENTION).await.unwrap();
     let n = 20_000usize;
     let started = std::time::Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
@@ -213,9 +326,8 @@ async fn throughput_on_sqlite() {
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "journal on SQLite: {n} commands in {secs:.2} s = {:.0}/s",
+        "journal on {label}: {n} commands in {secs:.2} s = {:.0}/s",
         n as f64 / secs
     );
     j.close().await;
-    db.cleanup().await;
 }

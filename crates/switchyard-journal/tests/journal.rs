@@ -299,6 +299,7 @@ async fn throughput_on_postgres() {
     db.cleanup().await;
 }
 
+#[allow(clippy::print_stderr)]
 async fn throughput(url: &str, label: &str) {
     let j = Journal::open(url, RETENTION).await.unwrap();
     let n = 20_000usize;

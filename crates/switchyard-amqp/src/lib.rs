@@ -18,5 +18,5 @@ pub use consumer::{ConsumeSettings, consume};
 pub use headers::{HeaderRead, Headers};
 pub use lapin;
 pub use lapin::message::Delivery;
-pub use publisher::{Outgoing, PublishError, Publisher};
+pub use publisher::{Outgoing, PublishError, Publisher, short_string};
 pub use topology::Topology;

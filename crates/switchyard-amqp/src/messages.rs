@@ -6,7 +6,7 @@ use switchyard_core::attempt::ATTEMPT_TYPE_V1;
 use switchyard_core::{AttemptRecord, COMMAND_TYPE_V1, Command, EVENT_TYPE_V1, Event};
 
 use crate::headers::Headers;
-use crate::publisher::{Outgoing, PublishError, Publisher};
+use crate::publisher::{Outgoing, PublishError, Publisher, short_string};
 use crate::topology::{
     ATTEMPTS_EXCHANGE, CALLBACKS_DELAY_KIND, CALLBACKS_EXCHANGE, CALLBACKS_ROUTING_KEY,
     COMMANDS_EXCHANGE, EVENTS_EXCHANGE, KIND_HEADER, RETRY_EXCHANGE, TIER_HEADER, tier_label,
@@ -169,6 +169,8 @@ pub async fn publish_callback_message(
                 .str(TIER_HEADER, &tier_label(tier)),
         ),
     };
+    // The id comes from outside (a provider's delivery id): checked, never panicking.
+    short_string(message_id)?;
     publisher
         .publish(Outgoing {
             exchange,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::Mutex;
 
@@ -45,6 +46,10 @@ pub enum PublishError {
     /// No confirm within the timeout (e.g. the broker is blocked by a resource alarm).
     #[error("no confirm within {0:?}")]
     Timeout(Duration),
+    /// The message cannot be sent as built (a name longer than AMQP's 255-byte short
+    /// strings): sending it again will not help.
+    #[error("not sendable: {0}")]
+    Invalid(String),
 }
 
 /// A confirmed publisher. Cheap to clone.
@@ -100,14 +105,16 @@ impl Publisher {
 
     /// Publishes and waits for the broker's confirm.
     pub async fn publish(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
+        let exchange = short_string(msg.exchange)?;
+        let routing_key = short_string(msg.routing_key)?;
         let started = Instant::now();
         let deadline = started + self.confirm_timeout;
         let ch = self.channel(deadline).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let confirm = tokio::time::timeout(remaining, async {
             ch.basic_publish(
-                msg.exchange.into(),
-                msg.routing_key.into(),
+                exchange,
+                routing_key,
                 BasicPublishOptions {
                     mandatory: msg.mandatory,
                     immediate: false,
@@ -141,5 +148,32 @@ impl Publisher {
         metrics::histogram!("switchyard_publish_confirm_seconds", "outcome" => label)
             .record(started.elapsed().as_secs_f64());
         outcome
+    }
+}
+
+/// `s` as an AMQP short string; longer than 255 bytes is an error, where lapin's conversion
+/// would panic.
+pub fn short_string(s: &str) -> Result<ShortString, PublishError> {
+    ShortString::try_new(s).map_err(|_| {
+        PublishError::Invalid(format!(
+            "{} bytes where AMQP allows 255: {:?}",
+            s.len(),
+            switchyard_redact::cap(s, 48)
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_past_255_bytes_is_an_error_not_a_panic() {
+        assert_eq!(short_string(&"a".repeat(255)).unwrap().as_str().len(), 255);
+        let err = short_string(&"é".repeat(128)).unwrap_err();
+        assert!(
+            matches!(&err, PublishError::Invalid(why) if why.starts_with("256 bytes")),
+            "{err}"
+        );
     }
 }

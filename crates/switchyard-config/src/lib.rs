@@ -33,7 +33,7 @@ pub enum ConfigError {
     /// Parsing or merging a layer failed; figment's message names the key and its source.
     /// Not an error `source`: the message already holds it, and a report that walks the
     /// chain would print it twice.
-    #[error("configuration: {0}")]
+    #[error("configuration: {}", describe_load(.0))]
     Load(Box<figment::Error>),
     /// A value is well-formed but not acceptable.
     #[error("configuration: {key}: {message}")]
@@ -43,6 +43,63 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+}
+
+/// Whether a key's value may be or hold a credential: secrets, tokens, passwords, keys, and
+/// URLs (which can carry `user:password@`).
+fn may_hold_credentials(path: &[String]) -> bool {
+    const PARTS: [&str; 6] = ["secret", "token", "password", "key", "url", "auth"];
+    path.iter().any(|p| {
+        PARTS
+            .iter()
+            .any(|part| p.to_ascii_lowercase().contains(part))
+    })
+}
+
+/// figment's errors, told without the values that caused them: a secret given the wrong
+/// type (a token where a list was expected) must not be echoed into a log.
+fn describe_load(e: &figment::Error) -> String {
+    use figment::error::{Actual, Kind};
+    let what = |a: &Actual| match a {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "nothing",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value",
+    };
+    let told: Vec<String> = e
+        .clone()
+        .into_iter()
+        .map(|err| {
+            let key = if err.path.is_empty() {
+                "the configuration".to_owned()
+            } else {
+                err.path.join(".")
+            };
+            let reason = match &err.kind {
+                Kind::InvalidType(a, expected) => format!("found {}, expected {expected}", what(a)),
+                Kind::InvalidValue(a, expected) => {
+                    format!("{} that is not valid, expected {expected}", what(a))
+                }
+                // Parsers' messages may quote the value: told only where it cannot be a
+                // credential.
+                Kind::Message(m) if !may_hold_credentials(&err.path) => m.clone(),
+                Kind::Message(_) => "not a valid value".to_owned(),
+                other => other.to_string(),
+            };
+            let from = err
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (in {})", m.name))
+                .unwrap_or_default();
+            format!("{key}{from}: {reason}")
+        })
+        .collect();
+    told.join("; ")
 }
 
 impl From<Box<figment::Error>> for ConfigError {
@@ -437,6 +494,29 @@ impl Config {
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::invalid("amqp.prefetch", "must be at least 1"));
         }
+        // Sizes, limits and timeouts where zero would refuse everything or wait forever.
+        let at_least_one: [(&str, u64); 8] = [
+            ("amqp.confirm_timeout_ms", self.amqp.confirm_timeout_ms),
+            ("amqp.delivery_limit", u64::from(self.amqp.delivery_limit)),
+            ("ingress.max_body_bytes", self.ingress.max_body_bytes as u64),
+            (
+                "outbound.connect_timeout_ms",
+                self.outbound.connect_timeout_ms,
+            ),
+            ("outbound.timeout_ms", self.outbound.timeout_ms),
+            (
+                "outbound.max_response_bytes",
+                self.outbound.max_response_bytes as u64,
+            ),
+            (
+                "redaction.max_body_bytes",
+                self.redaction.max_body_bytes as u64,
+            ),
+            ("ledger.batch_size", self.ledger.batch_size as u64),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::invalid(*key, "must be at least 1"));
+        }
         let circuit = &self.worker.circuit;
         if !(circuit.failure_rate > 0.0 && circuit.failure_rate <= 1.0) {
             return Err(ConfigError::invalid(
@@ -582,6 +662,45 @@ mod tests {
             assert_eq!(c.amqp.heartbeat_secs, 10);
             assert_eq!(c.ingress.max_body_bytes, 256 * 1024);
             assert!(c.uses_dev_idempotency_secret());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_wrongly_typed_secret_is_not_echoed() {
+        Jail::expect_with(|_| {
+            let err = Config::from_toml_str("[ingress]\ntokens = \"tok_CANARY_1234\"\n")
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("CANARY"), "{err}");
+            assert!(
+                err.contains("ingress.tokens") && err.contains("found a string"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_sizes_limits_and_timeouts_are_refused_naming_the_key() {
+        Jail::expect_with(|_| {
+            for (section, key) in [
+                ("amqp", "delivery_limit"),
+                ("amqp", "confirm_timeout_ms"),
+                ("ingress", "max_body_bytes"),
+                ("outbound", "timeout_ms"),
+                ("outbound", "connect_timeout_ms"),
+                ("outbound", "max_response_bytes"),
+                ("redaction", "max_body_bytes"),
+            ] {
+                let err = Config::from_toml_str(&format!("[{section}]\n{key} = 0\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert_eq!(
+                    err,
+                    format!("configuration: {section}.{key}: must be at least 1")
+                );
+            }
             Ok(())
         });
     }

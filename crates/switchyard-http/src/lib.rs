@@ -23,7 +23,7 @@ pub use provider_url::{UrlError, validate_provider_url};
 pub use resolver::{AddressPolicy, AddressRange, DestinationRefused};
 pub use settings::OutboundSettings;
 pub use switchyard_redact::{
-    REDACTED, Redactor, body_excerpt, cap, contains_card_number, is_sensitive_header,
-    mask_card_numbers, redact_headers,
+    REDACTED, Redactor, body_excerpt, cap, contains_card_number, field_with_card_number,
+    is_sensitive_header, mask_card_numbers, redact_headers,
 };
 pub use tls::install_crypto_provider;

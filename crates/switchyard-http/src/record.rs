@@ -4,20 +4,10 @@ use std::time::Instant;
 
 use chrono::Utc;
 use switchyard_core::{AttemptRecord, ProviderCall, ProviderError};
-use switchyard_redact::{Redactor, redact_headers};
+use switchyard_redact::{Redactor, recordable_url, redact_headers};
 use uuid::Uuid;
 
 use crate::client::{HttpExchange, OutboundClient, OutboundRequest};
-
-/// The URL as it may be recorded: query values can carry credentials, so they are dropped.
-fn recordable_url(url: &url::Url) -> String {
-    let mut u = url.clone();
-    if u.query().is_some() {
-        u.set_query(Some("[REDACTED]"));
-    }
-    u.set_fragment(None);
-    u.to_string()
-}
 
 impl OutboundClient {
     /// [`OutboundClient::send`], recording the request and its answer (or failure), redacted,

@@ -234,11 +234,21 @@ async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Resp
             Problem::invalid(switchyard_http::mask_card_numbers(&e.message)).with_field(e.field)
         })?;
     // Switchyard stays out of card-data scope: payments travel as provider tokens.
-    if switchyard_http::contains_card_number(&Value::Object(draft.payload.clone()).to_string()) {
-        return Err(Problem::invalid(
-            "the payload holds a card number: send the provider's payment-method token instead",
-        )
-        .with_field(Some("payload".into())));
+    if let Some(field) = switchyard_http::field_with_card_number(&[
+        ("payload", Value::Object(draft.payload.clone())),
+        (
+            "metadata",
+            serde_json::to_value(&draft.metadata).unwrap_or_default(),
+        ),
+        (
+            "idempotency_key",
+            serde_json::to_value(&draft.idempotency_key).unwrap_or_default(),
+        ),
+    ]) {
+        return Err(Problem::invalid(format!(
+            "the {field} holds a card number: send the provider's payment-method token instead"
+        ))
+        .with_field(Some(field.into())));
     }
 
     let id = draft.id.unwrap_or_else(|| match &draft.idempotency_key {

@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use switchyard_amqp::PublishError;
 use switchyard_amqp::messages::publish_callback_message;
 use switchyard_amqp::{Headers, Publisher};
 use switchyard_config::Config;
@@ -129,8 +130,11 @@ async fn verify_and_queue(
         Headers::default(),
     )
     .await
-    .map_err(|e| {
-        warn!(error = %e, provider = %callback.provider, "callback not confirmed by the broker");
-        Problem::unavailable(r.retry_after)
+    .map_err(|e| match e {
+        PublishError::Invalid(why) => Problem::malformed(why),
+        e => {
+            warn!(error = %e, provider = %callback.provider, "callback not confirmed by the broker");
+            Problem::unavailable(r.retry_after)
+        }
     })
 }

@@ -159,8 +159,8 @@ pub struct CommandSummary {
 pub struct CommandView {
     /// The command id.
     pub id: Uuid,
-    /// Its state, once any event arrived.
-    #[serde(flatten)]
+    /// Its state, once any event arrived (its fields beside `id`, which is said once).
+    #[serde(flatten, serialize_with = "summary_without_id")]
     pub summary: Option<CommandSummary>,
     /// Its events, by `seq`.
     pub events: Vec<Event>,
@@ -169,6 +169,26 @@ pub struct CommandView {
     /// How an operator ended its latest `unknown` outcome, if one did: who, why, when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<crate::waits::OperatorResolution>,
+}
+
+/// A summary's fields but its `id`, for flattening into a [`CommandView`] that has one:
+/// a JSON object with a key twice is read differently by different parsers.
+fn summary_without_id<S: serde::Serializer>(
+    summary: &Option<CommandSummary>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    match summary {
+        None => serializer.serialize_none(),
+        Some(s) => {
+            let mut fields = match serde_json::to_value(s).map_err(S::Error::custom)? {
+                Value::Object(fields) => fields,
+                _ => return Err(S::Error::custom("a summary is an object")),
+            };
+            fields.remove("id");
+            fields.serialize(serializer)
+        }
+    }
 }
 
 /// What one [`Store::prune`] removed.
@@ -675,5 +695,41 @@ mod tests {
         assert_eq!(decode_cursor(&c).unwrap(), (1234, id));
         assert!(decode_cursor("!!").is_err());
         assert!(decode_cursor(&B64.encode("12:not-a-uuid")).is_err());
+    }
+
+    #[test]
+    fn a_command_view_says_its_id_once() {
+        let id = Uuid::now_v7();
+        let view = CommandView {
+            id,
+            summary: Some(CommandSummary {
+                id,
+                kind: "payment".into(),
+                provider: "stripe".into(),
+                operation: "charge".into(),
+                status: Status::Completed,
+                seq: 3,
+                run: 0,
+                attempt: 1,
+                provider_reference: None,
+                result: None,
+                error: None,
+                metadata: Value::Object(Default::default()),
+                created_at: Utc::now(),
+                updated_at: Utc::now(),
+            }),
+            events: vec![],
+            attempts: vec![],
+            resolution: None,
+        };
+        let text = serde_json::to_string(&view).unwrap();
+        assert_eq!(text.matches("\"id\"").count(), 1, "{text}");
+        assert!(text.contains("\"status\":\"completed\""), "{text}");
+        let bare = CommandView {
+            summary: None,
+            ..view
+        };
+        let text = serde_json::to_string(&bare).unwrap();
+        assert_eq!(text.matches("\"id\"").count(), 1, "{text}");
     }
 }

@@ -20,14 +20,11 @@ const SENSITIVE_NAMES: &[&str] = &[
     "set-cookie",
 ];
 
-/// Header names redacted when they contain one of these.
-const SENSITIVE_PARTS: &[&str] = &["key", "token", "secret", "signature", "password"];
-
-/// Whether a header's value must never be recorded.
+/// Whether a header's value must never be recorded: the credential headers, any name the
+/// secret-name rule catches ([`is_secret_name`]), and any name with `key` in it.
 pub fn is_sensitive_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    SENSITIVE_NAMES.contains(&name.as_str())
-        || SENSITIVE_PARTS.iter().any(|part| name.contains(part))
+    let lower = name.to_ascii_lowercase();
+    SENSITIVE_NAMES.contains(&lower.as_str()) || lower.contains("key") || is_secret_name(name)
 }
 
 /// Headers as they may be recorded: lowercase names, credentials replaced by `[REDACTED]`,
@@ -105,6 +102,16 @@ pub fn contains_card_number(text: &str) -> bool {
         }
     }
     false
+}
+
+/// The first of `fields` (a name and its JSON) that holds a card number anywhere: in a
+/// string, as a number or in a key. Commands carrying one are refused at every door, so
+/// Switchyard stays out of card-data scope.
+pub fn field_with_card_number<'a>(fields: &[(&'a str, serde_json::Value)]) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(_, value)| contains_card_number(&value.to_string()))
+        .map(|(name, _)| *name)
 }
 
 /// Masks every card number (a Luhn-valid run of 13 to 19 digits, single spaces or dashes
@@ -187,21 +194,47 @@ pub fn body_excerpt(body: &[u8], max_chars: usize) -> String {
     excerpt
 }
 
-/// Field names whose values are always secret (matched case-insensitively, as substrings).
-const SECRET_FIELD_PARTS: &[&str] = &[
+/// Names whose values are secret wherever they appear in a (normalised) field or header
+/// name. The one list: documented in docs/security.md.
+const SECRET_NAME_PARTS: &[&str] = &[
     "password",
     "passwd",
+    "passphrase",
     "secret",
     "token",
-    "api_key",
     "apikey",
+    "accesskey",
+    "privatekey",
     "authorization",
+    "credential",
+    "signature",
+    "cookie",
     "cvv",
     "cvc",
-    "cvv2",
-    "security_code",
-    "private_key",
+    "securitycode",
 ];
+
+/// Names secret only whole: as parts they would catch `shipping` or `author`.
+const SECRET_NAMES: &[&str] = &["pin", "pincode", "auth", "otp"];
+
+/// A field or header name as it is compared: lowercase, an `x-` prefix dropped, and `-`, `_`,
+/// `.` and spaces removed, so `X-Api-Key`, `api_key` and `apiKey` are one name.
+pub fn normalise_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("x-")
+        .or_else(|| lower.strip_prefix("x_"))
+        .unwrap_or(&lower);
+    rest.chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+        .collect()
+}
+
+/// Whether a value under `name` is secret by the built-in list.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = normalise_name(name);
+    SECRET_NAME_PARTS.iter().any(|p| n.contains(p)) || SECRET_NAMES.contains(&n.as_str())
+}
 
 /// Masks secret fields and card numbers in JSON, form and text bodies, and caps their size.
 #[derive(Debug, Clone)]
@@ -221,25 +254,29 @@ impl Redactor {
     /// the most bytes kept of a body.
     pub fn new(extra_fields: &[String], max_body: usize) -> Self {
         Self {
-            extra_fields: extra_fields
-                .iter()
-                .map(|f| f.to_ascii_lowercase())
-                .collect(),
+            extra_fields: extra_fields.iter().map(|f| normalise_name(f)).collect(),
             max_body,
         }
     }
 
     /// Whether the value of a field called `name` must never be written down.
     pub fn is_secret_field(&self, name: &str) -> bool {
-        let name = name.to_ascii_lowercase();
-        SECRET_FIELD_PARTS.iter().any(|p| name.contains(p)) || self.extra_fields.contains(&name)
+        is_secret_name(name) || self.extra_fields.contains(&normalise_name(name))
     }
 
-    /// A JSON value with secret fields replaced and card numbers masked in every string.
+    /// A JSON value with secret fields replaced, card numbers masked wherever they stand (in
+    /// strings, as integers, in keys) and credentials cut out of URLs.
     pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
         match value {
-            Value::String(s) => Value::String(mask_card_numbers(s)),
+            Value::String(s) => Value::String(redact_string(s)),
+            // A card number sent as a JSON number is still a card number; masked, it is text.
+            Value::Number(n)
+                if n.as_u64()
+                    .is_some_and(|d| contains_card_number(&d.to_string())) =>
+            {
+                Value::String(mask_card_numbers(&n.to_string()))
+            }
             Value::Array(items) => Value::Array(items.iter().map(|v| self.json(v)).collect()),
             Value::Object(map) => Value::Object(
                 map.iter()
@@ -249,7 +286,7 @@ impl Redactor {
                         } else {
                             self.json(v)
                         };
-                        (k.clone(), v)
+                        (mask_card_numbers(k), v)
                     })
                     .collect(),
             ),
@@ -295,6 +332,40 @@ impl Redactor {
     pub fn text(&self, text: &str) -> String {
         cap(&mask_card_numbers(text), self.max_body)
     }
+}
+
+/// A string as it may be written down: card numbers masked, and, when it is a URL, its
+/// credentials (`user:password@`) removed.
+pub fn redact_string(s: &str) -> String {
+    let s = if s.contains("://") && s.contains('@') {
+        match url::Url::parse(s) {
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                url_without_credentials(u)
+            }
+            _ => s.to_owned(),
+        }
+    } else {
+        s.to_owned()
+    };
+    mask_card_numbers(&s)
+}
+
+fn url_without_credentials(mut u: url::Url) -> String {
+    // Only fails for URLs that cannot have credentials, which then have none to remove.
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
+/// A URL as it may be recorded: no credentials, the query's values (which can carry
+/// credentials) replaced, no fragment, card numbers masked.
+pub fn recordable_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some(REDACTED));
+    }
+    u.set_fragment(None);
+    mask_card_numbers(&url_without_credentials(u))
 }
 
 /// `s` cut to at most `max` bytes on a character boundary, with `…` when it was cut.
@@ -418,6 +489,70 @@ mod tests {
         assert_eq!(out["amount"], 100);
         assert_eq!(out["description"], "ok");
         assert_eq!(out["Card"]["number"], "************4242");
+    }
+
+    #[test]
+    fn every_spelling_of_a_secret_name_is_caught() {
+        let r = Redactor::default();
+        for name in [
+            "api-key",
+            "x-api-key",
+            "X-API-KEY",
+            "apiKey",
+            "private-key",
+            "privateKey",
+            "passphrase",
+            "access_key",
+            "AccessKey",
+            "pin",
+            "PIN",
+            "auth",
+            "x-auth",
+            "client_secret",
+            "refresh-token",
+        ] {
+            assert!(r.is_secret_field(name), "{name}");
+        }
+        for name in ["shipping", "author", "description", "amount", "pinned_at"] {
+            assert!(!r.is_secret_field(name), "{name}");
+        }
+        let configured = Redactor::new(&["Member-Number".to_owned()], 1024);
+        assert!(configured.is_secret_field("member_number"));
+    }
+
+    #[test]
+    fn card_numbers_as_json_numbers_and_keys_are_masked() {
+        let r = Redactor::default();
+        let v = serde_json::json!({
+            "card_number": 4111111111111111_u64,
+            "cards": {"5555555555554444": {"ok": true}},
+            "list": [4000056655665556_u64, 1732500000000_u64],
+            "amount": 100
+        });
+        let text = r.json(&v).to_string();
+        for canary in ["4111111111111111", "5555555555554444", "4000056655665556"] {
+            assert!(!text.contains(canary), "{canary}: {text}");
+        }
+        assert!(
+            text.contains("1732500000000"),
+            "a timestamp is kept: {text}"
+        );
+        assert!(text.contains("\"amount\":100"), "{text}");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_removed() {
+        let r = Redactor::default();
+        let v = serde_json::json!({"url": "https://user:CANARY@partner.example/hook?x=1"});
+        let text = r.json(&v).to_string();
+        assert!(
+            !text.contains("CANARY") && !text.contains("user:"),
+            "{text}"
+        );
+        assert!(text.contains("partner.example/hook"), "{text}");
+        let u = url::Url::parse("https://ops:CANARY@partner.example/h?token=abc#f").unwrap();
+        assert_eq!(recordable_url(&u), "https://partner.example/h?[REDACTED]");
+        assert_eq!(redact_string("mailto:a@b.example"), "mailto:a@b.example");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use unicode_normalization::UnicodeNormalization;
 
 mod receiver;
 
-pub use receiver::{Notice, Receiver, Refused, Scheme, Verified, WebhookReader};
+pub use receiver::{
+    MAX_NOTICE_ID_BYTES, Notice, Receiver, Refused, Scheme, Verified, WebhookReader,
+};
 
 /// Timestamps further than this from now, either way, are rejected.
 pub const TOLERANCE_SECS: i64 = 300;
@@ -77,10 +79,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Ver
 }
 
 fn check_timestamp(ts: i64, now: i64) -> Result<(), VerifyError> {
-    if (now - ts).abs() > TOLERANCE_SECS {
-        Err(VerifyError::Timestamp)
-    } else {
-        Ok(())
+    // Checked: a sender's timestamp near `i64::MIN` must not wrap into the tolerance.
+    match now.checked_sub(ts).map(i64::unsigned_abs) {
+        Some(skew) if skew <= TOLERANCE_SECS.unsigned_abs() => Ok(()),
+        _ => Err(VerifyError::Timestamp),
     }
 }
 

@@ -101,6 +101,11 @@ impl Verified<'_> {
     }
 }
 
+/// The longest delivery id taken. It names the callback's AMQP message
+/// (`callback.{provider}.{id}`), which may not pass 255 bytes; a longer one is refused (400)
+/// rather than queued.
+pub const MAX_NOTICE_ID_BYTES: usize = 160;
+
 /// What a verified delivery says about a long-running operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
@@ -149,6 +154,13 @@ impl Receiver {
         now: i64,
     ) -> Result<Option<Notice>, Refused> {
         let verified = self.scheme.verify(headers, body, now)?;
-        self.reader.read(&verified).map_err(Refused::Malformed)
+        let notice = self.reader.read(&verified).map_err(Refused::Malformed)?;
+        match notice {
+            Some(n) if n.id.len() > MAX_NOTICE_ID_BYTES => Err(Refused::Malformed(format!(
+                "a delivery id of {} bytes; at most {MAX_NOTICE_ID_BYTES} are taken",
+                n.id.len()
+            ))),
+            _ => Ok(notice),
+        }
     }
 }

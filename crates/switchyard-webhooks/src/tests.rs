@@ -427,3 +427,44 @@ fn twilio_deliveries_verify_over_the_configured_url_and_the_form() {
         VerifyError::Mismatch
     );
 }
+
+#[test]
+fn a_timestamp_far_in_the_past_cannot_wrap_into_the_tolerance() {
+    // `now - ts` overflows for a timestamp near i64::MIN; it must be refused, not wrapped.
+    let now = 1_700_000_000;
+    let sw = StandardWebhooks::new(SW_SECRET).unwrap();
+    for ts in [i64::MIN + now, i64::MIN, i64::MAX] {
+        let sig = sw.sign(SW_ID, ts, SW_BODY);
+        let h = sw_headers(SW_ID, &ts.to_string(), &sig);
+        assert_eq!(
+            sw.verify(&h, SW_BODY, now),
+            Err(VerifyError::Timestamp),
+            "{ts}"
+        );
+    }
+    let stripe = StripeSignature::new("whsec_a").unwrap();
+    let ts = i64::MIN + now;
+    let h = headers(&[("stripe-signature", &stripe.sign(ts, SW_BODY))]);
+    assert_eq!(stripe.verify(&h, SW_BODY, now), Err(VerifyError::Timestamp));
+}
+
+#[test]
+fn a_delivery_id_too_long_to_name_a_message_is_refused() {
+    let key = StripeSignature::new("whsec_a").unwrap();
+    let receiver = Receiver {
+        scheme: Scheme::Stripe(vec![key.clone()]),
+        reader: std::sync::Arc::new(EventReader),
+    };
+    let now = 1_700_000_000;
+    let deliver = |id: &str| {
+        let body =
+            format!(r#"{{"id":"{id}","data":{{"object":{{"id":"pi_1","status":"succeeded"}}}}}}"#);
+        let h = headers(&[("stripe-signature", &key.sign(now, body.as_bytes()))]);
+        receiver.receive(&h, body.as_bytes(), now)
+    };
+    assert!(deliver(&"e".repeat(MAX_NOTICE_ID_BYTES)).unwrap().is_some());
+    assert!(matches!(
+        deliver(&"e".repeat(300)),
+        Err(Refused::Malformed(why)) if why.contains("300 bytes")
+    ));
+}

@@ -24,7 +24,9 @@ use switchyard_core::{
     ProviderOutcome, Recorder, RoutingKey, Status,
 };
 use switchyard_faults::point;
-use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
+use switchyard_http::{
+    Redactor, cap, contains_card_number, field_with_card_number, mask_card_numbers,
+};
 use switchyard_journal::{Admission, Begin, Decided, Journal, JournalError, Start, Step};
 use tower::ServiceExt;
 use tracing::{Instrument, debug, info_span, warn};
@@ -586,10 +588,23 @@ impl Handler {
                 e
             })?;
         // Switchyard stays out of card-data scope: payment details travel as provider tokens.
-        if contains_card_number(&serde_json::to_string(&command.payload).unwrap_or_default()) {
+        if let Some(field) = field_with_card_number(&[
+            (
+                "payload",
+                serde_json::Value::Object(command.payload.clone()),
+            ),
+            (
+                "metadata",
+                serde_json::to_value(&command.metadata).unwrap_or_default(),
+            ),
+            (
+                "idempotency_key",
+                serde_json::to_value(&command.idempotency_key).unwrap_or_default(),
+            ),
+        ]) {
             return Err(switchyard_core::InvalidCommand::field(
                 Some(command.id),
-                "payload",
+                field,
                 "holds a card number: send the provider's payment-method token instead",
             ));
         }

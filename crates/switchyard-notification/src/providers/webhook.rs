@@ -17,10 +17,9 @@ use serde::Deserialize;
 use serde_json::json;
 use switchyard_config::{ConfigError, ProviderConfig};
 use switchyard_core::{ErrorClass, Name, Provider, ProviderCall, ProviderError, ProviderOutcome};
-use switchyard_http::{OutboundClient, OutboundRequest, Redactor, classify};
+use switchyard_http::{OutboundClient, OutboundRequest, Redactor, classify, validate_provider_url};
 use switchyard_webhooks::StandardWebhooks;
 use switchyard_worker::{ProviderContext, check_operations, provider_secret};
-use url::Url;
 
 use crate::payload::SendWebhook;
 
@@ -94,7 +93,10 @@ impl Provider for WebhookProvider {
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
         let command = &call.command;
         let payload: SendWebhook = call.payload()?;
-        let url = Url::parse(&payload.url).map_err(|e| invalid(format!("url: {e}")))?;
+        // The rules of a configured provider URL (https, a host, no credentials, which would
+        // end up in the attempt record), then the client's address policy on connect.
+        let url = validate_provider_url("payload.url", &payload.url)
+            .map_err(|e| invalid(e.to_string()))?;
         let body = Bytes::from(
             serde_json::to_vec(&json!({
                 "type": payload.event_type,

@@ -99,6 +99,17 @@ async fn the_ingress_refuses_bad_input_with_problem_details() {
         !p.to_string().contains("4242424242424242"),
         "no card data echoed: {p}"
     );
+    // Outside the payload too: in metadata, as an idempotency key.
+    let mut c = charge();
+    c["metadata"] = serde_json::json!({"note": "card 4000056655665556"});
+    let p = problem(fleet.post(&c).await, 422).await;
+    assert_eq!(p["field"], "metadata", "{p}");
+    assert!(!p.to_string().contains("4000056655665556"), "{p}");
+    let mut c = charge();
+    c["idempotency_key"] = "4000056655665556".into();
+    let p = problem(fleet.post(&c).await, 422).await;
+    assert_eq!(p["field"], "idempotency_key", "{p}");
+    assert!(!p.to_string().contains("4000056655665556"), "{p}");
 
     // The Idempotency-Key header derives the id deterministically.
     let key = format!("k-{}", uuid::Uuid::new_v4());
@@ -146,4 +157,72 @@ async fn the_ingress_refuses_bad_input_with_problem_details() {
         "{metrics}"
     );
     fleet.stop().await;
+}
+
+/// 1,000 clients that open a connection and never finish a request head (slowloris) do not
+/// slow anyone else, and each is closed once the header timeout passes.
+#[tokio::test]
+async fn slow_clients_cannot_hold_the_ingress() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    rlimit::increase_nofile_limit(8192).unwrap();
+    let fleet = TestFleet::start_with(switchyard_testing::TestFleetOptions {
+        extra_toml: "[http]\nheader_timeout_ms = 3000\nbody_timeout_ms = 3000\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let healthz = format!("{}/healthz", fleet.ingress_url());
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let timed = || async {
+        let mut took = Vec::new();
+        for _ in 0..21 {
+            let started = Instant::now();
+            assert_eq!(http.get(&healthz).send().await.unwrap().status(), 200);
+            took.push(started.elapsed());
+        }
+        median(took)
+    };
+    let before = timed().await;
+
+    let addr = fleet.ingress_url().replace("http://", "");
+    let mut slow = Vec::new();
+    for i in 0..1000 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // Half send part of a head and stop; half send nothing at all.
+        if i % 2 == 0 {
+            s.write_all(b"POST /v1/commands HTTP/1.1\r\nHost: x\r\nContent-")
+                .await
+                .unwrap();
+        }
+        slow.push(s);
+    }
+    let opened = Instant::now();
+    let during = timed().await;
+    eprintln!("healthz median: {before:?} alone, {during:?} beside 1,000 slow connections");
+    assert!(
+        during.saturating_sub(before) < Duration::from_millis(50),
+        "slow clients delayed a normal request: {before:?} -> {during:?}"
+    );
+
+    // Each slow connection is closed by the server after the header timeout (3 s).
+    let mut closed = 0;
+    for s in &mut slow {
+        let mut buf = [0u8; 512];
+        let left = Duration::from_secs(10).saturating_sub(opened.elapsed());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            // EOF, a 408 answer before the close, or a reset: the server let go.
+            Ok(Ok(_)) | Ok(Err(_)) => closed += 1,
+            Err(_) => break,
+        }
+    }
+    assert_eq!(closed, 1000, "every slow connection closed by the server");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(2500),
+        "not closed before the configured timeout"
+    );
 }

@@ -140,6 +140,9 @@ pub struct Config {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Limits of every HTTP server.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The ledger: every event and provider attempt, queryable.
     #[serde(default)]
     pub ledger: LedgerConfig,
@@ -372,6 +375,30 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// `[http]`: limits of every HTTP server Switchyard runs (the ingress, the ledger's API, each
+/// process's `/metrics` and health endpoints), so slow or idle clients cannot hold them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A connection that has not sent a whole request head within this long is closed (it
+    /// also bounds how long an idle keep-alive connection stays open).
+    pub header_timeout_ms: u64,
+    /// A request body not read whole within this long fails (408).
+    pub body_timeout_ms: u64,
+    /// Most connections open at once per server; one past them is closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 10_000,
+        }
+    }
+}
+
 /// `[telemetry]`: logs (traces and metrics follow in their own issue).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -495,7 +522,7 @@ impl Config {
             return Err(ConfigError::invalid("amqp.prefetch", "must be at least 1"));
         }
         // Sizes, limits and timeouts where zero would refuse everything or wait forever.
-        let at_least_one: [(&str, u64); 8] = [
+        let at_least_one: [(&str, u64); 11] = [
             ("amqp.confirm_timeout_ms", self.amqp.confirm_timeout_ms),
             ("amqp.delivery_limit", u64::from(self.amqp.delivery_limit)),
             ("ingress.max_body_bytes", self.ingress.max_body_bytes as u64),
@@ -513,6 +540,9 @@ impl Config {
                 self.redaction.max_body_bytes as u64,
             ),
             ("ledger.batch_size", self.ledger.batch_size as u64),
+            ("http.header_timeout_ms", self.http.header_timeout_ms),
+            ("http.body_timeout_ms", self.http.body_timeout_ms),
+            ("http.max_connections", self.http.max_connections as u64),
         ];
         if let Some((key, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::invalid(*key, "must be at least 1"));

@@ -143,7 +143,8 @@ pub async fn start_with_routes(
         .merge(switchyard_telemetry::ops_router(Arc::new(move || {
             ready_broker.is_ready()
         })));
-    let (addr, task) = switchyard_telemetry::serve(config.ingress.listen, router, shutdown).await?;
+    let (addr, task) =
+        switchyard_telemetry::serve(config.ingress.listen, router, config.http, shutdown).await?;
     info!(%addr, "ingress listening");
     Ok(IngressHandle { addr, broker, task })
 }

@@ -129,7 +129,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         ready.is_ready()
     })));
     let (addr, server) =
-        switchyard_telemetry::serve(config.ledger.listen, router, shutdown.clone()).await?;
+        switchyard_telemetry::serve(config.ledger.listen, router, config.http, shutdown.clone())
+            .await?;
     info!(%addr, "ledger listening");
     Ok(LedgerHandle {
         addr,

@@ -9,6 +9,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -16,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use switchyard_config::{LogFormat, TelemetryConfig};
+use switchyard_config::{HttpConfig, LogFormat, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -102,6 +103,10 @@ pub fn metrics_handle() -> PrometheusHandle {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     let counters = [
+        (
+            "switchyard_http_connections_refused_total",
+            "Connections closed on accept because the server already held http.max_connections.",
+        ),
         (
             "switchyard_commands_received_total",
             "Commands accepted by the ingress and confirmed by the broker, by kind and provider.",
@@ -280,24 +285,68 @@ async fn render_metrics(State(s): State<OpsState>) -> impl IntoResponse {
 }
 
 /// Serves `router` on `listen` until `shutdown`; returns the bound address at once.
+///
+/// HTTP/1.1 only, under `limits`: a connection must send a whole request head within
+/// `header_timeout_ms` (idle keep-alive connections included) and a body within
+/// `body_timeout_ms` (else 408), and at most `max_connections` are open at once (one more is
+/// closed on accept). Slow or idle clients cannot hold the server, whoever they are.
 pub async fn serve(
     listen: SocketAddr,
     router: Router,
+    limits: HttpConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let r = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "http server failed");
-        }
-    });
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        Duration::from_millis(limits.body_timeout_ms),
+    ));
+    let task = tokio::spawn(accept_connections(listener, router, limits, shutdown));
     Ok((addr, task))
+}
+
+async fn accept_connections(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: HttpConfig,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms));
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, mostly: pause rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!("switchyard_http_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // An error here is the client's (reset, timed out): nothing to report.
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    // In-flight requests finish; idle connections close at once.
+    graceful.shutdown().await;
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM: the signal to stop consuming and drain.

@@ -164,9 +164,10 @@ pub async fn start(
         .unwrap_or_else(|| kind.default_listen());
     let ready_broker = broker.clone();
     let router = switchyard_telemetry::ops_router(Arc::new(move || ready_broker.is_ready()));
-    let (ops_addr, server) = switchyard_telemetry::serve(listen, router, shutdown.clone())
-        .await
-        .with_context(|| format!("{} worker ops endpoint", spec.name))?;
+    let (ops_addr, server) =
+        switchyard_telemetry::serve(listen, router, config.http, shutdown.clone())
+            .await
+            .with_context(|| format!("{} worker ops endpoint", spec.name))?;
     info!(kind = %spec.name, %ops_addr, providers = entries.len(), "worker started");
 
     let mut consumers = JoinSet::new();

@@ -1047,3 +1047,139 @@ async fn the_callbacks_and_ledger_lots_are_listed_and_replayed_where_they_came_f
     assert_eq!(ready(&fleet, "switchyard.dlq.ledger").await, 0);
     fleet.stop().await;
 }
+
+/// `topology users --apply` on the real broker: the core-app user may publish commands but
+/// the broker refuses it a forged event (and the ingress user too); both bind their queues.
+#[tokio::test]
+async fn least_privilege_users_refuse_a_forged_event() {
+    use switchyard_amqp::lapin::BasicProperties;
+    use switchyard_amqp::lapin::Confirmation;
+    use switchyard_amqp::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+
+    let fleet = TestFleet::start().await;
+    let cli = Cli::new(&fleet.config_toml);
+    let prefix = format!("sy-test-{}-", &Uuid::new_v4().simple().to_string()[..8]);
+    let run = cli
+        .command(&[
+            "topology",
+            "users",
+            "--apply",
+            "--json",
+            "--user-prefix",
+            &prefix,
+        ])
+        .env("SWITCHYARD_BROKER_PASSWORD_CORE_APP", "core-app-pw")
+        .env("SWITCHYARD_BROKER_PASSWORD_INGRESS", "ingress-pw")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let users: Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["role"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"core-app") && names.contains(&"operator"),
+        "{names:?}"
+    );
+    assert!(
+        !stdout.contains("core-app-pw"),
+        "a given password is never printed"
+    );
+
+    let url_as = |user: &str, password: &str| {
+        fleet
+            .vhost
+            .amqp_url
+            .replacen("guest:guest", &format!("{user}:{password}"), 1)
+    };
+    // Publishes one message as `user`; true when the broker confirmed it.
+    let publish = |url: String, exchange: &'static str| async move {
+        let conn = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let outcome = match ch
+            .basic_publish(
+                exchange.into(),
+                "events.payment.sandbox.completed".into(),
+                BasicPublishOptions::default(),
+                br#"{"forged":true}"#,
+                BasicProperties::default(),
+            )
+            .await
+        {
+            Ok(confirm) => matches!(confirm.await, Ok(Confirmation::Ack(_))),
+            Err(_) => false,
+        };
+        let _ = conn.close(0, "done".into()).await;
+        outcome
+    };
+    let core_app = url_as(&format!("{prefix}core-app"), "core-app-pw");
+    let ingress = url_as(&format!("{prefix}ingress"), "ingress-pw");
+    assert!(
+        !publish(core_app.clone(), "switchyard.events").await,
+        "the broker refused the core app's forged event"
+    );
+    assert!(!publish(ingress.clone(), "switchyard.events").await);
+    assert!(!publish(core_app.clone(), "switchyard.callbacks").await);
+    assert!(publish(core_app.clone(), "switchyard.commands").await);
+    assert!(publish(ingress.clone(), "switchyard.commands").await);
+
+    // The core app binds a queue of its own to the events; a Switchyard queue it may not.
+    let conn = Connection::connect(&core_app, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "app.events".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "app.events".into(),
+        "switchyard.events".into(),
+        "events.#".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        ch.queue_declare(
+            "switchyard.work.payment.mine".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .is_err()
+    );
+    let _ = conn.close(0, "done".into()).await;
+
+    // The users are the broker's, not the vhost's: removed.
+    let http = reqwest::Client::new();
+    for u in users.as_array().unwrap() {
+        http.delete(format!(
+            "{}/api/users/{}",
+            management_url(),
+            u["user"].as_str().unwrap()
+        ))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap();
+    }
+}

@@ -172,7 +172,11 @@ async fn slow_clients_cannot_hold_the_ingress() {
         ..Default::default()
     })
     .await;
-    let http = reqwest::Client::new();
+    // A new connection per request: the accept path is what slow clients would clog.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let healthz = format!("{}/healthz", fleet.ingress_url());
     let median = |mut v: Vec<Duration>| {
         v.sort();

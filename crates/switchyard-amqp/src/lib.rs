@@ -11,6 +11,7 @@ mod consumer;
 mod headers;
 pub mod messages;
 mod publisher;
+pub mod roles;
 pub mod topology;
 
 pub use broker::{Broker, BrokerSettings, Closed, InvalidUrl, Session};

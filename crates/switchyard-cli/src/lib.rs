@@ -1,5 +1,5 @@
 //! The `switchyard` command line: the whole fleet in one command (`up`), topology management
-//! (`topology apply|check`), the operator's tools (`dlq`, `status`, `tail`), the provider
+//! (`topology apply|check|users`), the operator's tools (`dlq`, `status`, `tail`), the provider
 //! sandbox, the end-to-end benchmark and the committed JSON Schemas.
 //!
 //! Each subcommand is a module; they reuse the component crates and add no behaviour of
@@ -17,6 +17,7 @@ pub mod status;
 pub mod tail;
 pub mod topology;
 pub mod up;
+pub mod users;
 
 /// Writes a line to stdout (the CLI's output channel, as opposed to logs on stderr).
 pub fn say(line: impl AsRef<str>) {

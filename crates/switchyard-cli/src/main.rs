@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use switchyard_cli::dlq::{self, Filter, Lot, Selection};
 use switchyard_cli::tail::{self, TailFilter};
-use switchyard_cli::{bench, exit, resolve, say, schemas, status, topology, up};
+use switchyard_cli::{bench, exit, resolve, say, schemas, status, topology, up, users};
 use switchyard_config::Config;
 use switchyard_core::{ErrorClass, Name, Status};
 use uuid::Uuid;
@@ -177,6 +177,29 @@ enum TopologyCmd {
         /// Config file (else SWITCHYARD_CONFIG, else ./switchyard.toml when present).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// One broker user per role (core app, ingress, each worker kind, ledger, operator) with
+    /// least privilege: shown, and with --apply created (or updated) with their permissions
+    /// through the management API. Passwords come from SWITCHYARD_BROKER_PASSWORD_<ROLE>,
+    /// else are generated and shown once.
+    Users {
+        /// Create or update the users and set their permissions on the configured vhost.
+        #[arg(long)]
+        apply: bool,
+        /// The management API (default: http://{broker host}:15672, as the broker URL's user).
+        #[arg(long)]
+        management_url: Option<String>,
+        /// Prefix of every user name.
+        #[arg(long, default_value = "switchyard-")]
+        user_prefix: String,
+        /// Prefix of the queues the core app declares for itself.
+        #[arg(long, default_value = "app.")]
+        app_prefix: String,
+        /// The users as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Compare the configured topology with the broker's; changes nothing. Exit code 4 when
     /// anything is missing or different.
@@ -363,6 +386,29 @@ async fn main() -> ExitCode {
                 },
         } => match config.load() {
             Ok(c) => topology::check(&c, management_url, json).await,
+            Err(e) => Err(e),
+        },
+        Cmd::Topology {
+            action:
+                TopologyCmd::Users {
+                    apply,
+                    management_url,
+                    user_prefix,
+                    app_prefix,
+                    json,
+                    config,
+                },
+        } => match config.load() {
+            Ok(c) => {
+                let opts = users::UsersOptions {
+                    apply,
+                    management_url,
+                    user_prefix,
+                    app_prefix,
+                    json,
+                };
+                users::run(&c, opts).await
+            }
             Err(e) => Err(e),
         },
         Cmd::Dlq { action } => run_dlq(action).await,

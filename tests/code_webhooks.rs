@@ -16,7 +16,7 @@ use switchyard_core::{
     ProviderOutcome,
 };
 use switchyard_payment::Payment;
-use switchyard_testing::{TestVhost, free_port};
+use switchyard_testing::{TestDatabase, TestVhost, free_port};
 use switchyard_webhooks::{
     Notice, Receiver, Scheme, StandardWebhooks, StripeSignature, Verified, WebhookReader,
 };
@@ -108,11 +108,15 @@ impl Kind for PaymentWithStripeLike {
 async fn a_code_provider_s_scheme_verifies_its_webhooks_at_the_ingress() {
     let vhost = TestVhost::create().await;
     let port = free_port();
+    // The ingress admits commands in the journal: a database of the test's own, not the
+    // default file in the working directory.
+    let db = TestDatabase::sqlite();
     let config = Config::from_toml_str(&format!(
         "[amqp]\nurl = \"{}\"\n[ingress]\nlisten = \"127.0.0.1:{port}\"\ntokens = [\"t\"]\n\
+         [ledger]\ndatabase_url = \"{}\"\n\
          [[providers]]\nname = \"stripe\"\nkind = \"payment\"\ntype = \"stripe_like\"\n\
          operations = [\"charge\"]\n",
-        vhost.amqp_url
+        vhost.amqp_url, db.url
     ))
     .unwrap();
     let shutdown = CancellationToken::new();

@@ -26,6 +26,9 @@ pub const CONFIG_ENV: &str = "SWITCHYARD_CONFIG";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The development-only idempotency secret; a warning is logged while it is in use.
 pub const DEV_IDEMPOTENCY_SECRET: &str = "switchyard-development-namespace";
+/// The development key for sealed ledger records: fine on a laptop, replaced in production
+/// (the ledger warns at start while it is in use).
+pub const DEV_RECORD_KEY: &str = "switchyard-development-record-key";
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +430,9 @@ pub struct LedgerConfig {
     /// How long request and response bodies of attempts are kept; lifecycle rows are kept forever.
     #[serde(with = "humantime_serde")]
     pub attempt_body_retention: Duration,
+    /// The key that seals what the ledger must keep whole (a waiting command, for replay)
+    /// while the readable copy beside it is redacted (`SWITCHYARD_LEDGER__RECORD_KEY`).
+    pub record_key: Secret<String>,
 }
 
 /// The default embedded ledger database.
@@ -441,6 +447,7 @@ impl Default for LedgerConfig {
             batch_size: 500,
             batch_max_wait_ms: 50,
             attempt_body_retention: Duration::from_secs(30 * 24 * 3600),
+            record_key: Secret::new(DEV_RECORD_KEY.to_owned()),
         }
     }
 }
@@ -583,6 +590,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "ingress.tokens",
                 "a token must not be empty",
+            ));
+        }
+        if self.ledger.record_key.expose().is_empty() {
+            return Err(ConfigError::invalid(
+                "ledger.record_key",
+                "must not be empty",
             ));
         }
         if self.worker.idempotency_window.is_zero() {

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 mod api;
 mod ingest;
 mod resolve;
+pub mod seal;
 mod store;
 mod waits;
 
@@ -69,7 +70,21 @@ impl LedgerHandle {
 pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<LedgerHandle> {
     // Its own token: stopping the ledger must not stop whatever shares the parent.
     let shutdown = shutdown.child_token();
-    let store = Store::connect(config.ledger.database_url.expose()).await?;
+    if config.ledger.record_key.expose() == switchyard_config::DEV_RECORD_KEY {
+        tracing::warn!(
+            "ledger.record_key is the development key: set SWITCHYARD_LEDGER__RECORD_KEY so \
+             sealed waiting commands are not readable with a key everyone knows"
+        );
+    }
+    let store = Store::connect(config.ledger.database_url.expose())
+        .await?
+        .protecting(
+            seal::Sealer::new(config.ledger.record_key.expose()),
+            switchyard_redact::Redactor::new(
+                &config.redaction.secret_fields,
+                config.redaction.max_body_bytes,
+            ),
+        );
     let broker = Broker::start(
         BrokerSettings::from_config(&config.amqp, "switchyard-ledger"),
         Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit).with_ledger(true),

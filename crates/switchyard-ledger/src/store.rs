@@ -62,6 +62,10 @@ impl StoreError {
 pub struct Store {
     pub(crate) pool: AnyPool,
     sqlite: bool,
+    /// Seals what must be kept whole (waiting commands).
+    pub(crate) sealer: crate::seal::Sealer,
+    /// Redacts what is kept readable.
+    pub(crate) redactor: switchyard_redact::Redactor,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -384,7 +388,24 @@ impl Store {
                 .await?;
         }
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, sqlite })
+        Ok(Self {
+            pool,
+            sqlite,
+            sealer: crate::seal::Sealer::new(switchyard_config::DEV_RECORD_KEY),
+            redactor: switchyard_redact::Redactor::default(),
+        })
+    }
+
+    /// The same store sealing with `sealer` and redacting with `redactor` (the ledger's
+    /// configured ones; [`Store::connect`] uses the development key and the built-in rules).
+    pub fn protecting(
+        mut self,
+        sealer: crate::seal::Sealer,
+        redactor: switchyard_redact::Redactor,
+    ) -> Self {
+        self.sealer = sealer;
+        self.redactor = redactor;
+        self
     }
 
     /// A write transaction. On SQLite it takes the write lock at once: the database file is

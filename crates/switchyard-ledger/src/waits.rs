@@ -10,6 +10,7 @@ use switchyard_core::{
 };
 use uuid::Uuid;
 
+use crate::seal::Sealer;
 use crate::store::{Store, StoreError, json_text, ms, text};
 
 /// What a callback or an expiry did.
@@ -44,11 +45,18 @@ struct WaitRow {
     resolved_by: Option<String>,
 }
 
-fn row(r: &sqlx::any::AnyRow) -> Result<WaitRow, StoreError> {
+/// A waits row, with the command unsealed: the whole command, as it was received.
+fn row(sealer: &Sealer, r: &sqlx::any::AnyRow) -> Result<WaitRow, StoreError> {
     let record: String = r.try_get("record")?;
     let resolution: Option<String> = r.try_get("resolution")?;
+    let mut record: WaitRecord = serde_json::from_str(&record).map_err(corrupt)?;
+    // Rows of versions before sealing hold the command whole in `record`.
+    if let Some(sealed) = r.try_get::<Option<String>, _>("sealed")? {
+        let bytes = sealer.open(&sealed).map_err(corrupt)?;
+        record.command = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    }
     Ok(WaitRow {
-        record: serde_json::from_str(&record).map_err(corrupt)?,
+        record,
         resolution: resolution
             .map(|s| serde_json::from_str(&s).map_err(corrupt))
             .transpose()?,
@@ -101,6 +109,23 @@ pub enum Resolved {
 }
 
 impl Store {
+    /// A wait record as it may be read: its command's payload and metadata redacted.
+    fn readable(&self, w: &WaitRecord) -> WaitRecord {
+        let mut r = w.clone();
+        if let serde_json::Value::Object(payload) = self
+            .redactor
+            .json(&serde_json::Value::Object(std::mem::take(&mut r.command.payload)))
+        {
+            r.command.payload = payload;
+        }
+        if let Ok(metadata) = serde_json::to_value(&r.command.metadata)
+            && let Ok(m) = serde_json::from_value(self.redactor.json(&metadata))
+        {
+            r.command.metadata = m;
+        }
+        r
+    }
+
     /// Records what a command waits for. Repeating it changes nothing; a later run's wait
     /// replaces an earlier run's (a replay that waits again).
     pub async fn record_wait(&self, w: &WaitRecord) -> Result<(), StoreError> {
@@ -108,34 +133,39 @@ impl Store {
             WaitReason::Waiting => "waiting",
             WaitReason::Unknown => "unknown",
         };
+        // Readable: the command redacted. Whole: sealed, for dead-lettering it on failure.
+        let readable = json_text(&self.readable(w));
+        let sealed = self.sealer.seal(&w.command.to_bytes());
         let mut tx = self.begin().await?;
         let replaced = sqlx::query(
             "UPDATE waits SET provider = $1, reference = $2, record = $3, expires_at = $4, \
-             run = $5, reason = $6, resolution = NULL, resolved_by = NULL, resolved_at = NULL \
-             WHERE command_id = $7 AND run < $5",
+             run = $5, reason = $6, resolution = NULL, resolved_by = NULL, resolved_at = NULL, \
+             sealed = $8 WHERE command_id = $7 AND run < $5",
         )
         .bind(text(w.command.provider.as_str()))
         .bind(text(&w.reference))
-        .bind(json_text(w))
+        .bind(&readable)
         .bind(ms(w.expires_at))
         .bind(i64::from(w.run))
         .bind(reason)
         .bind(w.command.id.to_string())
+        .bind(&sealed)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if replaced == 0 {
             sqlx::query(
-                "INSERT INTO waits (command_id, provider, reference, record, expires_at, run, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                "INSERT INTO waits (command_id, provider, reference, record, expires_at, run, reason, \
+                 sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             )
             .bind(w.command.id.to_string())
             .bind(text(w.command.provider.as_str()))
             .bind(text(&w.reference))
-            .bind(json_text(w))
+            .bind(&readable)
             .bind(ms(w.expires_at))
             .bind(i64::from(w.run))
             .bind(reason)
+            .bind(&sealed)
             .execute(&mut *tx)
             .await?;
         }
@@ -153,13 +183,13 @@ impl Store {
     ) -> Result<Resolution, StoreError> {
         let mut tx = self.begin().await?;
         let found = sqlx::query(
-            "SELECT record, resolution, resolved_by FROM waits WHERE provider = $1 AND reference = $2",
+            "SELECT record, sealed, resolution, resolved_by FROM waits WHERE provider = $1 AND reference = $2",
         )
         .bind(text(c.provider.as_str()))
         .bind(text(&c.reference))
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(found) = found.as_ref().map(row).transpose()? else {
+        let Some(found) = found.as_ref().map(|r| row(&self.sealer, r)).transpose()? else {
             return Ok(Resolution::Unknown);
         };
         let by = format!("webhook:{}", c.webhook_id);
@@ -219,11 +249,11 @@ impl Store {
     ) -> Result<Resolution, StoreError> {
         let mut tx = self.begin().await?;
         let found =
-            sqlx::query("SELECT record, resolution, resolved_by FROM waits WHERE command_id = $1")
+            sqlx::query("SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1")
                 .bind(command_id.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some(found) = found.as_ref().map(row).transpose()? else {
+        let Some(found) = found.as_ref().map(|r| row(&self.sealer, r)).transpose()? else {
             return Ok(Resolution::Unknown);
         };
         let by = "expiry";
@@ -276,11 +306,11 @@ impl Store {
     ) -> Result<Resolved, StoreError> {
         let mut tx = self.begin().await?;
         let found =
-            sqlx::query("SELECT record, resolution, resolved_by FROM waits WHERE command_id = $1")
+            sqlx::query("SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1")
                 .bind(command_id.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some(found) = found.as_ref().map(row).transpose()? else {
+        let Some(found) = found.as_ref().map(|r| row(&self.sealer, r)).transpose()? else {
             let known = sqlx::query("SELECT id FROM commands WHERE id = $1")
                 .bind(command_id.to_string())
                 .fetch_optional(&mut *tx)

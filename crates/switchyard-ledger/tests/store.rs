@@ -898,3 +898,59 @@ async fn an_existing_database_upgrades() {
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Issue 12: a waiting command's secrets sat in clear in the waits table. The readable record
+/// is now redacted; the whole command is kept only sealed, and comes back whole for a
+/// dead letter.
+async fn a_waiting_command_is_kept_redacted_and_sealed(db: &TestDb) {
+    let store = &db.store;
+    let mut c = command("shipping");
+    c.payload = serde_json::from_value(json!({
+        "api_key": "sk_CANARY_1", "card_token": "tok_CANARY_2", "amount": 5,
+        "nested": {"Pass-Phrase": "CANARY_3"}
+    }))
+    .unwrap();
+    c.metadata = serde_json::from_value(json!({"x-api-key": "CANARY_4", "order": "42"})).unwrap();
+    store
+        .record_wait(&wait(&c, 0, WaitReason::Waiting, "ref_sealed"))
+        .await
+        .unwrap();
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.db.url).await.unwrap();
+    let row = sqlx::query("SELECT record, sealed FROM waits WHERE command_id = $1")
+        .bind(c.id.to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let record: String = sqlx::Row::try_get(&row, "record").unwrap();
+    let sealed: String = sqlx::Row::try_get(&row, "sealed").unwrap();
+    pool.close().await;
+    assert!(!record.contains("CANARY") && !sealed.contains("CANARY"), "{record}\n{sealed}");
+    assert!(record.contains("\"amount\":5") && record.contains("\"order\":\"42\""), "{record}");
+
+    // Expired: the decision carries the whole command, for the dead letter and a replay.
+    let Resolution::Decided { record, .. } = store
+        .resolve_expiry(c.id, Utc::now() + Duration::hours(2), false)
+        .await
+        .unwrap()
+    else {
+        panic!("the expiry decides");
+    };
+    assert_eq!(record.command.payload, c.payload);
+    assert_eq!(record.command.metadata, c.metadata);
+}
+
+#[tokio::test]
+async fn a_waiting_command_is_kept_redacted_and_sealed_on_sqlite() {
+    let db = TestDb::sqlite().await;
+    a_waiting_command_is_kept_redacted_and_sealed(&db).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_waiting_command_is_kept_redacted_and_sealed_on_postgres() {
+    let db = TestDb::postgres().await;
+    a_waiting_command_is_kept_redacted_and_sealed(&db).await;
+    db.cleanup().await;
+}

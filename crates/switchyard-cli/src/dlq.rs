@@ -281,7 +281,7 @@ pub struct DeadLetter {
     pub idempotency_key: Option<String>,
     /// The W3C trace context it carried.
     pub traceparent: Option<String>,
-    /// The body: the command as JSON, or the raw text when it is not JSON.
+    /// The body, redacted: the command as JSON, or the raw text when it is not JSON.
     pub command: serde_json::Value,
     /// Every header.
     pub headers: BTreeMap<String, serde_json::Value>,
@@ -332,10 +332,14 @@ impl DeadLetter {
         let routing_key = headers
             .header_str(ROUTING_KEY_HEADER)
             .unwrap_or_else(|| delivery.routing_key.to_string());
-        let command =
-            serde_json::from_slice::<serde_json::Value>(&delivery.data).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&delivery.data).into_owned())
-            });
+        // Shown redacted: the queue keeps the original, byte for byte, for replay.
+        let redactor = switchyard_http::Redactor::new(&[], usize::MAX);
+        let command = match serde_json::from_slice::<serde_json::Value>(&delivery.data) {
+            Ok(body) => redactor.json(&body),
+            Err(_) => {
+                serde_json::Value::String(redactor.text(&String::from_utf8_lossy(&delivery.data)))
+            }
+        };
         // Only a command's routing key says kind.provider.operation.
         let mut rk = routing_key.split('.');
         let (rk_kind, rk_provider, rk_operation) = if lot.holds_commands() {
@@ -409,7 +413,7 @@ impl DeadLetter {
             traceparent: headers.header_str(TRACEPARENT_HEADER),
             headers: headers
                 .as_ref()
-                .map(|t| match table_json(t) {
+                .map(|t| match redactor.json(&table_json(t)) {
                     serde_json::Value::Object(m) => m.into_iter().collect(),
                     _ => BTreeMap::new(),
                 })
@@ -1262,6 +1266,29 @@ mod tests {
             ),
             id,
         )
+    }
+
+    #[test]
+    fn a_dead_letter_is_shown_redacted_and_kept_whole() {
+        let body = serde_json::json!({
+            "id": Uuid::now_v7(), "kind": "payment", "provider": "stripe", "operation": "charge",
+            "payload": {"api-key": "sk_CANARY", "note": "card 4000056655665556",
+                        "hook": "https://ops:CANARY_PW@partner.example/h"},
+            "idempotency_key": "order-42", "created_at": Utc::now(),
+        });
+        let raw = serde_json::to_vec(&body).unwrap_or_default();
+        let d = delivery("payment.stripe.charge", &raw, Headers::default().build());
+        let dl = DeadLetter::read(&payment(), &d);
+        let shown = format!(
+            "{}\n{}",
+            render_show(&dl),
+            render_list(&[&dl], Utc::now(), false)
+        );
+        for canary in ["sk_CANARY", "4000056655665556", "CANARY_PW"] {
+            assert!(!shown.contains(canary), "{canary}: {shown}");
+        }
+        assert_eq!(dl.idempotency_key.as_deref(), Some("order-42"));
+        assert_eq!(d.data, raw, "the queue keeps the original for replay");
     }
 
     #[test]

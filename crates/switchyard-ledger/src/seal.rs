@@ -81,7 +81,11 @@ mod tests {
         let s = Sealer::new("k1");
         let sealed = s.seal(b"card_token tok_CANARY");
         assert!(!sealed.contains("CANARY"));
-        assert_ne!(sealed, s.seal(b"card_token tok_CANARY"), "a nonce per value");
+        assert_ne!(
+            sealed,
+            s.seal(b"card_token tok_CANARY"),
+            "a nonce per value"
+        );
         assert_eq!(s.open(&sealed).unwrap(), b"card_token tok_CANARY");
         assert!(matches!(
             Sealer::new("k2").open(&sealed),

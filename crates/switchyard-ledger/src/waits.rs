@@ -112,9 +112,11 @@ impl Store {
     /// A wait record as it may be read: its command's payload and metadata redacted.
     fn readable(&self, w: &WaitRecord) -> WaitRecord {
         let mut r = w.clone();
-        if let serde_json::Value::Object(payload) = self
-            .redactor
-            .json(&serde_json::Value::Object(std::mem::take(&mut r.command.payload)))
+        if let serde_json::Value::Object(payload) =
+            self.redactor
+                .json(&serde_json::Value::Object(std::mem::take(
+                    &mut r.command.payload,
+                )))
         {
             r.command.payload = payload;
         }
@@ -248,11 +250,12 @@ impl Store {
         redelivered: bool,
     ) -> Result<Resolution, StoreError> {
         let mut tx = self.begin().await?;
-        let found =
-            sqlx::query("SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1")
-                .bind(command_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let found = sqlx::query(
+            "SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1",
+        )
+        .bind(command_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(found) = found.as_ref().map(|r| row(&self.sealer, r)).transpose()? else {
             return Ok(Resolution::Unknown);
         };
@@ -305,11 +308,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Resolved, StoreError> {
         let mut tx = self.begin().await?;
-        let found =
-            sqlx::query("SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1")
-                .bind(command_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let found = sqlx::query(
+            "SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1",
+        )
+        .bind(command_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(found) = found.as_ref().map(|r| row(&self.sealer, r)).transpose()? else {
             let known = sqlx::query("SELECT id FROM commands WHERE id = $1")
                 .bind(command_id.to_string())

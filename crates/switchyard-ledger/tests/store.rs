@@ -926,8 +926,14 @@ async fn a_waiting_command_is_kept_redacted_and_sealed(db: &TestDb) {
     let record: String = sqlx::Row::try_get(&row, "record").unwrap();
     let sealed: String = sqlx::Row::try_get(&row, "sealed").unwrap();
     pool.close().await;
-    assert!(!record.contains("CANARY") && !sealed.contains("CANARY"), "{record}\n{sealed}");
-    assert!(record.contains("\"amount\":5") && record.contains("\"order\":\"42\""), "{record}");
+    assert!(
+        !record.contains("CANARY") && !sealed.contains("CANARY"),
+        "{record}\n{sealed}"
+    );
+    assert!(
+        record.contains("\"amount\":5") && record.contains("\"order\":\"42\""),
+        "{record}"
+    );
 
     // Expired: the decision carries the whole command, for the dead letter and a replay.
     let Resolution::Decided { record, .. } = store

@@ -468,3 +468,33 @@ fn a_delivery_id_too_long_to_name_a_message_is_refused() {
         Err(Refused::Malformed(why)) if why.contains("300 bytes")
     ));
 }
+
+proptest! {
+    /// Hostile header values (any text, any timestamp, including the extremes of i64) are
+    /// refused by every scheme without a panic.
+    #[test]
+    fn any_header_values_are_refused_without_panic(
+        id in ".{0,300}",
+        ts in prop_oneof![any::<i64>().prop_map(|t| t.to_string()), ".{0,30}"],
+        sig in ".{0,200}",
+        now in any::<i64>(),
+    ) {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("webhook-id", id.as_str()),
+            ("webhook-timestamp", ts.as_str()),
+            ("webhook-signature", sig.as_str()),
+            ("stripe-signature", sig.as_str()),
+            ("x-hub-signature-256", sig.as_str()),
+            ("x-hmac-signature", sig.as_str()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        }
+        let body = id.as_bytes();
+        prop_assert!(StandardWebhooks::new(SW_SECRET).unwrap().verify(&h, body, now).is_err());
+        prop_assert!(StripeSignature::new("whsec_a").unwrap().verify(&h, body, now).is_err());
+        prop_assert!(HmacHexSignature::github("s").unwrap().verify(&h, body).is_err());
+    }
+}

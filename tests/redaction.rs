@@ -32,7 +32,24 @@ const CANARIES: &[&str] = &[
     TWILIO_TOKEN,
     EASYPOST_KEY,
     STRIPE_KEY,
+    // Issue 12: a card as a JSON number and as a key, secret names in every spelling,
+    // credentials in URLs, secrets in a command's payload and metadata.
+    "4111111111111111",
+    "5105105105105100",
+    "canary_apikey_dash_31",
+    "canary_x_apikey_32",
+    "canary_private_key_33",
+    "canary_passphrase_34",
+    "canary_access_key_35",
+    "canary_pin_36",
+    "canary_auth_37",
+    "canary_urlpw_38",
+    COMMAND_SECRET,
 ];
+
+/// The secret the core app put in a command's metadata: redacted wherever Switchyard writes,
+/// kept only in the dead-lettered command itself.
+const COMMAND_SECRET: &str = "canary_meta_key_39";
 
 fn scan(place: &str, text: &str) {
     for c in CANARIES {
@@ -158,7 +175,8 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         let r = http
             .post(&url)
             .bearer_auth(TOKEN)
-            .json(&serde_json::json!({"id": id, "kind": "payment", "provider": "canary", "operation": "charge", "payload": body}))
+            .json(&serde_json::json!({"id": id, "kind": "payment", "provider": "canary", "operation": "charge", "payload": body,
+                "metadata": {"order": "42", "X-Api-Key": COMMAND_SECRET}}))
             .send()
             .await
             .unwrap();
@@ -277,6 +295,18 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         "the card came through, masked: {events_json}"
     );
 
+    // What an operator sees of the dead letters is redacted (listed before they are taken).
+    let listed = Command::new(binary("switchyard"))
+        .args(["dlq", "list", "--json", "--config"])
+        .arg(&config)
+        .env_remove("SWITCHYARD_AMQP_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("X-Api-Key"), "{listed}");
+    scan("switchyard dlq list", &listed);
     // Dead letters: bodies and headers.
     let dead = fleet.dead_letters("payment").await;
     assert_eq!(
@@ -284,10 +314,19 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         2,
         "the permanent failure and the card-carrying command"
     );
+    // A dead letter's body is the command as the core app sent it, kept whole for replay:
+    // its own metadata secret is in there, nothing a provider answered is.
+    let mut kept_whole = 0;
     for (headers, body) in &dead {
         scan("a dead letter's headers", &format!("{headers:?}"));
-        scan("a dead letter's body", &String::from_utf8_lossy(body));
+        let body = String::from_utf8_lossy(body);
+        kept_whole += usize::from(body.contains(COMMAND_SECRET));
+        scan(
+            "a dead letter's body",
+            &body.replace(COMMAND_SECRET, "(the command's own)"),
+        );
     }
+    assert_eq!(kept_whole, 1, "the failed command is kept whole for replay");
 
     // The ledger: what it answers, attempt records included.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -102,6 +102,19 @@ pub async fn publish_event(
     event: &Event,
     traceparent: Option<&str>,
 ) -> Result<(), PublishError> {
+    // Metadata is the core app's and reaches every subscriber and the ledger: values under a
+    // secret name are redacted here, the one door every event passes, whoever built it.
+    let redacted;
+    let event = match redacted_metadata(&event.metadata) {
+        Some(metadata) => {
+            redacted = Event {
+                metadata,
+                ..event.clone()
+            };
+            &redacted
+        }
+        None => event,
+    };
     let body = event.to_bytes();
     let mut headers = Headers::default();
     if let Some(tp) = traceparent {
@@ -126,6 +139,24 @@ pub async fn publish_event(
         .increment(1);
     }
     result
+}
+
+/// Metadata with secret values redacted (by name, card numbers, URL credentials), when it
+/// holds any (`None`: it is clean as it is). The worker applies it on receipt, so no event,
+/// plan or wait record it builds carries them; [`publish_event`] applies it again.
+pub fn redacted_metadata(
+    metadata: &switchyard_core::Metadata,
+) -> Option<switchyard_core::Metadata> {
+    let entries = metadata.entries();
+    let clean = entries.iter().all(|(k, v)| {
+        !switchyard_redact::is_secret_name(k) && switchyard_redact::redact_string(v) == *v
+    });
+    if clean {
+        return None;
+    }
+    let redactor = switchyard_redact::Redactor::default();
+    let value = redactor.json(&serde_json::to_value(metadata).ok()?);
+    serde_json::from_value(value).ok()
 }
 
 /// Publishes an attempt record for the ledger (persistent, confirmed, not mandatory: a

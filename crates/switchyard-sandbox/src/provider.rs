@@ -532,6 +532,18 @@ pub(crate) fn leaky_body(reference: Option<&str>) -> serde_json::Value {
         "card": {"number": "4242424242424242", "cvc": "987", "exp_month": 12},
         "client_secret": "pi_3Canary_secret_RVn8",
         "error": {"message": "card 5555 5555 5555 4444 was declined"},
+        // Issue 12: a card as a JSON number and as a key, every spelling of a secret name,
+        // credentials in a URL.
+        "card_number": 4111111111111111_u64,
+        "cards": {"5105105105105100": "mastercard"},
+        "api-key": "canary_apikey_dash_31",
+        "x-api-key": "canary_x_apikey_32",
+        "private-key": "canary_private_key_33",
+        "passphrase": "canary_passphrase_34",
+        "access_key": "canary_access_key_35",
+        "pin": "canary_pin_36",
+        "auth": "canary_auth_37",
+        "receipt_url": "https://ops:canary_urlpw_38@partner.example/r",
     })
 }
 

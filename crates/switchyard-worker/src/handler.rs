@@ -608,6 +608,12 @@ impl Handler {
                 "holds a card number: send the provider's payment-method token instead",
             ));
         }
+        // Metadata only ever goes into events: its secrets never enter one (the delivery's
+        // bytes, kept for retries and dead letters, stay as sent).
+        let mut command = command;
+        if let Some(clean) = messages::redacted_metadata(&command.metadata) {
+            command.metadata = clean;
+        }
         Ok((command, slot))
     }
 

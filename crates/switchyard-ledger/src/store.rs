@@ -428,6 +428,13 @@ impl Store {
         events: &[Event],
         attempts: &[AttemptRecord],
     ) -> Result<(), StoreError> {
+        // The one door into the ledger's tables: whatever a publisher missed, the free-form
+        // parts of every event and attempt are redacted here. Redacting is idempotent, so
+        // what arrives redacted is written as it came.
+        let events: Vec<Event> = events.iter().map(|e| self.protect_event(e)).collect();
+        let attempts: Vec<AttemptRecord> =
+            attempts.iter().map(|a| self.protect_attempt(a)).collect();
+        let (events, attempts) = (events.as_slice(), attempts.as_slice());
         let mut tx = self.begin().await?;
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let sql = multi_row_insert(
@@ -499,6 +506,47 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// An event as it may be stored: result, error message and metadata redacted. Ids,
+    /// statuses, times and the provider's reference (callbacks find commands by it) are
+    /// never touched.
+    fn protect_event(&self, e: &Event) -> Event {
+        let mut e = e.clone();
+        e.result = e.result.map(|r| self.redactor.json(&r));
+        if let Some(error) = &mut e.error {
+            error.message = self.redactor.text(&error.message);
+        }
+        if let Ok(metadata) = serde_json::to_value(&e.metadata)
+            && let Ok(m) = serde_json::from_value(self.redactor.json(&metadata))
+        {
+            e.metadata = m;
+        }
+        e
+    }
+
+    /// An attempt record as it may be stored: URL, headers, bodies and error redacted.
+    fn protect_attempt(&self, a: &AttemptRecord) -> AttemptRecord {
+        let headers = |h: &std::collections::BTreeMap<String, String>| {
+            h.iter()
+                .map(|(k, v)| {
+                    let v = if switchyard_redact::is_sensitive_header(k) {
+                        switchyard_redact::REDACTED.to_owned()
+                    } else {
+                        switchyard_redact::mask_card_numbers(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        };
+        let mut a = a.clone();
+        a.url = switchyard_redact::redact_string(&a.url);
+        a.request_headers = headers(&a.request_headers);
+        a.response_headers = headers(&a.response_headers);
+        a.request_body = self.redactor.body(a.request_body.as_bytes());
+        a.response_body = self.redactor.body(a.response_body.as_bytes());
+        a.error = a.error.map(|e| self.redactor.text(&e));
+        a
     }
 
     /// Everything known of `id`, or `None` if the ledger never heard of it.

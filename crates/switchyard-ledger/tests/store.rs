@@ -49,6 +49,7 @@ macro_rules! both {
 }
 
 both!(
+    whatever_a_publisher_missed_is_redacted_on_the_way_in,
     a_completed_command_has_status_and_history,
     a_retried_command_keeps_every_attempt,
     a_failed_command_keeps_its_error,
@@ -959,4 +960,41 @@ async fn a_waiting_command_is_kept_redacted_and_sealed_on_postgres() {
     let db = TestDb::postgres().await;
     a_waiting_command_is_kept_redacted_and_sealed(&db).await;
     db.cleanup().await;
+}
+
+/// Issue 12: the store redacts the free-form parts of every event and attempt it writes, so
+/// a publisher that forgot cannot put a secret into a table.
+async fn whatever_a_publisher_missed_is_redacted_on_the_way_in(store: &Store) {
+    let mut c = command("payment");
+    c.metadata = serde_json::from_value(json!({"api-key": "CANARY_META", "order": "42"})).unwrap();
+    let now = Utc::now();
+    let (a, _processing) = Lifecycle::of(&c).begin(1, now);
+    let done = a.complete(
+        json!({"card_number": 4111111111111111_u64, "token": "CANARY_RESULT"}),
+        Some("ref_1".into()),
+        now,
+    );
+    let mut attempt = record(&c, 1, 200, now);
+    attempt.url = "https://ops:CANARY_URL@provider.example/v1/charges".into();
+    attempt
+        .request_headers
+        .insert("authorization".into(), "Bearer CANARY_HEADER".into());
+    attempt.request_body = r#"{"password":"CANARY_BODY","amount":100}"#.into();
+    store.apply(&[done], &[attempt]).await.unwrap();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    let text = serde_json::to_string(&view).unwrap();
+    for canary in [
+        "CANARY_META",
+        "CANARY_RESULT",
+        "CANARY_URL",
+        "CANARY_HEADER",
+        "CANARY_BODY",
+        "4111111111111111",
+    ] {
+        assert!(!text.contains(canary), "{canary}: {text}");
+    }
+    assert!(
+        text.contains("\"order\":\"42\"") && text.contains("ref_1"),
+        "{text}"
+    );
 }

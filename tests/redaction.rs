@@ -260,6 +260,13 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     over_amqp.provider = "canary".parse().unwrap();
     fleet.publish(&over_amqp).await;
     ids.push(over_amqp.id);
+    // Issue 12: a card in a command's metadata, straight to the broker, is refused as well.
+    let mut in_metadata = fleet.command("payment", "charge", charge.clone());
+    in_metadata.provider = "canary".parse().unwrap();
+    in_metadata.metadata =
+        serde_json::from_value(serde_json::json!({"note": "card 4000056655665556"})).unwrap();
+    fleet.publish(&in_metadata).await;
+    ids.push(in_metadata.id);
 
     let mut statuses = Vec::new();
     for id in &ids {
@@ -282,8 +289,16 @@ async fn no_secret_or_card_number_is_written_anywhere() {
             Status::Completed,
             Status::Completed,
             Status::Completed,
+            Status::Failed,
             Status::Failed
         ]
+    );
+    let refused = fleet.events.of(in_metadata.id);
+    let failed = refused.iter().find(|e| e.status == Status::Failed).unwrap();
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.message.as_str()),
+        Some("metadata: holds a card number: send the provider's payment-method token instead"),
+        "{refused:?}"
     );
 
     // Events: every one of these commands' events, as JSON.
@@ -311,8 +326,8 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     let dead = fleet.dead_letters("payment").await;
     assert_eq!(
         dead.len(),
-        2,
-        "the permanent failure and the card-carrying command"
+        3,
+        "the permanent failure and the two card-carrying commands"
     );
     // A dead letter's body is the command as the core app sent it, kept whole for replay:
     // its own metadata secret is in there, nothing a provider answered is.

@@ -102,9 +102,11 @@ async fn the_fleet_recovers_from_a_broker_restart_and_loses_nothing() {
         (s.accepted.clone(), s.unavailable, s.retry_after)
     };
     assert!(retry_after, "503 answers carry Retry-After");
+    // One deadline for all: a fleet that lost its way fails in a minute, not a minute per
+    // command.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut lost = Vec::new();
     for id in &accepted {
-        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if fleet
                 .events

@@ -345,9 +345,21 @@ async fn accept_connections(
             drop(permit);
         });
     }
-    // In-flight requests finish; idle connections close at once.
-    graceful.shutdown().await;
+    // In-flight requests get a moment to finish and idle connections close at once; a client
+    // that stalls (never reading its answer) cannot hold the process open past that.
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = SHUTDOWN_GRACE.as_millis() as u64,
+            "connections still open at shutdown were dropped"
+        );
+    }
 }
+
+/// How long a stopping server waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A token cancelled on Ctrl-C or SIGTERM: the signal to stop consuming and drain.
 pub fn shutdown_on_signals() -> CancellationToken {

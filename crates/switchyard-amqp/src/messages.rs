@@ -105,7 +105,7 @@ pub async fn publish_event(
     // Metadata is the core app's and reaches every subscriber and the ledger: values under a
     // secret name are redacted here, the one door every event passes, whoever built it.
     let redacted;
-    let event = match redacted_metadata(&event.metadata) {
+    let event = match redacted_metadata(&event.metadata, &switchyard_redact::Redactor::default()) {
         Some(metadata) => {
             redacted = Event {
                 metadata,
@@ -146,17 +146,9 @@ pub async fn publish_event(
 /// plan or wait record it builds carries them; [`publish_event`] applies it again.
 pub fn redacted_metadata(
     metadata: &switchyard_core::Metadata,
+    redactor: &switchyard_redact::Redactor,
 ) -> Option<switchyard_core::Metadata> {
-    let entries = metadata.entries();
-    let clean = entries.iter().all(|(k, v)| {
-        !switchyard_redact::is_secret_name(k) && switchyard_redact::redact_string(v) == *v
-    });
-    if clean {
-        return None;
-    }
-    let redactor = switchyard_redact::Redactor::default();
-    let value = redactor.json(&serde_json::to_value(metadata).ok()?);
-    serde_json::from_value(value).ok()
+    switchyard_core::Metadata::try_from(redactor.pairs(metadata.entries())?).ok()
 }
 
 /// Publishes an attempt record for the ledger (persistent, confirmed, not mandatory: a

@@ -141,36 +141,53 @@ async fn apply_one(
     };
     row.password = Some(password.as_ref().map_or("kept", |(from, _)| *from));
     if let Some((_, pw)) = password {
-        let r = http
-            .put(&user_url)
-            .basic_auth(&m.user, Some(&m.password))
-            .json(&serde_json::json!({"password": pw, "tags": role.tags()}))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            r.status().is_success(),
-            "creating user {}: the management API answered {}",
-            row.user,
-            r.status()
-        );
+        let user = serde_json::json!({"password": pw, "tags": role.tags()});
+        put(
+            http,
+            m,
+            &user_url,
+            &user,
+            &format!("creating user {}", row.user),
+        )
+        .await?;
     }
+    let permissions = serde_json::json!({
+        "configure": row.configure, "write": row.write, "read": row.read
+    });
+    let url = format!(
+        "{}/api/permissions/{}/{}",
+        m.url,
+        segment(&m.vhost),
+        segment(&row.user)
+    );
+    put(
+        http,
+        m,
+        &url,
+        &permissions,
+        &format!("setting permissions of {}", row.user),
+    )
+    .await
+}
+
+/// One PUT to the management API as its user; an answer other than 2xx is an error naming
+/// what was being done.
+async fn put(
+    http: &reqwest::Client,
+    m: &Management,
+    url: &str,
+    body: &serde_json::Value,
+    doing: &str,
+) -> anyhow::Result<()> {
     let r = http
-        .put(format!(
-            "{}/api/permissions/{}/{}",
-            m.url,
-            segment(&m.vhost),
-            segment(&row.user)
-        ))
+        .put(url)
         .basic_auth(&m.user, Some(&m.password))
-        .json(&serde_json::json!({
-            "configure": row.configure, "write": row.write, "read": row.read
-        }))
+        .json(body)
         .send()
         .await?;
     anyhow::ensure!(
         r.status().is_success(),
-        "setting permissions of {}: the management API answered {}",
-        row.user,
+        "{doing}: the management API answered {}",
         r.status()
     );
     Ok(())

@@ -743,6 +743,19 @@ fn step_key(row: &sqlx::any::AnyRow) -> Result<StepKey, sqlx::Error> {
     ))
 }
 
+/// The steps a statement ending in `RETURNING command_id, run, attempt` touched.
+async fn returned_steps(
+    query: sqlx::query::Query<'_, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>,
+    tx: &mut Tx<'_>,
+) -> Result<HashSet<StepKey>, sqlx::Error> {
+    query
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(step_key)
+        .collect()
+}
+
 /// Inserts the steps that are new, in one statement; returns those it inserted.
 async fn insert_steps(
     tx: &mut Tx<'_>,
@@ -762,12 +775,7 @@ async fn insert_steps(
         let (id, run, attempt) = key(step);
         query = query.bind(id).bind(run).bind(attempt).bind(now);
     }
-    query
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(step_key)
-        .collect()
+    returned_steps(query, tx).await
 }
 
 /// Records the decisions of steps not decided yet, in one statement; returns those it won.
@@ -790,12 +798,7 @@ async fn decide_together(
         let (id, run, attempt) = key(*step);
         query = query.bind(id).bind(run).bind(attempt).bind(*decision);
     }
-    query
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(step_key)
-        .collect()
+    returned_steps(query, tx).await
 }
 
 enum Answer {

@@ -517,9 +517,7 @@ impl Store {
         if let Some(error) = &mut e.error {
             error.message = self.redactor.text(&error.message);
         }
-        if let Ok(metadata) = serde_json::to_value(&e.metadata)
-            && let Ok(m) = serde_json::from_value(self.redactor.json(&metadata))
-        {
+        if let Some(m) = switchyard_amqp::messages::redacted_metadata(&e.metadata, &self.redactor) {
             e.metadata = m;
         }
         e

@@ -10,6 +10,8 @@ use switchyard_core::{
 };
 use uuid::Uuid;
 
+use switchyard_amqp::messages::redacted_metadata;
+
 use crate::seal::Sealer;
 use crate::store::{Store, StoreError, json_text, ms, text};
 
@@ -109,6 +111,21 @@ pub enum Resolved {
 }
 
 impl Store {
+    /// The wait of `command_id`, unsealed, read inside `tx`.
+    async fn wait_of(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        command_id: Uuid,
+    ) -> Result<Option<WaitRow>, StoreError> {
+        let found = sqlx::query(
+            "SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1",
+        )
+        .bind(command_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        found.as_ref().map(|r| row(&self.sealer, r)).transpose()
+    }
+
     /// A wait record as it may be read: its command's payload and metadata redacted.
     fn readable(&self, w: &WaitRecord) -> WaitRecord {
         let mut r = w.clone();
@@ -120,9 +137,7 @@ impl Store {
         {
             r.command.payload = payload;
         }
-        if let Ok(metadata) = serde_json::to_value(&r.command.metadata)
-            && let Ok(m) = serde_json::from_value(self.redactor.json(&metadata))
-        {
+        if let Some(m) = redacted_metadata(&r.command.metadata, &self.redactor) {
             r.command.metadata = m;
         }
         r
@@ -250,13 +265,7 @@ impl Store {
         redelivered: bool,
     ) -> Result<Resolution, StoreError> {
         let mut tx = self.begin().await?;
-        let found = sqlx::query(
-            "SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1",
-        )
-        .bind(command_id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(found) = found.as_ref().map(|r| row(&self.sealer, r)).transpose()? else {
+        let Some(found) = self.wait_of(&mut tx, command_id).await? else {
             return Ok(Resolution::Unknown);
         };
         let by = "expiry";
@@ -308,13 +317,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Resolved, StoreError> {
         let mut tx = self.begin().await?;
-        let found = sqlx::query(
-            "SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1",
-        )
-        .bind(command_id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(found) = found.as_ref().map(|r| row(&self.sealer, r)).transpose()? else {
+        let Some(found) = self.wait_of(&mut tx, command_id).await? else {
             let known = sqlx::query("SELECT id FROM commands WHERE id = $1")
                 .bind(command_id.to_string())
                 .fetch_optional(&mut *tx)

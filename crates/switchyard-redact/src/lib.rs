@@ -294,6 +294,23 @@ impl Redactor {
         }
     }
 
+    /// String pairs (a command's metadata) as they may be written down: values under a
+    /// secret name replaced, card numbers and URL credentials removed from the others, card
+    /// numbers masked in names. `None` when nothing needs changing.
+    pub fn pairs(&self, pairs: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+        let redacted: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| {
+                let v = match self.is_secret_field(k) {
+                    true => REDACTED.to_owned(),
+                    false => redact_string(v),
+                };
+                (mask_card_numbers(k), v)
+            })
+            .collect();
+        (redacted != *pairs).then_some(redacted)
+    }
+
     /// `application/x-www-form-urlencoded` text with secret fields replaced (the field name
     /// may be nested, like `card[cvc]`) and card numbers masked.
     fn form(&self, text: &str) -> String {
@@ -538,6 +555,22 @@ mod tests {
             "a timestamp is kept: {text}"
         );
         assert!(text.contains("\"amount\":100"), "{text}");
+    }
+
+    #[test]
+    fn pairs_are_redacted_only_when_they_hold_something() {
+        let r = Redactor::default();
+        let clean = BTreeMap::from([("order".to_owned(), "42".to_owned())]);
+        assert_eq!(r.pairs(&clean), None);
+        let dirty = BTreeMap::from([
+            ("X-Api-Key".to_owned(), "CANARY".to_owned()),
+            ("note".to_owned(), "card 4000056655665556".to_owned()),
+            ("order".to_owned(), "42".to_owned()),
+        ]);
+        let out = r.pairs(&dirty).unwrap();
+        assert_eq!(out["X-Api-Key"], REDACTED);
+        assert_eq!(out["note"], "card ************5556");
+        assert_eq!(out["order"], "42");
     }
 
     #[test]

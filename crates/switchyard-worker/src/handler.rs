@@ -611,7 +611,7 @@ impl Handler {
         // Metadata only ever goes into events: its secrets never enter one (the delivery's
         // bytes, kept for retries and dead letters, stay as sent).
         let mut command = command;
-        if let Some(clean) = messages::redacted_metadata(&command.metadata) {
+        if let Some(clean) = messages::redacted_metadata(&command.metadata, &self.redactor) {
             command.metadata = clean;
         }
         Ok((command, slot))

@@ -7,11 +7,12 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use switchyard_core::{AttemptRecord, Status};
 use switchyard_e2e::binary;
 use switchyard_testing::{
-    EASYPOST_KEY, SENDGRID_KEY, STRIPE_KEY, TOKEN, TWILIO_TOKEN, TestFleet, TestFleetOptions,
-    free_port,
+    EASYPOST_KEY, SENDGRID_KEY, STRIPE_KEY, TOKEN, TWILIO_TOKEN, TestDatabase, TestFleet,
+    TestFleetOptions, free_port,
 };
 use tokio::process::{Child, Command};
 
@@ -74,7 +75,130 @@ fn spawn(bin: &str, config: &std::path::Path, log: &std::path::Path) -> Child {
 }
 
 #[tokio::test]
-async fn no_secret_or_card_number_is_written_anywhere() {
+async fn no_secret_or_card_number_is_written_anywhere_on_sqlite() {
+    let _ = canary_run(None).await;
+}
+
+/// The same run with the ledger and journal on PostgreSQL: every row of every table is read
+/// back as text, and the write-ahead log the run wrote is read as bytes.
+#[tokio::test]
+async fn no_secret_or_card_number_is_written_anywhere_on_postgres() {
+    let database = TestDatabase::postgres().await;
+    let url = database.url.clone();
+    let wal = WalWindow::open(&url).await;
+    let ids = canary_run(Some(&url)).await;
+    wal.scan_and_close(&ids[0].to_string()).await;
+    database.cleanup().await;
+}
+
+/// The write-ahead log written between `open` and `scan_and_close`, kept by a replication
+/// slot so that no checkpoint recycles it while the run goes on.
+struct WalWindow {
+    /// The session owning the slot: a temporary slot, dropped with the session even when the
+    /// test fails half-way.
+    conn: sqlx::PgConnection,
+    start: String,
+}
+
+impl WalWindow {
+    async fn open(url: &str) -> Self {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let slot = format!("sy_canary_{}", uuid::Uuid::new_v4().simple());
+        let (start,): (String,) = sqlx::query_as(
+            "SELECT lsn::text FROM pg_create_physical_replication_slot($1, true, true)",
+        )
+        .bind(&slot)
+        .fetch_one(&mut conn)
+        .await
+        .expect("a physical replication slot (the test's PostgreSQL user must be a superuser)");
+        Self { conn, start }
+    }
+
+    /// Scans the window; `written` is a value the run stored, proving the right bytes were read.
+    async fn scan_and_close(self, written: &str) {
+        let mut conn = self.conn;
+        // Everything committed is flushed (synchronous_commit is on); take what was flushed.
+        let (from, to, segment, timeline): (i64, i64, i64, i32) = sqlx::query_as(
+            "SELECT ($1::pg_lsn - '0/0'::pg_lsn)::bigint, \
+                    (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint, \
+                    pg_size_bytes(current_setting('wal_segment_size')), \
+                    (SELECT timeline_id FROM pg_control_checkpoint())",
+        )
+        .bind(&self.start)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let (length, per_id) = (to - from, 0x1_0000_0000 / segment);
+        let mut wal = Vec::new();
+        let mut read = 0;
+        while read < length {
+            // Segment by segment: the file holding `from + read` (named as PostgreSQL names
+            // them: timeline, then the segment number in two parts), from that offset on.
+            let (number, offset) = ((from + read) / segment, (from + read) % segment);
+            let file = format!(
+                "{timeline:08X}{:08X}{:08X}",
+                number / per_id,
+                number % per_id
+            );
+            let take = (segment - offset).min(length - read);
+            let (bytes,): (Vec<u8>,) =
+                sqlx::query_as("SELECT pg_read_binary_file('pg_wal/' || $1, $2, $3)")
+                    .bind(&file)
+                    .bind(offset)
+                    .bind(take)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            wal.extend_from_slice(&bytes);
+            read += take;
+        }
+        conn.close().await.unwrap();
+        assert!(
+            wal.len() > 100_000,
+            "the run wrote to the write-ahead log: {} bytes",
+            wal.len()
+        );
+        eprintln!("scanned {} bytes of PostgreSQL write-ahead log", wal.len());
+        let wal = String::from_utf8_lossy(&wal);
+        assert!(
+            wal.contains(written),
+            "the run's rows are in the scanned log"
+        );
+        scan("PostgreSQL's write-ahead log", &wal);
+    }
+}
+
+/// Every row of every table of the database at `url`, as text.
+async fn postgres_rows(url: &str) -> (String, usize) {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let mut text = String::new();
+    let mut rows = 0;
+    for (table,) in tables {
+        let found: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM \"{table}\" t"
+        )))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        rows += found.len();
+        for (row,) in found {
+            text.push_str(&table);
+            text.push_str(": ");
+            text.push_str(&row);
+            text.push('\n');
+        }
+    }
+    (text, rows)
+}
+
+/// The canary run on the ledger database at `postgres` (its own SQLite file when `None`).
+/// Returns the ids of the commands it sent.
+async fn canary_run(postgres: Option<&str>) -> Vec<uuid::Uuid> {
     let fleet = TestFleet::start_with(TestFleetOptions {
         in_process: false,
         extra_toml: "\n[[providers]]\nname = \"canary\"\nkind = \"payment\"\ntype = \"http\"\n\
@@ -86,8 +210,16 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     // The canary provider is the sandbox's payment endpoint, behind a bearer token.
     // Nothing in-process binds the fleet's ingress port: the ingress binary takes it.
     let (port, ledger_port) = (fleet.ingress_port, free_port());
-    let toml = fleet
-        .config_toml
+    let mut toml = fleet.config_toml.clone();
+    if let Some(url) = postgres {
+        let sqlite = format!(
+            "database_url = \"{}\"",
+            fleet.config.ledger.database_url.expose()
+        );
+        assert!(toml.contains(&sqlite), "{toml}");
+        toml = toml.replace(&sqlite, &format!("database_url = \"{url}\""));
+    }
+    let toml = toml
         .replacen(
             "[ledger]\nlisten = \"127.0.0.1:0\"",
             &format!("[ledger]\nlisten = \"127.0.0.1:{ledger_port}\""),
@@ -389,25 +521,37 @@ async fn no_secret_or_card_number_is_written_anywhere() {
         child.start_kill().unwrap();
         let _ = child.wait().await;
     }
-    let db = fleet
-        .config
-        .ledger
-        .database_url
-        .expose()
-        .trim_start_matches("sqlite://")
-        .trim_end_matches("?mode=rwc")
-        .to_owned();
-    let mut db_bytes = 0;
-    for file in [db.clone(), format!("{db}-wal")] {
-        if let Ok(bytes) = std::fs::read(&file) {
-            db_bytes += bytes.len();
-            scan(
-                &format!("the ledger database {file}"),
-                &String::from_utf8_lossy(&bytes),
-            );
+    if let Some(url) = postgres {
+        let (rows, count) = postgres_rows(url).await;
+        assert!(
+            rows.contains("commands: ")
+                && rows.contains("attempts: ")
+                && rows.contains("journal_steps: "),
+            "the ledger's and the journal's tables were read: {rows}"
+        );
+        eprintln!("scanned {count} PostgreSQL rows");
+        scan("a PostgreSQL row", &rows);
+    } else {
+        let db = fleet
+            .config
+            .ledger
+            .database_url
+            .expose()
+            .trim_start_matches("sqlite://")
+            .trim_end_matches("?mode=rwc")
+            .to_owned();
+        let mut db_bytes = 0;
+        for file in [db.clone(), format!("{db}-wal")] {
+            if let Ok(bytes) = std::fs::read(&file) {
+                db_bytes += bytes.len();
+                scan(
+                    &format!("the ledger database {file}"),
+                    &String::from_utf8_lossy(&bytes),
+                );
+            }
         }
+        assert!(db_bytes > 0, "the ledger database was scanned");
     }
-    assert!(db_bytes > 0, "the ledger database was scanned");
     for log in &logs {
         let text = std::fs::read_to_string(log).unwrap();
         assert!(
@@ -419,4 +563,5 @@ async fn no_secret_or_card_number_is_written_anywhere() {
     }
     let _ = std::fs::remove_dir_all(dir);
     fleet.stop().await;
+    ids
 }

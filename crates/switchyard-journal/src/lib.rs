@@ -200,9 +200,7 @@ impl Journal {
                 .execute(&pool)
                 .await?;
         }
-        for statement in SCHEMA {
-            sqlx::query(statement).execute(&pool).await?;
-        }
+        create_schema(&pool, sqlite).await?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers {
@@ -316,6 +314,34 @@ impl Journal {
         self.pool.close().await;
     }
 }
+
+/// Creates the tables when missing. PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe
+/// against itself (two sessions can both see the table missing, and one fails on the catalog's
+/// unique index), and a fleet's processes open a fresh database together: on PostgreSQL the
+/// statements run in one transaction holding an advisory lock. SQLite's file lock serialises
+/// them already.
+async fn create_schema(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> {
+    if sqlite {
+        // One statement at a time: a deferred transaction that reads the schema and then
+        // writes would fail at once, not wait, when another process wrote meanwhile.
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(pool).await?;
+        }
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(SCHEMA_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    for statement in SCHEMA {
+        sqlx::query(statement).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// The advisory lock key under which the journal's schema is created ("sy-jrnl" in ASCII).
+const SCHEMA_LOCK: i64 = 0x7379_2d6a_726e_6c;
 
 const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS journal_identities (\

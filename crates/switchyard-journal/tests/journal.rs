@@ -269,6 +269,35 @@ async fn concurrent_operations_in_one_batch_see_each_other() {
     .await;
 }
 
+/// A fleet's processes open the journal on a fresh database at the same moment: every one
+/// must start (PostgreSQL's `CREATE TABLE IF NOT EXISTS` races with itself otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_opening_a_fresh_database_together_all_start() {
+    on_both(|url| async move {
+        for _ in 0..3 {
+            let fresh = if url.starts_with("sqlite:") {
+                TestDatabase::sqlite()
+            } else {
+                TestDatabase::postgres().await
+            };
+            let url = fresh.url.clone();
+            let opened = futures_like_join((0..6).map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { Journal::open(&url, RETENTION).await })
+            }))
+            .await;
+            for j in opened {
+                j.unwrap()
+                    .expect("every process opens the journal")
+                    .close()
+                    .await;
+            }
+            fresh.cleanup().await;
+        }
+    })
+    .await;
+}
+
 /// Runs the futures concurrently, in order of results.
 async fn futures_like_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
     let handles: Vec<_> = fs.collect();

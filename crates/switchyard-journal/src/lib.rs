@@ -341,7 +341,7 @@ async fn create_schema(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> 
 }
 
 /// The advisory lock key under which the journal's schema is created ("sy-jrnl" in ASCII).
-const SCHEMA_LOCK: i64 = 0x7379_2d6a_726e_6c;
+const SCHEMA_LOCK: i64 = 0x0073_792d_6a72_6e6c;
 
 const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS journal_identities (\

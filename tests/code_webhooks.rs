@@ -93,7 +93,7 @@ impl Kind for PaymentWithStripeLike {
         }
         let provider = StripeLike {
             name: config.name.clone(),
-            operations: config.operations.clone(),
+            operations: config.operations.names().to_vec(),
         };
         Ok(Some(CodeProvider::new(Arc::new(provider)).with_webhooks(
             Receiver {

@@ -787,6 +787,7 @@ pub fn lots(config: &Config, filter: &Filter) -> Vec<Lot> {
         .iter()
         .map(|k| k.spec().name.clone())
         .collect();
+    kinds.extend(config.kinds.iter().map(|k| k.name.clone()));
     kinds.extend(config.providers.iter().map(|p| p.kind.clone()));
     kinds
         .into_iter()

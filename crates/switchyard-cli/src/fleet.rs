@@ -235,7 +235,7 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the ingress and every kind's worker from `config`.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let kinds = switchyard_ingress::builtin_kinds();
+        let kinds = switchyard_ingress::kinds(config)?;
         let (ledger, routes) = if config.ledger.enabled {
             let ledger = switchyard_ledger::start(config, shutdown.clone()).await?;
             let routes = switchyard_ledger::operator_router(

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod connect;
 pub mod dlq;
 pub mod exit;
+pub mod explain;
 pub mod fleet;
 pub mod output;
 pub mod resolve;

@@ -144,6 +144,11 @@ enum Cmd {
         #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
         waiting: Option<Duration>,
     },
+    /// Configured providers.
+    Providers {
+        #[command(subcommand)]
+        action: ProvidersCmd,
+    },
     /// The ledger.
     Ledger {
         #[command(subcommand)]
@@ -168,6 +173,17 @@ impl ConfigArg {
     fn load(&self) -> anyhow::Result<Config> {
         Ok(Config::load(self.config.as_deref())?)
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ProvidersCmd {
+    /// Print what a provider sends for each operation and how its errors are classified.
+    Explain {
+        /// The provider's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -495,6 +511,12 @@ async fn main() -> ExitCode {
                     urls,
                 },
         } => bench::ledger(events, batch, urls).await,
+        Cmd::Providers {
+            action: ProvidersCmd::Explain { name, config },
+        } => config
+            .load()
+            .and_then(|c| switchyard_cli::explain::explain(&c, &name))
+            .map(|text| say(text.trim_end())),
         Cmd::Schemas {
             action: SchemasCmd::Write { dir },
         } => schemas::write(&dir)

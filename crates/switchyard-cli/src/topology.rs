@@ -26,9 +26,9 @@ use crate::exit::CliError;
 use crate::output;
 use crate::say;
 
-/// The topology the configuration needs: every kind built in, every configured provider.
+/// The topology the configuration needs: every kind built in or configured, every provider.
 pub fn configured(config: &Config) -> anyhow::Result<Topology> {
-    let kinds = switchyard_ingress::builtin_kinds();
+    let kinds = switchyard_ingress::kinds(config)?;
     let catalog = switchyard_worker::Catalog::build(&kinds, config)?;
     Ok(catalog.topology(config))
 }

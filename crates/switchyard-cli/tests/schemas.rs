@@ -56,7 +56,12 @@ fn jsonschema_validator(schema: &serde_json::Value) -> impl Fn(&serde_json::Valu
     .unwrap();
     move |payload| {
         validator
-            .validate(&"k".parse().unwrap(), &"o".parse().unwrap(), payload)
+            .validate(
+                &"k".parse().unwrap(),
+                &"p".parse().unwrap(),
+                &"o".parse().unwrap(),
+                payload,
+            )
             .is_ok()
     }
 }

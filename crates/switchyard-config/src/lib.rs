@@ -16,8 +16,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use switchyard_core::{Name, Secret};
 
+mod kinds;
 mod provider;
 
+pub use kinds::{KindConfig, KindOperation, OperationConfig, Operations};
 pub use provider::{ProviderConfig, ProviderOptions};
 
 /// The environment variable naming the config file.
@@ -152,6 +154,9 @@ pub struct Config {
     /// What is masked before anything leaves a worker or reaches a log.
     #[serde(default)]
     pub redaction: RedactionConfig,
+    /// Kinds declared in configuration, served by the generic worker.
+    #[serde(default)]
+    pub kinds: Vec<KindConfig>,
     /// The providers, in code or `type = "http"`.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -637,6 +642,7 @@ impl Config {
                 "a tier must be at least 1ms",
             ));
         }
+        kinds::validate_kinds(&self.kinds)?;
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             p.validate(i)?;

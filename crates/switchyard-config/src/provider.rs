@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use switchyard_core::Name;
 
 use crate::ConfigError;
+use crate::kinds::Operations;
 
 /// One `[[providers]]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,9 +21,10 @@ pub struct ProviderConfig {
     /// `http` for the generic provider, or the name of a provider written in code.
     #[serde(rename = "type")]
     pub provider_type: Name,
-    /// Operations offered (the generic provider needs them; code providers know their own).
+    /// Operations offered (the generic provider needs them; code providers know their own):
+    /// names, or tables declaring an operation's schema and how it is called.
     #[serde(default)]
-    pub operations: Vec<Name>,
+    pub operations: Operations,
     /// Total time of one attempt; defaults to `outbound.timeout_ms`.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -52,6 +54,13 @@ pub struct ProviderConfig {
 #[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
 pub struct ProviderOptions(Map<String, Value>);
+
+impl ProviderOptions {
+    /// Parses the options into `T`, which denies keys it does not know.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(Value::Object(self.0.clone()))
+    }
+}
 
 impl fmt::Debug for ProviderOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,6 +111,18 @@ impl ProviderConfig {
                     ),
                 ));
             }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (j, op) in self.operations.names().iter().enumerate() {
+            if !names.insert(op) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.operations[{j}]"),
+                    format!("operation {:?} is listed twice", op.as_str()),
+                ));
+            }
+        }
+        for op in self.operations.declared() {
+            op.schema(&format!("{key}.operations.{}", op.name))?;
         }
         let most = switchyard_core::lifecycle::MAX_ATTEMPTS_PER_RUN;
         if self.max_attempts.is_some_and(|n| n == 0 || n > most) {

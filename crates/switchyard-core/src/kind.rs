@@ -59,7 +59,20 @@ impl KindSpec {
 /// Compiled payload schemas of every kind's operations.
 #[derive(Debug, Default)]
 pub struct PayloadValidator {
-    validators: HashMap<(Name, Name), jsonschema::Validator>,
+    /// By kind, provider (`None`: the kind's own operation) and operation.
+    validators: HashMap<(Name, Option<Name>, Name), jsonschema::Validator>,
+}
+
+fn compile(
+    kind: &Name,
+    operation: &Name,
+    schema: &Value,
+) -> Result<jsonschema::Validator, BadSchema> {
+    jsonschema::validator_for(schema).map_err(|e| BadSchema {
+        kind: kind.clone(),
+        operation: operation.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// A schema that does not compile.
@@ -77,26 +90,45 @@ impl PayloadValidator {
         let mut validators = HashMap::new();
         for kind in kinds {
             for op in &kind.operations {
-                let v = jsonschema::validator_for(&op.schema).map_err(|e| BadSchema {
-                    kind: kind.name.clone(),
-                    operation: op.name.clone(),
-                    message: e.to_string(),
-                })?;
-                validators.insert((kind.name.clone(), op.name.clone()), v);
+                let v = compile(&kind.name, &op.name, &op.schema)?;
+                validators.insert((kind.name.clone(), None, op.name.clone()), v);
             }
         }
         Ok(Self { validators })
     }
 
-    /// Validates a payload. An operation the kind does not define (one a generic provider
-    /// declares in configuration) accepts any JSON object.
+    /// Adds the schema of an operation that one provider adds to its kind.
+    pub fn add_provider_operation(
+        &mut self,
+        kind: &Name,
+        provider: &Name,
+        operation: &Name,
+        schema: &Value,
+    ) -> Result<(), BadSchema> {
+        let v = compile(kind, operation, schema)?;
+        self.validators
+            .insert((kind.clone(), Some(provider.clone()), operation.clone()), v);
+        Ok(())
+    }
+
+    /// Validates a payload against the kind's schema of the operation, or the schema the
+    /// provider declared with it. An operation a provider names without a schema accepts any
+    /// JSON object.
     pub fn validate(
         &self,
         kind: &Name,
+        provider: &Name,
         operation: &Name,
         payload: &Value,
     ) -> Result<(), InvalidCommand> {
-        let Some(v) = self.validators.get(&(kind.clone(), operation.clone())) else {
+        let Some(v) = self
+            .validators
+            .get(&(kind.clone(), None, operation.clone()))
+            .or_else(|| {
+                self.validators
+                    .get(&(kind.clone(), Some(provider.clone()), operation.clone()))
+            })
+        else {
             return Ok(());
         };
         match v.iter_errors(payload).next() {

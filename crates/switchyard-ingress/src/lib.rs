@@ -50,6 +50,12 @@ pub fn builtin_kinds() -> Vec<Arc<dyn Kind>> {
     ]
 }
 
+/// The built-in kinds and every kind declared in `[[kinds]]`: what the ingress accepts and
+/// the topology declares.
+pub fn kinds(config: &Config) -> Result<Vec<Arc<dyn Kind>>, switchyard_config::ConfigError> {
+    switchyard_worker::with_configured_kinds(builtin_kinds(), config)
+}
+
 struct Ingress {
     catalog: Catalog,
     journal: Journal,
@@ -99,7 +105,7 @@ pub async fn start_with_routes(
     shutdown: CancellationToken,
 ) -> anyhow::Result<IngressHandle> {
     let catalog = Catalog::build(kinds, config)?;
-    let validator = PayloadValidator::new(catalog.specs())?;
+    let validator = switchyard_worker::payload_validator(catalog.specs(), config)?;
     let topology = catalog.topology(config);
     let broker = Broker::start(
         BrokerSettings::from_config(&config.amqp, "switchyard-ingress"),
@@ -228,6 +234,7 @@ async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Resp
         .validator
         .validate(
             &draft.kind,
+            &draft.provider,
             &draft.operation,
             &Value::Object(draft.payload.clone()),
         )

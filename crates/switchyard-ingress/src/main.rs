@@ -38,7 +38,14 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let shutdown = switchyard_telemetry::shutdown_on_signals();
-    match switchyard_ingress::start(&config, &switchyard_ingress::builtin_kinds(), shutdown).await {
+    let kinds = match switchyard_ingress::kinds(&config) {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = writeln_stderr(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    match switchyard_ingress::start(&config, &kinds, shutdown).await {
         Ok(handle) => {
             handle.wait().await;
             ExitCode::SUCCESS

@@ -58,9 +58,19 @@ pub(crate) async fn put_scenario(
     Json(json!({"command_id": command_id, "steps": echoed})).into_response()
 }
 
-/// `GET /_sandbox/stats`: request and effect totals, effects per idempotency key.
+/// `GET /_sandbox/stats`: request and effect totals, effects per idempotency key, and the
+/// vendor counters (`paypal_token_requests`, `paypal_tokens_issued`, `paypal_captures`,
+/// `crm_upserts`).
 pub(crate) async fn stats(State(app): State<Arc<AppState>>) -> Response {
     Json(app.ledger.stats()).into_response()
+}
+
+/// `POST /_sandbox/paypal/expire-tokens`: every PayPal access token issued so far expires
+/// now, so tests can see a client fetch a new one after a 401.
+pub(crate) async fn expire_paypal_tokens(State(app): State<Arc<AppState>>) -> Response {
+    let expired = app.paypal.expire_tokens();
+    tracing::debug!(expired, "paypal tokens expired");
+    Json(json!({ "expired": expired })).into_response()
 }
 
 /// `GET /_sandbox/commands/{command_id}`: every request seen for the command.

@@ -215,7 +215,7 @@ async fn scripted(
     step: Option<Step>,
     run: impl FnOnce(Finish) -> Response,
 ) -> Response {
-    match step.unwrap_or(Step::Ok) {
+    match step.map(Step::plain).unwrap_or(Step::Ok) {
         Step::Status(status) if status >= 400 => error(
             scripted_status(status),
             "SCRIPTED.FAILURE",

@@ -10,7 +10,9 @@
 mod callback;
 mod config;
 mod control;
+mod crm;
 mod easypost;
+mod paypal;
 mod provider;
 mod scenario;
 mod sendgrid;
@@ -22,5 +24,7 @@ mod twilio;
 mod vendor;
 
 pub use config::{SandboxConfig, WebhookTarget};
-pub use scenario::{Finish, Step, StepParseError};
+pub use crm::CRM_API_KEY;
+pub use paypal::{PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET};
+pub use scenario::{Finish, PAYPAL_422_ISSUES, Step, StepParseError};
 pub use server::Sandbox;

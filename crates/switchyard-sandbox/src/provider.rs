@@ -384,6 +384,7 @@ async fn respond(app: &AppState, request: Request<'_>) -> Response {
         Step::NoReference => run(Success::NoReference, Duration::ZERO).await,
         Step::NulReference => run(Success::NulReference, Duration::ZERO).await,
         Step::Status(status) => scripted(status),
+        Step::PayPal422(_) => scripted(422),
         Step::TooManyRequests { retry_after_secs } => too_many_requests(retry_after_secs),
         Step::Hang => hang(app).await,
         Step::Lost => {

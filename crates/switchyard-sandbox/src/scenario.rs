@@ -36,7 +36,41 @@ pub enum Step {
     NoReference,
     /// Execute and accept long-running work under a reference holding a NUL character.
     NulReference,
+    /// Answer PayPal's 422 `UNPROCESSABLE_ENTITY` with this issue (one of
+    /// [`PAYPAL_422_ISSUES`]), without executing; other emulators answer a plain 422.
+    PayPal422(&'static str),
 }
+
+/// The issues `paypal422:ISSUE` can script: PayPal's documented 422 issues on the Orders
+/// API, with the description PayPal sends. `PREVIOUS_REQUEST_IN_PROGRESS` is the one PayPal
+/// documents as worth retrying.
+pub const PAYPAL_422_ISSUES: [(&str, &str); 7] = [
+    (
+        "PREVIOUS_REQUEST_IN_PROGRESS",
+        "A previous request on this resource is currently in progress. Please wait for some time and try again.",
+    ),
+    (
+        "INSTRUMENT_DECLINED",
+        "The instrument presented was either declined by the processor or bank, or it can't be used for this payment.",
+    ),
+    ("TRANSACTION_REFUSED", "The request was refused."),
+    (
+        "ORDER_NOT_APPROVED",
+        "Payer has not yet approved the Order for payment.",
+    ),
+    (
+        "PAYER_ACTION_REQUIRED",
+        "Transaction cannot complete successfully, instruct the buyer to return to PayPal.",
+    ),
+    (
+        "ORDER_ALREADY_CAPTURED",
+        "Order already captured. If 'intent=CAPTURE' only one capture per order is allowed.",
+    ),
+    (
+        "DUPLICATE_INVOICE_ID",
+        "Duplicate Invoice ID detected. To avoid a potential duplicate transaction your account setting requires that Invoice Id be unique for each transaction.",
+    ),
+];
 
 /// How an accepted operation is reported finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +89,7 @@ pub enum Finish {
 /// A step string the sandbox does not understand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario step {0:?} (expected ok, accept, accept:fail, accept:silent, accept:early, hang, lost, garbled, huge, noref, nulref, a status 200..=599, 429:SECS, slow:MS or leak:STATUS)"
+    "unknown scenario step {0:?} (expected ok, accept, accept:fail, accept:silent, accept:early, hang, lost, garbled, huge, noref, nulref, a status 200..=599, 429:SECS, slow:MS, leak:STATUS or paypal422:ISSUE)"
 )]
 pub struct StepParseError(pub String);
 
@@ -87,6 +121,9 @@ impl FromStr for Step {
                         return Err(err());
                     }
                     Step::Leak(u16::try_from(status).map_err(|_| err())?)
+                } else if let Some(issue) = s.strip_prefix("paypal422:") {
+                    let known = PAYPAL_422_ISSUES.iter().find(|(name, _)| *name == issue);
+                    Step::PayPal422(known.ok_or_else(err)?.0)
                 } else if let Some(ms) = s.strip_prefix("slow:") {
                     Step::Slow(Duration::from_millis(parse_digits(ms).ok_or_else(err)?))
                 } else if s.len() == 3 {
@@ -123,6 +160,18 @@ impl fmt::Display for Step {
             Step::Huge => f.write_str("huge"),
             Step::NoReference => f.write_str("noref"),
             Step::NulReference => f.write_str("nulref"),
+            Step::PayPal422(issue) => write!(f, "paypal422:{issue}"),
+        }
+    }
+}
+
+impl Step {
+    /// The step as an emulator without vendor-specific answers applies it: another vendor's
+    /// own error form becomes its plain status.
+    pub(crate) fn plain(self) -> Step {
+        match self {
+            Step::PayPal422(_) => Step::Status(422),
+            other => other,
         }
     }
 }
@@ -179,6 +228,14 @@ mod tests {
                 },
             ),
             ("slow:250", Step::Slow(Duration::from_millis(250))),
+            (
+                "paypal422:PREVIOUS_REQUEST_IN_PROGRESS",
+                Step::PayPal422("PREVIOUS_REQUEST_IN_PROGRESS"),
+            ),
+            (
+                "paypal422:INSTRUMENT_DECLINED",
+                Step::PayPal422("INSTRUMENT_DECLINED"),
+            ),
         ];
         for (text, step) in cases {
             assert_eq!(text.parse::<Step>(), Ok(step), "{text}");
@@ -189,11 +246,41 @@ mod tests {
     #[test]
     fn rejects_unknown_steps() {
         for text in [
-            "", "OK", "5000", "50", "099", "600", "+50", "429:", "429:x", "429:+1", "slow:",
-            "slow:-1", "fail", " ok",
+            "",
+            "OK",
+            "5000",
+            "50",
+            "099",
+            "600",
+            "+50",
+            "429:",
+            "429:x",
+            "429:+1",
+            "slow:",
+            "slow:-1",
+            "fail",
+            " ok",
+            "paypal422:",
+            "paypal422",
+            "paypal422:NOPE",
+            "paypal422:previous_request_in_progress",
+            "paypal:PREVIOUS_REQUEST_IN_PROGRESS",
         ] {
             assert!(text.parse::<Step>().is_err(), "{text:?} accepted");
         }
+    }
+
+    #[test]
+    fn every_paypal_issue_round_trips_and_is_a_plain_422_elsewhere() {
+        for (issue, description) in PAYPAL_422_ISSUES {
+            let text = format!("paypal422:{issue}");
+            let step: Step = text.parse().unwrap();
+            assert_eq!(step, Step::PayPal422(issue));
+            assert_eq!(step.to_string(), text);
+            assert_eq!(step.plain(), Step::Status(422));
+            assert!(!description.is_empty());
+        }
+        assert_eq!(Step::Hang.plain(), Step::Hang);
     }
 
     #[test]

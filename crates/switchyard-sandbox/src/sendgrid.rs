@@ -179,7 +179,7 @@ pub(crate) async fn mail_send(
             errors(StatusCode::BAD_REQUEST, &[("Bad Request", None)]),
         );
     };
-    let response = match attempt.step.unwrap_or(Step::Ok) {
+    let response = match attempt.step.map(Step::plain).unwrap_or(Step::Ok) {
         Step::Status(status) if status >= 400 => {
             errors(scripted_status(status), &[("scripted failure", None)])
         }

@@ -36,6 +36,10 @@ pub(crate) struct AppState {
     pub(crate) stripe: crate::stripe::Account,
     /// The emulated EasyPost accounts' shipments and trackers.
     pub(crate) easypost: crate::easypost::Store,
+    /// The emulated PayPal app's tokens and orders.
+    pub(crate) paypal: crate::paypal::Account,
+    /// The emulated CRM portal's contacts.
+    pub(crate) crm: crate::crm::Store,
     started: Instant,
     /// Flips to `true` on shutdown; ends `hang`s so they do not hold the stop up.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -102,6 +106,27 @@ fn router(state: Arc<AppState>) -> Router {
             "/easypost/v2/trackers",
             post(crate::easypost::create_tracker),
         )
+        .route("/paypal/v1/oauth2/token", post(crate::paypal::token))
+        .route(
+            "/paypal/v2/checkout/orders",
+            post(crate::paypal::create_order),
+        )
+        .route(
+            "/paypal/v2/checkout/orders/{order_id}",
+            get(crate::paypal::get_order),
+        )
+        .route(
+            "/paypal/v2/checkout/orders/{order_id}/capture",
+            post(crate::paypal::capture_order),
+        )
+        .route(
+            "/crm/v3/contacts/{email}",
+            put(crate::crm::upsert_contact).get(crate::crm::get_contact),
+        )
+        .route(
+            "/_sandbox/paypal/expire-tokens",
+            post(control::expire_paypal_tokens),
+        )
         .route(
             "/_sandbox/scenarios/{command_id}",
             put(control::put_scenario),
@@ -161,6 +186,8 @@ impl Sandbox {
             http: crate::callback::webhook_client()?,
             stripe: crate::stripe::Account::default(),
             easypost: crate::easypost::Store::default(),
+            paypal: crate::paypal::Account::default(),
+            crm: crate::crm::Store::default(),
             started: Instant::now(),
             shutdown,
         });
@@ -244,6 +271,19 @@ impl Sandbox {
     /// The `base_url` of a SendGrid provider pointed at the sandbox's emulator.
     pub fn sendgrid_base_url(&self) -> String {
         format!("{}/sendgrid", self.base_url())
+    }
+
+    /// The `base_url` of a PayPal provider pointed at the sandbox's emulator (OAuth at
+    /// `/v1/oauth2/token` with [`PAYPAL_CLIENT_ID`](crate::PAYPAL_CLIENT_ID) and
+    /// [`PAYPAL_CLIENT_SECRET`](crate::PAYPAL_CLIENT_SECRET), Orders at `/v2/checkout/orders`).
+    pub fn paypal_base_url(&self) -> String {
+        format!("{}/paypal", self.base_url())
+    }
+
+    /// The `base_url` of the CRM provider pointed at the sandbox's emulator (contacts at
+    /// `/crm/v3/contacts/{email}`, keyed by [`CRM_API_KEY`](crate::CRM_API_KEY)).
+    pub fn crm_base_url(&self) -> String {
+        format!("{}/crm", self.base_url())
     }
 
     /// `{cert_dir}/ca.pem`: the root clients add to their trust store.

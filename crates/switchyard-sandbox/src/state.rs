@@ -31,6 +31,21 @@ struct Inner {
     commands: HashMap<String, Vec<RequestRecord>>,
     operations: HashMap<String, Operation>,
     status_checks: HashMap<String, u64>,
+    vendors: VendorCounts,
+}
+
+/// Counters of vendor emulators whose work is not only effects (tokens fetched, upserts),
+/// shown flat in `GET /_sandbox/stats`.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub(crate) struct VendorCounts {
+    /// Every request to PayPal's token endpoint, granted or not.
+    pub(crate) paypal_token_requests: u64,
+    /// Access tokens PayPal's token endpoint issued.
+    pub(crate) paypal_tokens_issued: u64,
+    /// Orders captured: one per order, however many retries asked.
+    pub(crate) paypal_captures: u64,
+    /// Contact upserts the CRM executed (replays of an `Idempotency-Key` not included).
+    pub(crate) crm_upserts: u64,
 }
 
 /// A long-running operation the sandbox accepted, by reference.
@@ -108,6 +123,8 @@ pub(crate) struct StatsView {
     pub(crate) total_requests: u64,
     pub(crate) total_effects: u64,
     pub(crate) effects: BTreeMap<String, u64>,
+    #[serde(flatten)]
+    pub(crate) vendors: VendorCounts,
 }
 
 /// `GET /_sandbox/commands/{command_id}`.
@@ -158,6 +175,11 @@ impl Ledger {
 
     pub(crate) fn count_request(&self) {
         self.lock().total_requests += 1;
+    }
+
+    /// Bumps one of the vendor counters.
+    pub(crate) fn count_vendor(&self, bump: impl FnOnce(&mut VendorCounts)) {
+        bump(&mut self.lock().vendors);
     }
 
     /// A number no other execution has: how a provider without idempotency keeps each
@@ -226,6 +248,7 @@ impl Ledger {
             total_requests: inner.total_requests,
             total_effects: inner.total_effects,
             effects: inner.effects.clone(),
+            vendors: inner.vendors,
         }
     }
 

@@ -221,7 +221,7 @@ async fn answer(
         )
         .response();
     };
-    let step = attempt.step.unwrap_or(Step::Ok);
+    let step = attempt.step.map(Step::plain).unwrap_or(Step::Ok);
     match step {
         Step::Status(status) if status >= 400 => {
             let status = scripted_status(status);

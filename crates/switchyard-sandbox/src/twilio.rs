@@ -82,7 +82,11 @@ pub(crate) async fn create_message(
     let params: BTreeMap<String, String> = form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let response = match attempt.step.unwrap_or(Step::Accept(Finish::Succeed)) {
+    let response = match attempt
+        .step
+        .map(Step::plain)
+        .unwrap_or(Step::Accept(Finish::Succeed))
+    {
         Step::Status(status) if status >= 400 => {
             error(scripted_status(status), 20500, "scripted failure")
         }

@@ -1,4 +1,4 @@
-//! What every vendor emulator (SendGrid, Twilio, Stripe, EasyPost) shares: recording each
+//! What every vendor emulator (SendGrid, Twilio, Stripe, EasyPost, PayPal, the CRM) shares: recording each
 //! request under its command and applying the command's script, and delivering the vendor's
 //! signed webhooks the way vendors do (in the background, retried a few times).
 

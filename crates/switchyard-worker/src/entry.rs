@@ -18,11 +18,59 @@ struct Args {
     config: Option<PathBuf>,
 }
 
+/// A Switchyard worker for a kind declared in configuration (`[[kinds]]`).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct ConfiguredArgs {
+    /// The `[[kinds]]` entry to serve.
+    #[arg(long)]
+    kind: String,
+    /// Config file (else SWITCHYARD_CONFIG, else ./switchyard.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
 /// Parses arguments and configuration, then runs the worker of `kind` until SIGTERM.
 pub fn main(kind: Arc<dyn Kind>) -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load(args.config.as_deref()) {
+    run_main(args.config, |_| Ok(kind))
+}
+
+/// `switchyard-worker --kind <name>`: the worker of a kind declared in `[[kinds]]`, with the
+/// same runtime as the built-in kinds' binaries.
+pub fn main_configured() -> ExitCode {
+    let args = ConfiguredArgs::parse();
+    run_main(args.config, |config| {
+        let index = config
+            .kinds
+            .iter()
+            .position(|k| k.name.as_str() == args.kind)
+            .ok_or_else(|| {
+                format!(
+                    "no [[kinds]] entry named {:?} (the built-in kinds run as switchyard-payment, \
+                     switchyard-shipping and switchyard-notification)",
+                    args.kind
+                )
+            })?;
+        crate::kind::ConfiguredKind::from_config(config, index)
+            .map(|k| Arc::new(k) as Arc<dyn Kind>)
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn run_main(
+    path: Option<PathBuf>,
+    kind: impl FnOnce(&Config) -> Result<Arc<dyn Kind>, String>,
+) -> ExitCode {
+    let config = match Config::load(path.as_deref()) {
         Ok(c) => c,
+        Err(e) => {
+            let _ = writeln_stderr(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let kind = match kind(&config) {
+        Ok(k) => k,
         Err(e) => {
             let _ = writeln_stderr(&format!("error: {e}"));
             return ExitCode::from(2);

@@ -580,6 +580,7 @@ impl Handler {
         self.validator
             .validate(
                 &command.kind,
+                &command.provider,
                 &command.operation,
                 &serde_json::Value::Object(command.payload.clone()),
             )

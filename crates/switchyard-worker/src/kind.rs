@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use switchyard_amqp::Topology;
 use switchyard_config::{Config, ConfigError, ProviderConfig};
-use switchyard_core::{KindSpec, Name, Provider};
+use switchyard_core::{KindSpec, Name, OperationSpec, PayloadValidator, Provider};
 use switchyard_http::{OutboundClient, OutboundSettings, Redactor};
 use switchyard_webhooks::Receiver;
 
@@ -88,6 +88,7 @@ pub fn check_operations(
 ) -> Result<(), ConfigError> {
     match config
         .operations
+        .names()
         .iter()
         .find(|o| !supported.contains(&o.as_str()))
     {
@@ -143,6 +144,14 @@ pub fn redactor(config: &Config) -> Redactor {
     )
 }
 
+/// What entry `p` of `config` builds itself with.
+pub fn provider_context(config: &Config, p: &ProviderConfig) -> ProviderContext {
+    ProviderContext {
+        outbound: outbound_for(config, p),
+        redactor: redactor(config),
+    }
+}
+
 /// Builds every provider of `kind` in `config`. Fails on the first entry that is wrong, with
 /// a message naming it.
 pub fn build_providers(
@@ -152,10 +161,7 @@ pub fn build_providers(
     let spec = kind.spec();
     let mut out = Vec::new();
     for (index, p) in config.providers_of(&spec.name) {
-        let ctx = ProviderContext {
-            outbound: outbound_for(config, p),
-            redactor: redactor(config),
-        };
+        let ctx = provider_context(config, p);
         let built = if p.provider_type == *"http" {
             CodeProvider {
                 provider: Arc::new(GenericHttpProvider::from_config(p, index, &ctx)?),
@@ -287,4 +293,146 @@ impl Catalog {
             ))
         }
     }
+}
+
+/// A kind declared in `[[kinds]]`: its operations and schemas come from configuration, and
+/// every provider of it is a generic `type = "http"` provider.
+#[derive(Debug, Clone)]
+pub struct ConfiguredKind {
+    spec: KindSpec,
+    listen: SocketAddr,
+}
+
+/// Where a configured kind's worker listens unless its entry or `worker.listen` says: one
+/// port per kind from 9110 on, after the built-in kinds' 9101 to 9103.
+const FIRST_CONFIGURED_PORT: u16 = 9110;
+
+impl ConfiguredKind {
+    /// Builds `[[kinds]]` entry `index`, reading schema files; errors name the key.
+    pub fn from_config(config: &Config, index: usize) -> Result<Self, ConfigError> {
+        let entry = config
+            .kinds
+            .get(index)
+            .ok_or_else(|| ConfigError::invalid(format!("kinds[{index}]"), "no such entry"))?;
+        let operations = entry
+            .operations
+            .iter()
+            .enumerate()
+            .map(|(j, o)| {
+                let key = format!("kinds[{index}].operations[{j}]");
+                let spec = OperationSpec {
+                    name: o.name.clone(),
+                    schema: o.schema(&key)?,
+                    max_wait: o
+                        .max_wait
+                        .unwrap_or(switchyard_core::kind::DEFAULT_MAX_WAIT),
+                };
+                PayloadValidator::new([&KindSpec {
+                    name: entry.name.clone(),
+                    operations: vec![spec.clone()],
+                }])
+                .map_err(|e| ConfigError::invalid(format!("{key}.schema"), e.to_string()))?;
+                Ok(spec)
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        let port = FIRST_CONFIGURED_PORT.saturating_add(u16::try_from(index).unwrap_or(u16::MAX));
+        Ok(Self {
+            spec: KindSpec {
+                name: entry.name.clone(),
+                operations,
+            },
+            listen: entry
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port))),
+        })
+    }
+}
+
+impl Kind for ConfiguredKind {
+    fn spec(&self) -> KindSpec {
+        self.spec.clone()
+    }
+
+    fn default_listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn code_provider(
+        &self,
+        _config: &ProviderConfig,
+        _index: usize,
+        _ctx: &ProviderContext,
+    ) -> Result<Option<CodeProvider>, ConfigError> {
+        Ok(None)
+    }
+}
+
+/// The built-in kinds followed by every `[[kinds]]` entry; a configured kind may not reuse a
+/// built-in kind's name (a provider adds operations to a built-in kind instead).
+pub fn with_configured_kinds(
+    builtin: Vec<Arc<dyn Kind>>,
+    config: &Config,
+) -> Result<Vec<Arc<dyn Kind>>, ConfigError> {
+    let mut kinds = builtin;
+    for index in 0..config.kinds.len() {
+        let kind = ConfiguredKind::from_config(config, index)?;
+        if kinds.iter().any(|k| k.spec().name == kind.spec.name) {
+            return Err(ConfigError::invalid(
+                format!("kinds[{index}].name"),
+                format!(
+                    "{:?} is a built-in kind: add operations to it in a provider's `operations`",
+                    kind.spec.name.as_str()
+                ),
+            ));
+        }
+        kinds.push(Arc::new(kind));
+    }
+    for (index, p) in config.providers.iter().enumerate() {
+        if !kinds.iter().any(|k| k.spec().name == p.kind) {
+            return Err(ConfigError::invalid(
+                format!("{}.kind", ProviderConfig::key(index)),
+                format!(
+                    "no kind {:?}: declare it in [[kinds]] or use a built-in kind",
+                    p.kind.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(kinds)
+}
+
+/// The payload schemas of `specs`' operations, and of the operations their providers add
+/// with a schema. A provider may not give a schema to an operation its kind defines: the
+/// kind's schema is the one every provider of it accepts.
+pub fn payload_validator<'a>(
+    specs: impl IntoIterator<Item = &'a KindSpec>,
+    config: &Config,
+) -> Result<PayloadValidator, ConfigError> {
+    let specs: Vec<&KindSpec> = specs.into_iter().collect();
+    let mut validator = PayloadValidator::new(specs.iter().copied())
+        .map_err(|e| ConfigError::invalid("kinds", e.to_string()))?;
+    for spec in specs {
+        for (index, p) in config.providers_of(&spec.name) {
+            for op in p.operations.declared() {
+                let key = format!("{}.operations.{}", ProviderConfig::key(index), op.name);
+                let Some(schema) = op.schema(&key)? else {
+                    continue;
+                };
+                if spec.operation(op.name.as_str()).is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.schema"),
+                        format!(
+                            "kind {:?} defines {:?} and its schema: a provider cannot replace it",
+                            spec.name.as_str(),
+                            op.name.as_str()
+                        ),
+                    ));
+                }
+                validator
+                    .add_provider_operation(&spec.name, &p.name, &op.name, &schema)
+                    .map_err(|e| ConfigError::invalid(format!("{key}.schema"), e.to_string()))?;
+            }
+        }
+    }
+    Ok(validator)
 }

@@ -11,7 +11,7 @@
 //! generic `type = "http"` provider of the contract lives here because every kind can use it.
 
 mod entry;
-mod generic;
+pub mod generic;
 mod handler;
 mod kind;
 mod plan;
@@ -21,11 +21,12 @@ mod secrets;
 mod stack;
 mod unroutable;
 
-pub use entry::main;
+pub use entry::{main, main_configured};
 pub use generic::{GenericHttpProvider, parse_report};
 pub use kind::{
-    Catalog, CodeProvider, Kind, NotInCatalog, ProviderContext, ProviderEntry, build_providers,
-    check_operations, redactor,
+    Catalog, CodeProvider, ConfiguredKind, Kind, NotInCatalog, ProviderContext, ProviderEntry,
+    build_providers, check_operations, payload_validator, provider_context, redactor,
+    with_configured_kinds,
 };
 pub use retry::RetrySchedule;
 pub use runtime::{WorkerHandle, journal_retention, open_journal, run, start};

@@ -9,7 +9,7 @@ use anyhow::Context;
 use switchyard_amqp::topology::work_queue;
 use switchyard_amqp::{Broker, BrokerSettings, ConsumeSettings, Publisher, Topology, consume};
 use switchyard_config::Config;
-use switchyard_core::{IdempotencyNamespace, PayloadValidator};
+use switchyard_core::IdempotencyNamespace;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -141,7 +141,7 @@ pub async fn start(
     let handler = Arc::new(Handler {
         kind: spec.name.clone(),
         providers,
-        validator: PayloadValidator::new([&spec])?,
+        validator: crate::kind::payload_validator([&spec], config)?,
         max_wait: spec
             .operations
             .iter()

@@ -77,7 +77,7 @@ impl SendGridProvider {
         check_operations(config, index, &["send_email"])?;
         Ok(Self {
             name: config.name.clone(),
-            operations: config.operations.clone(),
+            operations: config.operations.names().to_vec(),
             endpoint,
             api_key,
             client: ctx.client(index)?,

@@ -118,7 +118,7 @@ impl TwilioProvider {
         };
         let provider = Self {
             name: config.name.clone(),
-            operations: config.operations.clone(),
+            operations: config.operations.names().to_vec(),
             endpoint,
             account_sid: opts.account_sid,
             auth_token,

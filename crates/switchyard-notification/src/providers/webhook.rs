@@ -68,7 +68,7 @@ impl WebhookProvider {
         check_operations(config, index, &["send_webhook"])?;
         Ok(Self {
             name: config.name.clone(),
-            operations: config.operations.clone(),
+            operations: config.operations.names().to_vec(),
             signer: Arc::new(signer),
             client: ctx.client(index)?,
             redactor: ctx.redactor.clone(),

@@ -139,7 +139,7 @@ impl StripeProvider {
         };
         let provider = Self {
             name: config.name.clone(),
-            operations: config.operations.clone(),
+            operations: config.operations.names().to_vec(),
             payment_intents,
             refunds,
             api_key,

@@ -120,7 +120,13 @@ impl EasyPostProvider {
             ));
         }
         let receiver = Self::receiver(index, &opts)?;
-        if receiver.is_none() && config.operations.iter().any(|o| o.as_str() == "track") {
+        if receiver.is_none()
+            && config
+                .operations
+                .names()
+                .iter()
+                .any(|o| o.as_str() == "track")
+        {
             return Err(ConfigError::invalid(
                 format!("{key}.webhook_secret_env"),
                 "track completes by EasyPost's signed webhooks: set webhook_secret_env or \
@@ -129,7 +135,7 @@ impl EasyPostProvider {
         }
         let provider = Self {
             name: config.name.clone(),
-            operations: config.operations.clone(),
+            operations: config.operations.names().to_vec(),
             base,
             api_key,
             carrier_accounts: opts.carrier_accounts,

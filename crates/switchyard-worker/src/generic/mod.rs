@@ -1,26 +1,37 @@
 //! The generic `type = "http"` provider of the contract (section 6): a new integration by
-//! configuration alone.
+//! configuration alone. Each operation may declare how it is called and read (`shape`), the
+//! provider how it authenticates (`auth`) and how its errors are classified (`errors`).
 
+pub mod auth;
+pub mod errors;
+pub mod shape;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use switchyard_config::{ConfigError, ProviderConfig};
 use switchyard_core::{
     CallbackOutcome, Completion, ErrorClass, ErrorInfo, Name, Provider, ProviderCall,
-    ProviderError, ProviderOutcome, Secret,
+    ProviderError, ProviderOutcome,
 };
 use switchyard_http::{
-    OutboundClient, OutboundRequest, Redactor, classify, parse_retry_after, validate_provider_url,
+    OutboundClient, OutboundRequest, Redactor, parse_retry_after, validate_provider_url,
 };
+
+use self::auth::{Auth, AuthConfig};
+use self::errors::{ErrorRule, classify_with};
+use self::shape::{OperationShape, Reading};
 use switchyard_webhooks::{Notice, Receiver, Scheme, StandardWebhooks, Verified, WebhookReader};
 use url::Url;
 
 use crate::kind::ProviderContext;
-use crate::secrets::{env_secret, provider_secrets};
+use crate::secrets::provider_secrets;
 
 /// The generic provider's own options in its `[[providers]]` entry.
 #[derive(Debug, Deserialize)]
@@ -34,9 +45,22 @@ struct Options {
     /// Or a file holding it (a mounted secret); surrounding whitespace is ignored.
     #[serde(default)]
     webhook_secret_file: Option<std::path::PathBuf>,
-    /// Environment variable holding a bearer token sent to the provider.
+    /// Environment variable holding a bearer token sent to the provider (the short form of
+    /// `auth = { type = "bearer", token_env = "..." }`).
     #[serde(default)]
     bearer_token_env: Option<String>,
+    /// How requests authenticate.
+    #[serde(default)]
+    auth: Option<AuthConfig>,
+    /// Headers sent on every request (not secrets: those go in `auth`).
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// The header carrying the idempotency key (`Idempotency-Key` unless set).
+    #[serde(default)]
+    idempotency_header: Option<String>,
+    /// Rows classifying the provider's errors, checked in order before the default rules.
+    #[serde(default)]
+    errors: Vec<ErrorRule>,
     /// For a provider without callbacks: `GET {base_url}/{status_path}`, with `{reference}`
     /// replaced, answers how accepted work is going (the callback body's shape).
     #[serde(default)]
@@ -137,13 +161,21 @@ impl WebhookReader for ReportReader {
 pub struct GenericHttpProvider {
     name: Name,
     operations: Vec<Name>,
+    shapes: HashMap<String, OperationShape>,
     base_url: Url,
     client: OutboundClient,
-    bearer: Option<Arc<Secret<String>>>,
+    auth: Arc<Auth>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    idempotency_header: HeaderName,
+    errors: Arc<[ErrorRule]>,
     status_path: Option<String>,
     idempotent: bool,
     redactor: Redactor,
 }
+
+/// The default shape: `POST {base_url}/{operation}` with the payload as JSON.
+static DEFAULT_SHAPE: std::sync::LazyLock<OperationShape> =
+    std::sync::LazyLock::new(OperationShape::default);
 
 impl GenericHttpProvider {
     /// The Standard Webhooks keys of a generic provider's entry, if it takes callbacks: the
@@ -199,13 +231,57 @@ impl GenericHttpProvider {
                 "a generic http provider must list its operations",
             ));
         }
-        let bearer = opts
-            .bearer_token_env
-            .as_deref()
-            .map(|var| env_secret(&format!("{key}.bearer_token_env"), var))
-            .transpose()?
-            .map(Arc::new);
         Self::webhook_keys(config, index)?;
+        let client = ctx.client(index)?;
+        let auth = Auth::build(
+            &key,
+            opts.auth.as_ref(),
+            opts.bearer_token_env.as_deref(),
+            &client,
+        )?;
+        let mut shapes = HashMap::new();
+        for op in config.operations.declared() {
+            let op_key = format!("{key}.operations.{}", op.name);
+            let shape: OperationShape = op
+                .options
+                .parse()
+                .map_err(|e| ConfigError::invalid(op_key.clone(), e.to_string()))?;
+            shape
+                .check(&op_key)
+                .map_err(|e| ConfigError::invalid(op_key.clone(), e))?;
+            shapes.insert(op.name.to_string(), shape);
+        }
+        for (i, rule) in opts.errors.iter().enumerate() {
+            let row = format!("{key}.errors[{i}]");
+            rule.check(&row)
+                .map_err(|e| ConfigError::invalid(row.clone(), e))?;
+        }
+        let headers = opts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                        ConfigError::invalid(
+                            format!("{key}.headers"),
+                            format!("{k:?} is not a header name"),
+                        )
+                    })?,
+                    HeaderValue::from_str(v).map_err(|_| {
+                        ConfigError::invalid(format!("{key}.headers.{k}"), "not a header value")
+                    })?,
+                ))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        let idempotency_header = HeaderName::from_bytes(
+            opts.idempotency_header
+                .as_deref()
+                .unwrap_or("idempotency-key")
+                .as_bytes(),
+        )
+        .map_err(|_| {
+            ConfigError::invalid(format!("{key}.idempotency_header"), "not a header name")
+        })?;
         if let Some(path) = &opts.status_path
             && (!path.contains(REFERENCE_PLACEHOLDER) || path.starts_with('/'))
         {
@@ -216,39 +292,82 @@ impl GenericHttpProvider {
                 ),
             ));
         }
-        let client = ctx.client(index)?;
         Ok(Self {
             name: config.name.clone(),
-            operations: config.operations.clone(),
+            operations: config.operations.names().to_vec(),
+            shapes,
             base_url,
             client,
-            bearer,
+            auth: Arc::new(auth),
+            headers,
+            idempotency_header,
+            errors: opts.errors.into(),
             status_path: opts.status_path,
             idempotent: opts.idempotent,
             redactor: ctx.redactor.clone(),
         })
     }
 
+    /// How `operation` is called and read.
+    pub fn shape(&self, operation: &str) -> &OperationShape {
+        self.shapes.get(operation).unwrap_or(&DEFAULT_SHAPE)
+    }
+
+    /// How it authenticates (for `providers explain` and tests).
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Its error table.
+    pub fn error_rules(&self) -> &[ErrorRule] {
+        &self.errors
+    }
+
+    /// Its base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// The header carrying the idempotency key, when the provider takes one.
+    pub fn idempotency_header(&self) -> Option<&HeaderName> {
+        self.idempotent.then_some(&self.idempotency_header)
+    }
+
     fn headers(&self, call: &ProviderCall) -> HeaderMap {
         let mut h = HeaderMap::new();
-        let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(HeaderName::from_static(name), v);
-            }
-        };
-        set(&mut h, "idempotency-key", &call.idempotency_key.to_string());
-        set(
-            &mut h,
-            "x-switchyard-command-id",
-            &call.command.id.to_string(),
-        );
-        if let Some(token) = &self.bearer
-            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        if self.idempotent
+            && let Ok(v) = HeaderValue::from_str(&call.idempotency_key.to_string())
         {
-            v.set_sensitive(true);
-            h.insert(AUTHORIZATION, v);
+            h.insert(self.idempotency_header.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&call.command.id.to_string()) {
+            h.insert(HeaderName::from_static("x-switchyard-command-id"), v);
+        }
+        for (k, v) in &self.headers {
+            h.insert(k.clone(), v.clone());
         }
         h
+    }
+
+    /// Sends `request` with credentials; after a 401 with an OAuth2 token, once more with a
+    /// fresh token (the provider may have revoked or expired it early).
+    async fn send(
+        &self,
+        request: OutboundRequest,
+        call: &ProviderCall,
+    ) -> Result<switchyard_http::HttpExchange, ProviderError> {
+        let mut first = request.clone();
+        let used = self.auth.apply(&mut first).await?;
+        let exchange = self
+            .client
+            .send_recorded(first, call, &self.redactor)
+            .await?;
+        if exchange.status != StatusCode::UNAUTHORIZED || !self.auth.refused(&used).await {
+            return Ok(exchange);
+        }
+        let mut again = request;
+        self.auth.apply(&mut again).await?;
+        self.client.send_recorded(again, call, &self.redactor).await
     }
 }
 
@@ -267,18 +386,44 @@ impl Provider for GenericHttpProvider {
     }
 
     async fn call(&self, call: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
+        let operation = call.command.operation.as_str();
+        let shape = self.shape(operation);
+        // A payload that cannot fill the templates fails here, before anything is sent.
+        let shaped = shape.build(
+            operation,
+            &call.command.payload,
+            &call.command.id.to_string(),
+        )?;
         let url = self
             .base_url
-            .join(call.command.operation.as_str())
+            .join(&shaped.path_and_query)
             .map_err(|e| invalid_response(format!("cannot build the operation URL: {e}")))?;
+        let mut headers = self.headers(call);
+        for (k, v) in &shaped.headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
         // serde_json's map is ordered, so the same payload is the same bytes on every attempt.
-        let body = Bytes::from(serde_json::to_vec(&call.command.payload).unwrap_or_default());
-        let request = OutboundRequest::post_json(url, self.headers(call), body);
-        let exchange = self
-            .client
-            .send_recorded(request, call, &self.redactor)
-            .await?;
-        if exchange.status == StatusCode::CONFLICT {
+        let body = match shaped.body {
+            Some((bytes, content_type)) => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                Bytes::from(bytes)
+            }
+            None => Bytes::new(),
+        };
+        let request = OutboundRequest {
+            method: shaped.method,
+            url,
+            headers,
+            body,
+            timeout: None,
+        };
+        let exchange = self.send(request, call).await?;
+        if exchange.status == StatusCode::CONFLICT && self.idempotent {
             // A request with the same idempotency key is still executing at the provider
             // (RELIABILITY I2): back off and ask again with the same key, never dead-letter.
             let mut e = ProviderError::new(
@@ -290,10 +435,16 @@ impl Provider for GenericHttpProvider {
             e.retry_after = exchange
                 .headers
                 .get(http::header::RETRY_AFTER)
-                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
             return Err(e);
         }
-        classify(exchange.status, &exchange.headers, &exchange.body)?;
+        classify_with(
+            &self.errors,
+            exchange.status,
+            &exchange.headers,
+            &exchange.body,
+            SystemTime::now(),
+        )?;
         // From here the provider said yes: an answer we cannot read leaves the outcome unknown.
         let json: Value = if exchange.body.is_empty() {
             Value::Null
@@ -302,21 +453,35 @@ impl Provider for GenericHttpProvider {
                 ProviderError::unreadable_answer(format!("the 2xx answer is not JSON: {e}"))
             })?
         };
-        let reference = json
-            .get("reference")
-            .or_else(|| json.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if exchange.status == StatusCode::ACCEPTED {
-            let reference = reference.filter(|r| !r.is_empty()).ok_or_else(|| {
-                ProviderError::unreadable_answer("202 Accepted without a usable \"reference\"")
-            })?;
-            return Ok(ProviderOutcome::Waiting { reference });
+        let reference = shape.reference(&json);
+        let reading = match shape.reading(&json)? {
+            Some(r) => r,
+            None if exchange.status == StatusCode::ACCEPTED => Reading::Pending,
+            None => Reading::Succeeded,
+        };
+        match reading {
+            Reading::Pending => {
+                let reference = reference.ok_or_else(|| {
+                    ProviderError::unreadable_answer(
+                        "accepted work without a usable reference in the answer",
+                    )
+                })?;
+                Ok(ProviderOutcome::Waiting { reference })
+            }
+            Reading::Succeeded => Ok(ProviderOutcome::Completed {
+                result: shape.result(&json),
+                reference,
+            }),
+            Reading::Failed => {
+                let mut e = ProviderError::new(
+                    ErrorClass::Permanent,
+                    "provider_failed",
+                    "the provider answered that the operation failed",
+                );
+                e.http_status = Some(exchange.status.as_u16());
+                Err(e)
+            }
         }
-        Ok(ProviderOutcome::Completed {
-            result: json,
-            reference,
-        })
     }
 
     fn idempotent(&self) -> bool {
@@ -350,8 +515,7 @@ impl Provider for GenericHttpProvider {
             .join(&path.replace(REFERENCE_PLACEHOLDER, &segment))
             .map_err(|e| invalid_response(format!("cannot build the status URL: {e}")))?;
         let exchange = self
-            .client
-            .send_recorded(
+            .send(
                 OutboundRequest {
                     method: Method::GET,
                     url,
@@ -360,18 +524,42 @@ impl Provider for GenericHttpProvider {
                     timeout: None,
                 },
                 call,
-                &self.redactor,
             )
             .await?;
-        classify(exchange.status, &exchange.headers, &exchange.body)?;
-        let (answered, outcome) = parse_report(&exchange.body, &self.redactor)
-            .map_err(|e| invalid_response(format!("status answer is not a report: {e}")))?;
-        if answered != reference {
-            return Err(invalid_response(
-                "the status answer is about another reference",
-            ));
+        classify_with(
+            &self.errors,
+            exchange.status,
+            &exchange.headers,
+            &exchange.body,
+            SystemTime::now(),
+        )?;
+        let shape = self.shape(call.command.operation.as_str());
+        if shape.status.is_none() {
+            let (answered, outcome) = parse_report(&exchange.body, &self.redactor)
+                .map_err(|e| invalid_response(format!("status answer is not a report: {e}")))?;
+            if answered != reference {
+                return Err(invalid_response(
+                    "the status answer is about another reference",
+                ));
+            }
+            return Ok(outcome);
         }
-        Ok(outcome)
+        // The operation declares its status field: the status answer is read the same way.
+        let json: Value = serde_json::from_slice(&exchange.body)
+            .map_err(|e| invalid_response(format!("status answer is not JSON: {e}")))?;
+        Ok(match shape.reading(&json)? {
+            Some(Reading::Succeeded) => CallbackOutcome::Succeeded {
+                result: self.redactor.json(&shape.result(&json)),
+            },
+            Some(Reading::Failed) => CallbackOutcome::Failed {
+                error: ErrorInfo::new(
+                    ErrorClass::Permanent,
+                    "provider_failed",
+                    "the provider reported a failure",
+                ),
+            },
+            Some(Reading::Pending) | None => CallbackOutcome::Pending,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! provider how it authenticates (`auth`) and how its errors are classified (`errors`).
 
 pub mod auth;
+pub mod callbacks;
 pub mod errors;
 pub mod shape;
 
@@ -61,6 +62,10 @@ struct Options {
     /// Rows classifying the provider's errors, checked in order before the default rules.
     #[serde(default)]
     errors: Vec<ErrorRule>,
+    /// Callbacks read by declaration (instead of the report shape under
+    /// `webhook_secret_*`).
+    #[serde(default)]
+    callbacks: Option<self::callbacks::CallbackConfig>,
     /// For a provider without callbacks: `GET {base_url}/{status_path}`, with `{reference}`
     /// replaced, answers how accepted work is going (the callback body's shape).
     #[serde(default)]
@@ -204,6 +209,16 @@ impl GenericHttpProvider {
         index: usize,
         redactor: &Redactor,
     ) -> Result<Option<Receiver>, ConfigError> {
+        let opts: Options = config.parse_options(index)?;
+        if let Some(callbacks) = &opts.callbacks {
+            if opts.webhook_secret_env.is_some() || opts.webhook_secret_file.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("{}.callbacks", ProviderConfig::key(index)),
+                    "set callbacks or webhook_secret_*, not both",
+                ));
+            }
+            return callbacks.receiver(index, redactor).map(Some);
+        }
         Ok(Self::webhook_keys(config, index)?.map(|keys| Receiver {
             scheme: Scheme::Standard(keys),
             reader: Arc::new(ReportReader {
@@ -231,7 +246,7 @@ impl GenericHttpProvider {
                 "a generic http provider must list its operations",
             ));
         }
-        Self::webhook_keys(config, index)?;
+        Self::receiver(config, index, &ctx.redactor)?;
         let client = ctx.client(index)?;
         let auth = Auth::build(
             &key,

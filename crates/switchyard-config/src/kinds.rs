@@ -211,3 +211,82 @@ pub(crate) fn validate_kinds(kinds: &[KindConfig]) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const CRM: &str = r#"
+[[kinds]]
+name = "crm"
+[[kinds.operations]]
+name = "upsert_contact"
+schema = { type = "object", required = ["email"] }
+
+[[providers]]
+name = "contacts"
+kind = "crm"
+type = "http"
+base_url = "https://crm.example/api"
+operations = ["ping", { name = "upsert_contact", method = "PUT", path = "contacts/{email}" }]
+"#;
+
+    #[test]
+    fn kinds_and_declared_operations_parse() {
+        let c = Config::from_toml_str(CRM).unwrap();
+        assert_eq!(c.kinds[0].name.as_str(), "crm");
+        let ops = &c.providers[0].operations;
+        assert_eq!(
+            ops.names().iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["ping", "upsert_contact"]
+        );
+        assert!(ops.get("ping").is_none());
+        let declared = ops.get("upsert_contact").unwrap();
+        assert!(declared.schema.is_none());
+        assert!(format!("{:?}", declared.options).contains("contacts/{email}"));
+    }
+
+    #[test]
+    fn wrong_kinds_are_refused_naming_the_key() {
+        for (toml, key) in [
+            (
+                CRM.replace("schema = { type = \"object\", required = [\"email\"] }", ""),
+                "kinds[0].operations[0]",
+            ),
+            (
+                format!(
+                    "{CRM}\n[[kinds]]\nname = \"crm\"\noperations = [{{ name = \"x\", schema = {{}} }}]\n"
+                ),
+                "kinds[1].name",
+            ),
+            (
+                "[[kinds]]\nname = \"tax\"\noperations = []\n".to_owned(),
+                "kinds[0].operations",
+            ),
+            (
+                CRM.replace(
+                    "operations = [\"ping\",",
+                    "operations = [\"ping\", \"ping\",",
+                ),
+                "providers[0].operations[1]",
+            ),
+            (
+                CRM.replace(
+                    "schema = {",
+                    "schema_file = \"/nonexistent.json\"\nschema = {",
+                ),
+                "kinds[0].operations[0]",
+            ),
+            (
+                CRM.replace(
+                    "schema = { type = \"object\", required = [\"email\"] }",
+                    "schema_file = \"/nonexistent.json\"",
+                ),
+                "kinds[0].operations[0].schema_file",
+            ),
+        ] {
+            let e = Config::from_toml_str(&toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{key} not in {e}");
+        }
+    }
+}

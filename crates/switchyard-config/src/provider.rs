@@ -44,6 +44,13 @@ pub struct ProviderConfig {
     /// An extra trust root (PEM) for this provider's certificates.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM, with any intermediates) for a provider that requires
+    /// mutual TLS; with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// Everything else: options of this provider type, checked by the provider itself.
     #[serde(flatten)]
     pub options: ProviderOptions,
@@ -143,6 +150,25 @@ impl ProviderConfig {
                 "must be at least 1",
             ));
         }
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.client_cert_file"),
+                    "mutual TLS needs client_cert_file and client_key_file together",
+                ));
+            }
+            (Some(cert), Some(k)) => {
+                for (name, path) in [("client_cert_file", cert), ("client_key_file", k)] {
+                    if !path.exists() {
+                        return Err(ConfigError::invalid(
+                            format!("{key}.{name}"),
+                            format!("{} does not exist", path.display()),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
         if let Some(ca) = &self.ca_file
             && !ca.exists()
         {
@@ -191,6 +217,24 @@ max_attempts = 8
             }
             let o: Opts = p.parse_options(0).unwrap();
             assert_eq!(o.base_url, "https://pay.acme.example/api");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("client.pem", "cert")?;
+            let e = Config::from_toml_str(&format!("{ACME}client_cert_file = \"client.pem\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("providers[0].client_cert_file"), "{e}");
+            let e = Config::from_toml_str(&format!(
+                "{ACME}client_cert_file = \"client.pem\"\nclient_key_file = \"missing.key\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("providers[0].client_key_file"), "{e}");
             Ok(())
         });
     }

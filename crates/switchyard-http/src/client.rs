@@ -42,6 +42,14 @@ pub enum BuildError {
         /// What rustls said.
         reason: String,
     },
+    /// The client certificate or its key cannot be used.
+    #[error("client certificate {}: {reason}", path.display())]
+    ClientIdentity {
+        /// The file at fault.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// rustls refused the configuration.
     #[error("TLS configuration failed: {0}")]
     Tls(#[from] rustls::Error),
@@ -154,7 +162,7 @@ impl OutboundClient {
             allow_loopback: settings.allow_loopback,
             allow_private: settings.allow_private,
         };
-        let tls = tls::client_config(&settings.ca_files)?;
+        let tls = tls::client_config(&settings.ca_files, settings.client_identity.as_ref())?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .https_only(true)

@@ -21,7 +21,7 @@ pub use classify::{MAX_RETRY_AFTER, classify, code, parse_retry_after};
 pub use client::{BuildError, HttpExchange, OutboundClient, OutboundRequest};
 pub use provider_url::{UrlError, validate_provider_url};
 pub use resolver::{AddressPolicy, AddressRange, DestinationRefused};
-pub use settings::OutboundSettings;
+pub use settings::{ClientIdentity, OutboundSettings};
 pub use switchyard_redact::{
     REDACTED, Redactor, body_excerpt, cap, contains_card_number, field_with_card_number,
     is_sensitive_header, mask_card_numbers, redact_headers,

@@ -20,6 +20,17 @@ pub struct OutboundSettings {
     pub ca_files: Vec<PathBuf>,
     /// Idle connections kept per host: reuse saves a TLS handshake per call.
     pub pool_max_idle_per_host: usize,
+    /// A client certificate presented to providers that require one (mTLS).
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate, then any intermediates.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for OutboundSettings {
@@ -32,6 +43,7 @@ impl Default for OutboundSettings {
             allow_private: false,
             ca_files: Vec::new(),
             pool_max_idle_per_host: 64,
+            client_identity: None,
         }
     }
 }

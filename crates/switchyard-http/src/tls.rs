@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use rustls::crypto::ring;
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::client::BuildError;
+use crate::settings::ClientIdentity;
 
 /// Installs rustls' ring provider as the process default, for libraries (such as servers in
 /// tests) that ask rustls for the default. Idempotent: an already installed provider stays.
@@ -19,7 +20,10 @@ pub fn install_crypto_provider() {
 }
 
 /// The client configuration: webpki roots plus each CA file, ring, HTTP/2 and HTTP/1.1.
-pub(crate) fn client_config(ca_files: &[PathBuf]) -> Result<ClientConfig, BuildError> {
+pub(crate) fn client_config(
+    ca_files: &[PathBuf],
+    identity: Option<&ClientIdentity>,
+) -> Result<ClientConfig, BuildError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -28,10 +32,21 @@ pub(crate) fn client_config(ca_files: &[PathBuf]) -> Result<ClientConfig, BuildE
     }
     // The provider is passed explicitly so the client works whether or not a process
     // default was installed.
-    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let (chain, key) = read_identity(id)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| BuildError::ClientIdentity {
+                    path: id.key_file.clone(),
+                    reason: e.to_string(),
+                })?
+        }
+    };
     // A preconfigured config gets no ALPN from reqwest; without it HTTP/2 is never used.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
@@ -58,4 +73,24 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), BuildError>
         });
     }
     Ok(())
+}
+
+/// The certificate chain and key of a client identity.
+fn read_identity(
+    id: &ClientIdentity,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), BuildError> {
+    let bad = |path: &Path, reason: String| BuildError::ClientIdentity {
+        path: path.to_owned(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(&id.cert_file)
+        .map_err(|e| bad(&id.cert_file, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&id.cert_file, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad(&id.cert_file, "no PEM certificate in it".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&id.key_file).map_err(|e| bad(&id.key_file, e.to_string()))?;
+    Ok((chain, key))
 }

@@ -442,3 +442,98 @@ fn debug_output_hides_credentials() {
     assert!(!shown.contains("canary"), "{shown}");
     assert!(!shown.contains("4242424242424242"), "{shown}");
 }
+
+/// mTLS: a provider that requires a client certificate refuses a client without one and
+/// serves one that presents a certificate its CA signed.
+#[tokio::test]
+async fn a_client_certificate_is_presented_when_configured() {
+    install_crypto_provider();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Switchyard mTLS test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "switchyard-worker");
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let (cert_file, key_file) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    std::fs::write(&cert_file, client_cert.pem()).unwrap();
+    std::fs::write(&key_file, client_key.serialize_pem()).unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_cert.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server =
+        axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(config)))
+            .unwrap();
+    tokio::spawn(server.serve(app().into_make_service_with_connect_info::<SocketAddr>()));
+    let url = url::Url::parse(&format!("https://localhost:{port}/ok")).unwrap();
+
+    let mut settings = OutboundSettings {
+        allow_loopback: true,
+        ca_files: vec![ca_file],
+        ..OutboundSettings::default()
+    };
+    let refused = OutboundClient::new(&settings)
+        .unwrap()
+        .send(get_req(url.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused.class, ErrorClass::Transient | ErrorClass::Timeout),
+        "{refused:?}"
+    );
+    settings.client_identity = Some(switchyard_http::ClientIdentity {
+        cert_file,
+        key_file: key_file.clone(),
+    });
+    let exchange = OutboundClient::new(&settings)
+        .unwrap()
+        .send(get_req(url))
+        .await
+        .unwrap();
+    assert_eq!(exchange.status, StatusCode::OK);
+
+    // A key that is not a key is refused when the client is built, naming the file.
+    std::fs::write(&key_file, "not a key").unwrap();
+    match OutboundClient::new(&settings) {
+        Err(BuildError::ClientIdentity { path, .. }) => assert_eq!(path, key_file),
+        other => panic!("{other:?}"),
+    }
+}

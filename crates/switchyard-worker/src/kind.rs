@@ -72,8 +72,12 @@ impl ProviderContext {
     /// The outbound client for entry `index`; a trust root that cannot be read names its key.
     pub fn client(&self, index: usize) -> Result<OutboundClient, ConfigError> {
         OutboundClient::new(&self.outbound).map_err(|e| {
+            let field = match e {
+                switchyard_http::BuildError::ClientIdentity { .. } => "client_cert_file",
+                _ => "ca_file",
+            };
             ConfigError::invalid(
-                format!("{}.ca_file", ProviderConfig::key(index)),
+                format!("{}.{field}", ProviderConfig::key(index)),
                 e.to_string(),
             )
         })
@@ -132,6 +136,14 @@ fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
         allow_loopback: o.allow_loopback,
         allow_private: o.allow_private,
         ca_files: p.ca_file.iter().cloned().collect(),
+        client_identity: p
+            .client_cert_file
+            .clone()
+            .zip(p.client_key_file.clone())
+            .map(|(cert_file, key_file)| switchyard_http::ClientIdentity {
+                cert_file,
+                key_file,
+            }),
         ..OutboundSettings::default()
     }
 }

@@ -82,6 +82,18 @@ impl Fleet {
             ),
         ]
         .join("\n");
+        // The same API with a client secret PayPal refuses: the token endpoint's answer.
+        let refused = example(
+            "paypal-orders.toml",
+            &[(
+                "https://api-m.sandbox.paypal.com",
+                sandbox.paypal_base_url(),
+            )],
+            &ca,
+        )
+        .replacen("name = \"paypal\"", "name = \"paypal_refused\"", 1)
+        .replace("PAYPAL_CLIENT_SECRET", "PAYPAL_WRONG_SECRET");
+        let extra = format!("{extra}\n{refused}");
         let (ledger_port, crm_port) = (free_port(), free_port());
         // Five processes share the journal and the ledger: PostgreSQL, as in production (on
         // one SQLite file they would queue behind its single writer lock).
@@ -113,6 +125,7 @@ impl Fleet {
                 .arg(&config)
                 .env("PAYPAL_CLIENT_ID", PAYPAL_CLIENT_ID)
                 .env("PAYPAL_CLIENT_SECRET", PAYPAL_CLIENT_SECRET)
+                .env("PAYPAL_WRONG_SECRET", "not-the-secret")
                 .env("CRM_API_KEY", CRM_API_KEY)
                 .env("TWILIO_AUTH_TOKEN", TWILIO_TOKEN)
                 .env("RUST_LOG", "info")
@@ -463,6 +476,22 @@ async fn a_kind_and_providers_declared_in_config_alone_run_end_to_end() {
         "one refresh after the 401"
     );
 
+    // A client the token endpoint refuses: failed for good, with the endpoint's error code.
+    let refused = f.command(
+        "payment",
+        "paypal_refused",
+        "create_order",
+        serde_json::json!({"reference": "refused", "currency": "EUR", "value": "3.00"}),
+    );
+    f.fleet.publish(&refused).await;
+    let failed = f.terminal(refused.id).await;
+    assert_eq!(failed.status, Status::Failed, "{failed:?}");
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.code.as_str()),
+        Some("oauth2_invalid_client"),
+        "{failed:?}"
+    );
+
     // Twilio's Messages API: a form body, Basic auth, and a signed status callback.
     let sms = Uuid::now_v7();
     let r = f
@@ -486,6 +515,7 @@ async fn a_kind_and_providers_declared_in_config_alone_run_end_to_end() {
         .arg(&f.config)
         .env("PAYPAL_CLIENT_ID", PAYPAL_CLIENT_ID)
         .env("PAYPAL_CLIENT_SECRET", PAYPAL_CLIENT_SECRET)
+        .env("PAYPAL_WRONG_SECRET", "x")
         .output()
         .await
         .unwrap();

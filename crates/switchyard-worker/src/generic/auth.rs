@@ -562,3 +562,39 @@ impl OAuth2 {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_secret_file_is_used_without_a_restart() {
+        let path = std::env::temp_dir().join(format!("sy-rotate-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "first\n").unwrap();
+        let source = SecretSource::load("providers[0].auth", "token", None, Some(&path)).unwrap();
+        assert_eq!(source.get().expose(), "first");
+        std::fs::write(&path, "second").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(source.get().expose(), "second");
+        // A moment where the file cannot be read keeps the last value.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(source.get().expose(), "second");
+    }
+
+    #[test]
+    fn secrets_must_come_from_exactly_one_place() {
+        let e = SecretSource::load("providers[0].auth", "token", None, None).unwrap_err();
+        assert!(e.to_string().contains("providers[0].auth.token_env"), "{e}");
+        let empty = std::env::temp_dir().join(format!("sy-empty-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&empty, "  \n").unwrap();
+        let e = SecretSource::load("providers[0].auth", "token", None, Some(&empty)).unwrap_err();
+        assert!(e.to_string().contains("token_file"), "{e}");
+        std::fs::remove_file(empty).unwrap();
+    }
+}

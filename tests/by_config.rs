@@ -95,8 +95,7 @@ impl Fleet {
         .replace("PAYPAL_CLIENT_SECRET", "PAYPAL_WRONG_SECRET");
         let extra = format!("{extra}\n{refused}");
         let (ledger_port, crm_port) = (free_port(), free_port());
-        // Five processes share the journal and the ledger: PostgreSQL, as in production (on
-        // one SQLite file they would queue behind its single writer lock).
+        // Five processes share the journal and the ledger: on PostgreSQL, as in production.
         let database = TestDatabase::postgres().await;
         let sqlite = format!(
             "database_url = \"{}\"",

@@ -63,20 +63,18 @@ fn explain_entry(
     let provider = GenericHttpProvider::from_config(p, index, &ctx)?;
     let _ = writeln!(out, "  base_url: {}", provider.base_url());
     let _ = writeln!(out, "  auth: {}", provider.auth().describe());
-    match provider.idempotency_header() {
-        Some(h) => {
-            let _ = writeln!(
-                out,
-                "  idempotency: {h}: <the command's key, the same on every attempt>"
-            );
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "  idempotency: none (idempotent = false): never called twice for one attempt; a \
-                 crash during the call leaves the outcome unknown"
-            );
-        }
+    let h = provider.idempotency_header();
+    if provider.is_idempotent() {
+        let _ = writeln!(
+            out,
+            "  idempotency: {h}: <the command's key, the same on every attempt>"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  idempotency: none (idempotent = false): {h} is sent but not relied on; never \
+             called twice for one attempt, and a crash during the call leaves the outcome unknown"
+        );
     }
     let _ = writeln!(out, "  errors (the first row that matches decides):");
     for (i, rule) in provider.error_rules().iter().enumerate() {
@@ -115,9 +113,11 @@ fn sample(out: &mut String, provider: &GenericHttpProvider, op: &str, shape: &Op
         let _ = write!(line, "?{}", q.join("&"));
     }
     let _ = writeln!(out, "{line}");
-    if let Some(h) = provider.idempotency_header() {
-        let _ = writeln!(out, "      {h}: <idempotency key>");
-    }
+    let _ = writeln!(
+        out,
+        "      {}: <idempotency key>",
+        provider.idempotency_header()
+    );
     let _ = writeln!(out, "      x-switchyard-command-id: <command id>");
     for (k, v) in &shape.headers {
         let _ = writeln!(out, "      {k}: {v}");

@@ -195,12 +195,28 @@ impl Journal {
             })
             .connect(url)
             .await?;
-        if sqlite {
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&pool)
-                .await?;
+        // Processes (and pools) opening one SQLite file together can find it locked while
+        // another switches it to WAL or creates the tables: SQLite answers that at once
+        // rather than waiting, so the set-up is tried again for a while.
+        let mut tries = 0u32;
+        loop {
+            let setup = async {
+                if sqlite {
+                    sqlx::query("PRAGMA journal_mode=WAL")
+                        .execute(&pool)
+                        .await?;
+                }
+                create_schema(&pool, sqlite).await
+            };
+            match setup.await {
+                Ok(()) => break,
+                Err(e) if sqlite && tries < 50 && is_locked(&e) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(tries.min(10)))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        create_schema(&pool, sqlite).await?;
         let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers {
@@ -338,6 +354,12 @@ async fn create_schema(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> 
         sqlx::query(statement).execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+/// Whether SQLite refused because another connection holds the file (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED`).
+fn is_locked(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6")))
 }
 
 /// The advisory lock key under which the journal's schema is created ("sy-jrnl" in ASCII).

@@ -343,16 +343,21 @@ impl GenericHttpProvider {
         &self.base_url
     }
 
-    /// The header carrying the idempotency key, when the provider takes one.
-    pub fn idempotency_header(&self) -> Option<&HeaderName> {
-        self.idempotent.then_some(&self.idempotency_header)
+    /// The header carrying the idempotency key.
+    pub fn idempotency_header(&self) -> &HeaderName {
+        &self.idempotency_header
+    }
+
+    /// Whether the provider de-duplicates by that key.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     fn headers(&self, call: &ProviderCall) -> HeaderMap {
         let mut h = HeaderMap::new();
-        if self.idempotent
-            && let Ok(v) = HeaderValue::from_str(&call.idempotency_key.to_string())
-        {
+        // Sent even when the provider ignores it (`idempotent = false`): it names the
+        // attempt, and an unknown outcome's status check asks by it.
+        if let Ok(v) = HeaderValue::from_str(&call.idempotency_key.to_string()) {
             h.insert(self.idempotency_header.clone(), v);
         }
         if let Ok(v) = HeaderValue::from_str(&call.command.id.to_string()) {
@@ -438,7 +443,7 @@ impl Provider for GenericHttpProvider {
             timeout: None,
         };
         let exchange = self.send(request, call).await?;
-        if exchange.status == StatusCode::CONFLICT && self.idempotent {
+        if exchange.status == StatusCode::CONFLICT {
             // A request with the same idempotency key is still executing at the provider
             // (RELIABILITY I2): back off and ask again with the same key, never dead-letter.
             let mut e = ProviderError::new(

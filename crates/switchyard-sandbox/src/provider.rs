@@ -1,5 +1,5 @@
-//! `POST /generic/{kind}/{operation}`: the generic HTTP provider of CONTRACT.md section 6,
-//! with Stripe's idempotency semantics and scripted faults.
+//! `POST /generic/{kind}/{operation}`: the contract's generic HTTP provider
+//! (docs/configuration.md), with Stripe's idempotency semantics and scripted faults.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

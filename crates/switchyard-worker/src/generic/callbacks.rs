@@ -14,6 +14,7 @@ use switchyard_webhooks::{
     WebhookReader,
 };
 
+use super::shape::scalar_text;
 use crate::secrets::provider_secrets;
 
 /// A provider's `callbacks` table.
@@ -89,43 +90,31 @@ impl CallbackConfig {
     /// The receiver for entry `index`; errors name the key.
     pub fn receiver(&self, index: usize, redactor: &Redactor) -> Result<Receiver, ConfigError> {
         let key = format!("providers[{index}].callbacks");
-        let secrets =
-            |make: &dyn Fn(&str) -> Result<(), String>| -> Result<Vec<String>, ConfigError> {
-                let found = provider_secrets(
-                    index,
-                    "callbacks.secret",
-                    self.secret_env.as_deref(),
-                    self.secret_file.as_deref(),
-                    |s| make(s).map(|()| s.to_owned()),
-                )?;
-                found.map(|(_, keys)| keys).ok_or_else(|| {
-                    ConfigError::invalid(
-                        format!("{key}.secret_env"),
-                        "set secret_env or secret_file",
-                    )
-                })
-            };
+        // Each secret is parsed once, by the scheme's own constructor (an unusable one names
+        // the key); none at all is refused.
+        fn keys<K, E: std::fmt::Display>(
+            config: &CallbackConfig,
+            index: usize,
+            key: &str,
+            make: impl Fn(&str) -> Result<K, E>,
+        ) -> Result<Vec<K>, ConfigError> {
+            provider_secrets(
+                index,
+                "callbacks.secret",
+                config.secret_env.as_deref(),
+                config.secret_file.as_deref(),
+                make,
+            )?
+            .map(|(_, keys)| keys)
+            .ok_or_else(|| {
+                ConfigError::invalid(format!("{key}.secret_env"), "set secret_env or secret_file")
+            })
+        }
         let scheme = match self.signature {
-            Signature::Standard => Scheme::Standard(
-                secrets(&|s| {
-                    StandardWebhooks::new(s)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                })?
-                .iter()
-                .filter_map(|s| StandardWebhooks::new(s).ok())
-                .collect(),
-            ),
-            Signature::Stripe => Scheme::Stripe(
-                secrets(&|s| {
-                    StripeSignature::new(s)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                })?
-                .iter()
-                .filter_map(|s| StripeSignature::new(s).ok())
-                .collect(),
-            ),
+            Signature::Standard => {
+                Scheme::Standard(keys(self, index, &key, StandardWebhooks::new)?)
+            }
+            Signature::Stripe => Scheme::Stripe(keys(self, index, &key, StripeSignature::new)?),
             Signature::Twilio => {
                 let url = self.url.clone().ok_or_else(|| {
                     ConfigError::invalid(
@@ -136,14 +125,7 @@ impl CallbackConfig {
                 url::Url::parse(&url)
                     .map_err(|e| ConfigError::invalid(format!("{key}.url"), e.to_string()))?;
                 Scheme::Twilio {
-                    signers: secrets(&|s| {
-                        TwilioSignature::new(s)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    })?
-                    .iter()
-                    .filter_map(|s| TwilioSignature::new(s).ok())
-                    .collect(),
+                    signers: keys(self, index, &key, TwilioSignature::new)?,
                     url,
                 }
             }
@@ -194,12 +176,7 @@ impl DeclaredReader {
             Format::Json => fields.pointer(at),
             Format::Form => fields.get(at),
         }?;
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        }
+        scalar_text(v)
     }
 }
 

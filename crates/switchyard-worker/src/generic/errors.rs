@@ -9,6 +9,8 @@ use serde_json::Value;
 use switchyard_core::{ErrorClass, ProviderError};
 use switchyard_http::{MAX_RETRY_AFTER, classify, parse_retry_after};
 
+use super::shape::scalar_text;
+
 /// One row of a provider's `errors` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,12 +134,7 @@ impl ErrorRule {
         let Some(pointer) = &self.code_pointer else {
             return Some(None);
         };
-        let code = body?.pointer(pointer).and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        })?;
+        let code = body?.pointer(pointer).and_then(scalar_text)?;
         (self.codes.is_empty() || self.codes.contains(&code)).then_some(Some(code))
     }
 

@@ -155,7 +155,8 @@ fn lookup<'a>(payload: &'a Map<String, Value>, field: &str) -> Option<&'a Value>
     Some(here)
 }
 
-fn scalar_text(v: &Value) -> Option<String> {
+/// A string, number or boolean as text (what a path, a status or an error code compares as).
+pub(crate) fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

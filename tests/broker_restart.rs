@@ -33,9 +33,9 @@ struct Seen {
     accepted_after_restart: usize,
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_recovers_from_a_broker_restart_and_loses_nothing() {
-    let fleet = Arc::new(TestFleet::start().await);
+    let fleet = Arc::new(step("starting the fleet", 120, TestFleet::start()).await);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -49,7 +49,7 @@ async fn the_fleet_recovers_from_a_broker_restart_and_loses_nothing() {
                     "kind": "payment", "provider": "sandbox", "operation": "charge",
                     "payload": {"amount": 500, "currency": "eur", "payment_method": "pm_card_visa"},
                 });
-                let r = fleet.post(&body).await;
+                let r = step("a POST to the ingress", 30, fleet.post(&body)).await;
                 match r.status().as_u16() {
                     202 => {
                         let id = futures_json(r).await;
@@ -72,7 +72,9 @@ async fn the_fleet_recovers_from_a_broker_restart_and_loses_nothing() {
     };
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rabbitmqctl(&["stop_app"]);
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
+        .await
+        .unwrap();
     let down_at = Instant::now();
     while seen.lock().unwrap().unavailable == 0 {
         assert!(
@@ -82,7 +84,9 @@ async fn the_fleet_recovers_from_a_broker_restart_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rabbitmqctl(&["start_app"]);
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["start_app"]))
+        .await
+        .unwrap();
     restarted.store(true, std::sync::atomic::Ordering::SeqCst);
     let up_at = Instant::now();
     while seen.lock().unwrap().accepted_after_restart == 0 {
@@ -95,7 +99,7 @@ async fn the_fleet_recovers_from_a_broker_restart_and_loses_nothing() {
     let resumed_in = up_at.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    poster.await.unwrap();
+    step("the poster's last POST", 40, poster).await.unwrap();
 
     let (accepted, unavailable, retry_after) = {
         let s = seen.lock().unwrap();
@@ -133,9 +137,17 @@ async fn the_fleet_recovers_from_a_broker_restart_and_loses_nothing() {
         "accepted commands never completed: {lost:?}"
     );
     match Arc::try_unwrap(fleet) {
-        Ok(f) => f.stop().await,
+        Ok(f) => step("stopping the fleet", 90, f.stop()).await,
         Err(_) => panic!("fleet still shared"),
     }
+}
+
+/// Runs one step of the test within `secs`, or fails naming the step: a hang anywhere shows
+/// up as a failure that says where, not as a test that never ends.
+async fn step<T>(name: &str, secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not finish within {secs} s"))
 }
 
 async fn futures_json(r: reqwest::Response) -> uuid::Uuid {

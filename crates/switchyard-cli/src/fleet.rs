@@ -275,15 +275,39 @@ impl Fleet {
         ok
     }
 
-    /// Stops everything: consumers drain within their grace period.
-    pub async fn stop(self) {
+    /// Stops everything: consumers drain within their grace period. Each part gets
+    /// [`STOP_BOUND`] to finish; one that overruns is named in a warning and left behind, so
+    /// Ctrl-C (or a test's tear-down) never waits forever on one stuck part. Returns the
+    /// names of the parts that overran.
+    pub async fn stop(self) -> Vec<String> {
         self.shutdown.cancel();
+        let mut overran = Vec::new();
         for w in self.workers {
-            w.wait().await;
+            let name = format!("worker {}", w.kind);
+            bounded(&name, w.wait(), &mut overran).await;
         }
-        self.ingress.wait().await;
+        bounded("ingress", self.ingress.wait(), &mut overran).await;
         if let Some(l) = self.ledger {
-            l.wait().await;
+            bounded("ledger", l.wait(), &mut overran).await;
         }
+        overran
+    }
+}
+
+/// How long one part of the fleet may take to stop: longer than a worker's drain grace.
+pub const STOP_BOUND: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn bounded(
+    name: &str,
+    stopped: impl std::future::Future<Output = ()>,
+    overran: &mut Vec<String>,
+) {
+    if tokio::time::timeout(STOP_BOUND, stopped).await.is_err() {
+        tracing::warn!(
+            part = name,
+            bound_s = STOP_BOUND.as_secs(),
+            "did not stop in time; leaving it"
+        );
+        overran.push(name.to_owned());
     }
 }

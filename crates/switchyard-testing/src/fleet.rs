@@ -486,7 +486,10 @@ impl TestFleet {
     pub async fn stop(self) {
         self.shutdown.cancel();
         if let Some(f) = self.fleet {
-            f.stop().await;
+            let overran = f.stop().await;
+            if !overran.is_empty() {
+                tracing::warn!(?overran, "parts of the test fleet did not stop in time");
+            }
         }
         self.broker.close().await;
         self.vhost.delete().await;

@@ -60,6 +60,8 @@ pub async fn open_journal(config: &Config, kinds: &[Arc<dyn Kind>]) -> anyhow::R
 /// A running worker.
 #[derive(Debug)]
 pub struct WorkerHandle {
+    /// The kind this worker serves (named in shutdown warnings).
+    pub kind: String,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub ops_addr: SocketAddr,
     /// The broker connection (readiness, tests).
@@ -198,6 +200,7 @@ pub async fn start(
         info!("worker stopped");
     });
     Ok(WorkerHandle {
+        kind: spec.name.to_string(),
         ops_addr,
         broker,
         shutdown,

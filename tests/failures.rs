@@ -382,7 +382,7 @@ async fn a_failing_provider_opens_its_circuit_and_commands_wait_instead_of_calli
         (error.class, error.code.as_str()),
         (ErrorClass::Transient, "circuit_open")
     );
-    assert_eq!(circuit_gauge(&fleet).await, "2");
+    assert_eq!(circuit_gauge(&fleet).await, "open");
     // After the open time, trial calls close it again and everything completes.
     for c in failing.iter().chain([&held]) {
         let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
@@ -396,22 +396,45 @@ async fn a_failing_provider_opens_its_circuit_and_commands_wait_instead_of_calli
         requests, 1,
         "the held command called the provider once, after the circuit closed"
     );
-    assert_eq!(circuit_gauge(&fleet).await, "0");
+    assert_eq!(circuit_gauge(&fleet).await, "closed");
     fleet.stop().await;
 }
 
-/// The payment worker's `switchyard_circuit_state` for the sandbox provider.
+/// The payment worker's circuit state for the sandbox provider: the `state` of the one
+/// `switchyard_circuit_state` series at 1 (a state set: the others are at 0).
 async fn circuit_gauge(fleet: &TestFleet) -> String {
     let metrics = worker_metrics(fleet).await;
-    let line = metrics
+    // Every in-process worker serves the one registry: the same series appear once per worker.
+    let series: std::collections::BTreeMap<&str, &str> = metrics
         .lines()
-        .find(|l| {
+        .filter(|l| {
             l.starts_with("switchyard_circuit_state{")
                 && l.contains("kind=\"payment\"")
                 && l.contains("provider=\"sandbox\"")
         })
-        .unwrap_or_else(|| panic!("no circuit gauge:\n{metrics}"));
-    line.rsplit(' ').next().unwrap().to_owned()
+        .map(|l| {
+            let state = l
+                .split("state=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            (state, l.rsplit(' ').next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        series.keys().copied().collect::<Vec<_>>(),
+        ["closed", "half_open", "open"],
+        "one series per state:\n{metrics}"
+    );
+    let current: Vec<&str> = series
+        .iter()
+        .filter(|(_, v)| **v == "1")
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(current.len(), 1, "one state at 1:\n{metrics}");
+    current[0].to_owned()
 }
 
 async fn worker_metrics(fleet: &TestFleet) -> String {

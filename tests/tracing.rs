@@ -1,8 +1,10 @@
 //! One trace per command across every hop, exported by the real binaries over OTLP to a
-//! collector of the test's own (configured only by the standard `OTEL_*` variables): the
-//! ingress's span continues the caller's `traceparent`, the worker's continues the
-//! ingress's through the AMQP header, the provider call is the worker's child, the provider
-//! receives the call's `traceparent`, the events carry the trace, and the JSON logs carry
+//! collector of the test's own (configured only by the standard `OTEL_*` variables), with
+//! the spans of the OpenTelemetry conventions: the ingress's HTTP server span continues the
+//! caller's `traceparent`; its producer span `publish switchyard.commands` is what the AMQP
+//! header names; the worker's consumer span `process switchyard.commands` continues it; the
+//! provider call is its child and each HTTP request a client span below that, whose
+//! `traceparent` the provider receives; the events carry the trace, and the JSON logs carry
 //! the command and trace ids.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,10 +31,29 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 struct Received {
     service: String,
     name: String,
+    /// The OTLP span kind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
+    kind: i32,
     trace_id: String,
     span_id: String,
     parent: String,
+    /// String and integer attributes, as text.
+    attributes: HashMap<String, String>,
 }
+
+impl Received {
+    fn attr(&self, key: &str) -> &str {
+        self.attributes
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{} has no {key}: {self:#?}", self.name))
+    }
+}
+
+const INTERNAL: i32 = 1;
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+const PRODUCER: i32 = 4;
+const CONSUMER: i32 = 5;
 
 type Spans = Arc<Mutex<Vec<Received>>>;
 
@@ -56,12 +77,27 @@ async fn collector() -> (u16, Spans) {
                         .map(|v| format!("{:?}", v.value))
                         .unwrap_or_default();
                     for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+                        let attributes = span
+                            .attributes
+                            .iter()
+                            .filter_map(|a| {
+                                let value = match a.value.as_ref()?.value.as_ref()? {
+                                    Value::StringValue(s) => s.clone(),
+                                    Value::IntValue(i) => i.to_string(),
+                                    _ => return None,
+                                };
+                                Some((a.key.clone(), value))
+                            })
+                            .collect();
                         store.lock().unwrap().push(Received {
                             service: service.clone(),
                             name: span.name,
+                            kind: span.kind,
                             trace_id: hex::encode(span.trace_id),
                             span_id: hex::encode(span.span_id),
                             parent: hex::encode(span.parent_span_id),
+                            attributes,
                         });
                     }
                 }
@@ -195,9 +231,15 @@ async fn one_trace_from_the_caller_through_the_broker_the_worker_and_the_provide
             .filter(|s| s.trace_id == TRACE_ID)
             .map(|s| (s.name.clone(), s.clone()))
             .collect();
-        if ["accept command", "delivery", "call provider"]
-            .iter()
-            .all(|n| found.contains_key(*n))
+        if [
+            "POST /v1/commands",
+            "publish switchyard.commands",
+            "process switchyard.commands",
+            "call provider",
+            "POST",
+        ]
+        .iter()
+        .all(|n| found.contains_key(*n))
         {
             break found;
         }
@@ -208,30 +250,106 @@ async fn one_trace_from_the_caller_through_the_broker_the_worker_and_the_provide
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let accept = &by_name["accept command"];
-    let delivery = &by_name["delivery"];
+    let accept = &by_name["POST /v1/commands"];
+    let publish = &by_name["publish switchyard.commands"];
+    let process = &by_name["process switchyard.commands"];
     let call = &by_name["call provider"];
+    let http_call = &by_name["POST"];
     assert!(accept.service.contains("switchyard-ingress"), "{accept:?}");
     assert!(
-        delivery.service.contains("switchyard-payment"),
-        "{delivery:?}"
+        publish.service.contains("switchyard-ingress"),
+        "{publish:?}"
+    );
+    assert!(
+        process.service.contains("switchyard-payment"),
+        "{process:?}"
+    );
+    assert!(
+        http_call.service.contains("switchyard-payment"),
+        "{http_call:?}"
+    );
+    assert_eq!(
+        [
+            accept.kind,
+            publish.kind,
+            process.kind,
+            call.kind,
+            http_call.kind
+        ],
+        [SERVER, PRODUCER, CONSUMER, INTERNAL, CLIENT]
     );
     assert_eq!(
         accept.parent, CALLER_SPAN,
         "the ingress continues the caller's span"
     );
     assert_eq!(
-        delivery.parent, accept.span_id,
-        "the worker continues the ingress's span"
+        publish.parent, accept.span_id,
+        "the publish is the request's child"
     );
     assert_eq!(
-        call.parent, delivery.span_id,
+        process.parent, publish.span_id,
+        "the worker continues the ingress's publish span, named by the AMQP header"
+    );
+    assert_eq!(
+        call.parent, process.span_id,
         "the call is the delivery's child"
     );
     assert_eq!(
+        http_call.parent, call.span_id,
+        "each request is the call's child"
+    );
+    assert_eq!(
         sent.split('-').nth(2).unwrap(),
-        call.span_id,
-        "the provider's parent is the call"
+        http_call.span_id,
+        "the provider's parent is the request's span"
+    );
+
+    // HTTP server and client attributes.
+    assert_eq!(accept.attr("http.request.method"), "POST");
+    assert_eq!(accept.attr("http.route"), "/v1/commands");
+    assert_eq!(accept.attr("http.response.status_code"), "202");
+    assert_eq!(accept.attr("command_id"), id.to_string());
+    assert_eq!(http_call.attr("http.request.method"), "POST");
+    assert!(!http_call.attr("server.address").is_empty());
+    assert!(http_call.attr("server.port").parse::<u16>().is_ok());
+    assert!(
+        http_call.attr("url.full").starts_with("https://"),
+        "{http_call:#?}"
+    );
+    assert!(
+        http_call.attr("http.response.status_code").starts_with('2'),
+        "{http_call:#?}"
+    );
+    assert!(!http_call.attributes.contains_key("error.type"));
+
+    // Messaging attributes, on both sides of the broker.
+    for span in [publish, process] {
+        assert_eq!(span.attr("messaging.system"), "rabbitmq");
+        assert_eq!(
+            span.attr("messaging.destination.name"),
+            "switchyard.commands"
+        );
+        assert_eq!(
+            span.attr("messaging.rabbitmq.destination.routing_key"),
+            "payment.sandbox.charge"
+        );
+        assert_eq!(span.attr("messaging.message.id"), id.to_string());
+    }
+    assert_eq!(publish.attr("messaging.operation.type"), "send");
+    assert_eq!(process.attr("messaging.operation.type"), "process");
+    // The events the worker published are producer spans of the same trace.
+    let events_published: Vec<Received> = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.trace_id == TRACE_ID && s.name == "publish switchyard.events")
+        .cloned()
+        .collect();
+    assert!(
+        events_published
+            .iter()
+            .any(|s| s.service.contains("switchyard-payment") && s.kind == PRODUCER),
+        "{events_published:#?}"
     );
 
     // The worker's JSON logs carry both ids.

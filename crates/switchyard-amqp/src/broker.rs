@@ -212,6 +212,9 @@ async fn supervise(
 ) {
     let mut failures: u32 = 0;
     let mut generation: u64 = 0;
+    // Both series exist from the start: an alert on them needs no first failure.
+    metrics::counter!("switchyard_broker_connect_failures_total").increment(0);
+    metrics::gauge!("switchyard_broker_connected").set(0.0);
     let base = Duration::from_millis(100);
     loop {
         if shutdown.is_cancelled() {

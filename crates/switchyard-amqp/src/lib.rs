@@ -12,6 +12,7 @@ mod headers;
 pub mod messages;
 mod publisher;
 pub mod roles;
+pub mod spans;
 pub mod topology;
 
 pub use broker::{Broker, BrokerSettings, Closed, InvalidUrl, Session};

@@ -16,8 +16,11 @@ use crate::topology::{
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Attempts already made for a command (set on delayed retries and dead letters' copies).
 pub const ATTEMPT_HEADER: &str = "x-switchyard-attempt";
-/// Set by the ingress: the `pending` event was already emitted.
+/// Set by the ingress on a command: the `pending` event was already emitted. Set to
+/// [`POLL_SOURCE`] by a worker on a callback message that is a status check's answer.
 pub const SOURCE_HEADER: &str = "x-switchyard-source";
+/// [`SOURCE_HEADER`] of a callback message that answers a status check (not a webhook).
+pub const POLL_SOURCE: &str = "poll";
 /// The run of a command copy (v1.1): absent or 0 for the first run; `switchyard dlq replay`
 /// sets it to the dead letter's run + 1 and drops [`ATTEMPT_HEADER`], so the replay is a new
 /// run with a fresh retry budget.
@@ -130,10 +133,16 @@ pub async fn publish_event(
         })
         .await;
     if result.is_ok() {
+        // An event may name a kind or provider read off the wire (an unroutable command's):
+        // only configured names become label values.
+        let (kind, provider) = switchyard_telemetry::labels::kind_provider(
+            event.kind.as_str(),
+            event.provider.as_str(),
+        );
         metrics::counter!(
             "switchyard_events_published_total",
-            "kind" => event.kind.to_string(),
-            "provider" => event.provider.to_string(),
+            "kind" => kind,
+            "provider" => provider,
             "status" => event.status.as_str()
         )
         .increment(1);

@@ -13,7 +13,12 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::Mutex;
 
+use tracing::Instrument as _;
+
 use crate::broker::Broker;
+use crate::headers::Headers;
+use crate::messages::TRACEPARENT_HEADER;
+use crate::spans;
 
 /// One message to publish.
 #[derive(Debug, Clone)]
@@ -50,6 +55,19 @@ pub enum PublishError {
     /// strings): sending it again will not help.
     #[error("not sendable: {0}")]
     Invalid(String),
+}
+
+impl PublishError {
+    /// A short name of the variant, for `error.type` of the publish span.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Nacked => "nacked",
+            Self::Returned(_) => "returned",
+            Self::Timeout(_) => "timeout",
+            Self::Invalid(_) => "invalid",
+        }
+    }
 }
 
 /// A confirmed publisher. Cheap to clone.
@@ -103,8 +121,26 @@ impl Publisher {
         }
     }
 
-    /// Publishes and waits for the broker's confirm.
+    /// Publishes and waits for the broker's confirm, in a producer span (see
+    /// [`crate::spans`]) whose context replaces the message's `traceparent`: the consumer's
+    /// span becomes its child.
     pub async fn publish(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
+        let span = spans::publish_span(msg.exchange, msg.routing_key, &msg.properties);
+        let mut msg = msg;
+        if let Some(tp) = switchyard_telemetry::traceparent(&span) {
+            let headers = Headers::from_table(msg.properties.headers().as_ref())
+                .str(TRACEPARENT_HEADER, &tp)
+                .build();
+            msg.properties = msg.properties.with_headers(headers);
+        }
+        let outcome = self.confirmed(msg).instrument(span.clone()).await;
+        if let Err(e) = &outcome {
+            spans::record_error(&span, e.kind());
+        }
+        outcome
+    }
+
+    async fn confirmed(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
         let exchange = short_string(msg.exchange)?;
         let routing_key = short_string(msg.routing_key)?;
         let started = Instant::now();

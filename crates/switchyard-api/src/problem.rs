@@ -5,18 +5,28 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// An error answer. Internal details are logged where they arise, never sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(title = "Switchyard problem details (RFC 9457)")]
 pub struct Problem {
+    /// What kind of problem: `urn:switchyard:problem:{slug}`, one URN per kind of refusal.
     #[serde(rename = "type")]
+    #[schemars(extend("format" = "uri", "pattern" = "^urn:switchyard:problem:"))]
     kind: String,
+    /// A short summary of the problem's type; the same for every problem of that type.
     title: &'static str,
+    /// The HTTP status code of the answer, repeated.
     #[serde(serialize_with = "status_code")]
+    #[schemars(with = "u16", range(min = 400, max = 599))]
     status: StatusCode,
+    /// What is wrong with this request, safe to show (never an internal detail).
     detail: String,
+    /// The offending field as a dotted path (`payload.amount`), when one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
     #[serde(skip)]
     retry_after: Option<u32>,
+    #[serde(skip)]
+    slug: &'static str,
 }
 
 fn status_code<S: serde::Serializer>(s: &StatusCode, ser: S) -> Result<S::Ok, S::Error> {
@@ -24,7 +34,12 @@ fn status_code<S: serde::Serializer>(s: &StatusCode, ser: S) -> Result<S::Ok, S:
 }
 
 impl Problem {
-    fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             kind: format!("urn:switchyard:problem:{slug}"),
             title,
@@ -32,6 +47,22 @@ impl Problem {
             detail: detail.into(),
             field: None,
             retry_after: None,
+            slug,
+        }
+    }
+
+    /// What kind of refusal this is, as a metric label value: one word of a fixed set
+    /// (`unauthenticated`, `bad_signature`, `too_large`, `unsupported_media_type`,
+    /// `malformed`, `invalid`, `idempotency_conflict`, `unavailable`, `bad_request`,
+    /// `conflict`, `not_found`), never the detail.
+    pub fn label(&self) -> &'static str {
+        match self.slug {
+            "bad-signature" => "bad_signature",
+            "too-large" => "too_large",
+            "unsupported-media-type" => "unsupported_media_type",
+            "bad-request" => "bad_request",
+            "not-found" => "not_found",
+            other => other,
         }
     }
 
@@ -163,5 +194,44 @@ impl IntoResponse for Problem {
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_label_is_a_word_of_a_fixed_set_never_its_detail() {
+        let problems = [
+            Problem::malformed("the body is not valid JSON: expected value at line 1"),
+            Problem::unauthenticated(),
+            Problem::bad_signature(),
+            Problem::too_large(10),
+            Problem::not_json(),
+            Problem::invalid("provider \"x\" is unknown"),
+            Problem::idempotency_conflict("command 0193 already holds this key"),
+            Problem::unavailable(5),
+            Problem::bad_request("the command id must be a UUID"),
+            Problem::conflict("already resolved"),
+            Problem::not_found("no provider \"evil\" takes webhooks here"),
+        ];
+        let labels: Vec<&str> = problems.iter().map(Problem::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "malformed",
+                "unauthenticated",
+                "bad_signature",
+                "too_large",
+                "unsupported_media_type",
+                "invalid",
+                "idempotency_conflict",
+                "unavailable",
+                "bad_request",
+                "conflict",
+                "not_found"
+            ]
+        );
     }
 }

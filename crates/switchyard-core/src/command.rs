@@ -18,6 +18,7 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Free-form string pairs echoed on every event: at most 32 entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "BTreeMap<String, String>")]
+#[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]
 pub struct Metadata(
     #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))] BTreeMap<String, String>,
 );
@@ -47,9 +48,14 @@ impl TryFrom<BTreeMap<String, String>> for Metadata {
     }
 }
 
-/// An idempotency key: 1 to 255 characters. The same key always means the same command.
+/// An idempotency key: 1 to 255 characters, the command's identity in place of its `id`.
+/// Within the idempotency window, a command with the same key and the same kind, provider,
+/// operation and payload is a duplicate, never executed again; one with the same key and
+/// anything else of these is a conflict, refused. The provider's idempotency key derives
+/// from it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schemars(extend("minLength" = 1, "maxLength" = MAX_IDEMPOTENCY_KEY_LEN))]
 pub struct IdempotencyKey(#[schemars(length(min = 1, max = 255))] String);
 
 impl IdempotencyKey {
@@ -93,7 +99,11 @@ pub struct Command {
     pub operation: Name,
     /// Operation input, validated against the operation's JSON Schema.
     pub payload: Map<String, Value>,
-    /// The same key always means the same command.
+    /// The command's identity, in place of `id`, within the idempotency window
+    /// (`worker.idempotency_window`, 24 h by default): the same key with the same kind,
+    /// provider, operation and payload is a duplicate, never executed again; with another
+    /// kind, provider, operation or payload, a conflict, refused. The key sent to the provider
+    /// derives from it, so it is the same on every retry and replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<IdempotencyKey>,
     /// Schedule-to-close: past it the command ends `failed` with class `expired`.
@@ -121,7 +131,10 @@ pub struct CommandDraft {
     pub operation: Name,
     /// Operation input.
     pub payload: Map<String, Value>,
-    /// The same key always means the same command.
+    /// The command's identity, as for a published command (also taken from the
+    /// `Idempotency-Key` header): a repeat with the same kind, provider, operation and payload
+    /// is answered with the original and never executed again; one asking for something else
+    /// is refused as a conflict. Without `id`, the id derives from it.
     #[serde(default)]
     pub idempotency_key: Option<IdempotencyKey>,
     /// Schedule-to-close.

@@ -16,6 +16,7 @@ use crate::resolver::{AddressPolicy, DestinationRefused, GuardedResolver};
 use crate::settings::OutboundSettings;
 use crate::tls;
 use switchyard_redact::redact_headers;
+use tracing::Instrument as _;
 
 /// Why the client could not be built. Start-up fails with this, naming the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +187,45 @@ impl OutboundClient {
     ///
     /// Any HTTP answer, 4xx and 5xx included, is `Ok`: call [`HttpExchange::classify`]
     /// after recording it. `Err` means there was no usable answer, already classified.
+    ///
+    /// The request is an HTTP client span (OpenTelemetry HTTP conventions) and carries that span's
+    /// `traceparent`, so the provider's own trace continues from it.
     pub async fn send(&self, request: OutboundRequest) -> Result<HttpExchange, ProviderError> {
+        let span = client_span(&request);
+        let mut request = request;
+        if let Some(tp) = traceparent_value(&span) {
+            request.headers.insert(TRACEPARENT, tp);
+        }
+        self.send_in(request, span).await
+    }
+
+    /// Sends `request` in `span` (made by `client_span`), recording the answer's status,
+    /// or the failure, on it.
+    pub(crate) async fn send_in(
+        &self,
+        request: OutboundRequest,
+        span: tracing::Span,
+    ) -> Result<HttpExchange, ProviderError> {
+        let result = self.exchange(request).instrument(span.clone()).await;
+        match &result {
+            Ok(exchange) => {
+                let status = exchange.status.as_u16();
+                span.record("http.response.status_code", i64::from(status));
+                // For a client, every 4xx and 5xx answer is an error of the call.
+                if status >= 400 {
+                    span.record("error.type", status.to_string());
+                    span.record("otel.status_code", "error");
+                }
+            }
+            Err(e) => {
+                span.record("error.type", e.code.as_str());
+                span.record("otel.status_code", "error");
+            }
+        }
+        result
+    }
+
+    async fn exchange(&self, request: OutboundRequest) -> Result<HttpExchange, ProviderError> {
         self.check_destination(&request.url)?;
         let limit = request.timeout.unwrap_or(self.timeout);
         let host = request.url.host_str().unwrap_or_default().to_owned();
@@ -253,6 +292,35 @@ impl OutboundClient {
             destination_refused(DestinationRefused { host, ip, range }.to_string())
         })
     }
+}
+
+/// The W3C trace context header.
+pub(crate) const TRACEPARENT: &str = "traceparent";
+
+/// The HTTP client span of one request, after the OpenTelemetry HTTP conventions: named by
+/// its method, kind `client`, with `http.request.method`, `server.address`, `server.port`
+/// and `url.full` (as an attempt record may hold it: no credentials, no query values, no
+/// fragment), then `http.response.status_code`, or `error.type` when the call failed (the
+/// status code of a 4xx or 5xx, else the failure's code, e.g. `timeout`).
+pub(crate) fn client_span(request: &OutboundRequest) -> tracing::Span {
+    let url = &request.url;
+    tracing::info_span!(
+        "http request",
+        otel.name = %request.method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method,
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = i64::from(url.port_or_known_default().unwrap_or(443)),
+        url.full = %switchyard_redact::recordable_url(url),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The `traceparent` of `span` as a header value; `None` when traces are off.
+pub(crate) fn traceparent_value(span: &tracing::Span) -> Option<http::HeaderValue> {
+    switchyard_telemetry::traceparent(span).and_then(|tp| http::HeaderValue::from_str(&tp).ok())
 }
 
 /// Reads the body chunk by chunk, giving up as soon as it would exceed `cap` (S3).

@@ -7,7 +7,9 @@ use switchyard_core::{AttemptRecord, ProviderCall, ProviderError};
 use switchyard_redact::{Redactor, recordable_url, redact_headers};
 use uuid::Uuid;
 
-use crate::client::{HttpExchange, OutboundClient, OutboundRequest};
+use crate::client::{
+    HttpExchange, OutboundClient, OutboundRequest, TRACEPARENT, client_span, traceparent_value,
+};
 
 impl OutboundClient {
     /// [`OutboundClient::send`], recording the request and its answer (or failure), redacted,
@@ -20,13 +22,15 @@ impl OutboundClient {
         redactor: &Redactor,
     ) -> Result<HttpExchange, ProviderError> {
         let mut request = request;
-        // Every provider call carries the command's trace (W3C Trace Context), in one place.
-        if let Some(tp) = call
-            .traceparent
-            .as_deref()
-            .and_then(|t| http::HeaderValue::from_str(t).ok())
-        {
-            request.headers.entry("traceparent").or_insert(tp);
+        // Every provider call carries the command's trace (W3C Trace Context), in one place:
+        // the context of this request's client span, or the call's when traces are off.
+        let span = client_span(&request);
+        if let Some(tp) = traceparent_value(&span).or_else(|| {
+            call.traceparent
+                .as_deref()
+                .and_then(|t| http::HeaderValue::from_str(t).ok())
+        }) {
+            request.headers.insert(TRACEPARENT, tp);
         }
         let command = &call.command;
         let mut record = AttemptRecord {
@@ -49,7 +53,7 @@ impl OutboundClient {
             error: None,
         };
         let started = Instant::now();
-        let result = self.send(request).await;
+        let result = self.send_in(request, span).await;
         record.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(exchange) => {

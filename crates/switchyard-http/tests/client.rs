@@ -90,6 +90,16 @@ fn app() -> Router {
                 "too late"
             }),
         )
+        .route(
+            "/trace",
+            get(|headers: HeaderMap| async move {
+                headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none")
+                    .to_owned()
+            }),
+        )
         .route("/big", get(|| async { vec![b'a'; BIG] }))
         .route(
             "/big-stream",
@@ -536,4 +546,100 @@ async fn a_client_certificate_is_presented_when_configured() {
         Err(BuildError::ClientIdentity { path, .. }) => assert_eq!(path, key_file),
         other => panic!("{other:?}"),
     }
+}
+
+/// Each request is an HTTP client span (OpenTelemetry HTTP conventions) whose context is the
+/// `traceparent` the provider receives; its URL is the redacted one.
+#[tokio::test]
+async fn each_request_is_an_http_client_span_whose_context_the_provider_receives() {
+    let server = start().await;
+    let client = server.client();
+    let (subscriber, captured) = switchyard_telemetry::testing::capture();
+    let guard = tracing::subscriber::set_default(subscriber);
+    let mut url = server.url("localhost", "/trace");
+    url.set_query(Some("api_key=sk_canary_query"));
+    url.set_username("user_canary").unwrap();
+    url.set_password(Some("pw_canary")).unwrap();
+    let traced = client.send(get_req(url)).await.unwrap();
+    let busy = client
+        .send(get_req(server.url("localhost", "/busy")))
+        .await
+        .unwrap();
+    let refused = client
+        .send(get_req(url::Url::parse("http://localhost/plain").unwrap()))
+        .await
+        .unwrap_err();
+    // Recorded: the attempt record shows the traceparent that was sent.
+    let call = switchyard_core::ProviderCall {
+        command: Arc::new(switchyard_core::Command::shell(
+            uuid::Uuid::now_v7(),
+            "payment.stripe.charge".parse().unwrap(),
+            chrono::Utc::now(),
+        )),
+        attempt: 1,
+        idempotency_key: uuid::Uuid::nil(),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        recorder: Default::default(),
+    };
+    let recorded = client
+        .send_recorded(
+            get_req(server.url("localhost", "/trace")),
+            &call,
+            &switchyard_http::Redactor::default(),
+        )
+        .await
+        .unwrap();
+    drop(guard);
+    captured.flush();
+    let spans = captured.spans();
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+
+    let ok = &spans[0];
+    assert_eq!((ok.name.as_str(), ok.kind), ("GET", "client"));
+    assert_eq!(ok.str("http.request.method"), Some("GET"));
+    assert_eq!(ok.str("server.address"), Some("localhost"));
+    assert_eq!(ok.int("server.port"), Some(i64::from(server.port)));
+    assert_eq!(
+        ok.str("url.full").unwrap(),
+        format!("https://localhost:{}/trace?[REDACTED]", server.port)
+    );
+    assert_eq!(ok.int("http.response.status_code"), Some(200));
+    assert_eq!(ok.str("error.type"), None);
+    assert!(!ok.error);
+    assert_eq!(
+        String::from_utf8(traced.body.to_vec()).unwrap(),
+        format!("00-{}-{}-01", ok.trace_id, ok.span_id),
+        "the provider's parent is the request's span"
+    );
+    let text = format!("{spans:?}");
+    for canary in ["sk_canary_query", "user_canary", "pw_canary"] {
+        assert!(!text.contains(canary), "{canary} in a span: {text}");
+    }
+
+    let busy_span = &spans[1];
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy_span.int("http.response.status_code"), Some(503));
+    assert_eq!(busy_span.str("error.type"), Some("503"));
+    assert!(busy_span.error);
+
+    let refused_span = &spans[2];
+    assert_eq!(refused_span.int("server.port"), Some(80));
+    assert_eq!(refused_span.int("http.response.status_code"), None);
+    assert_eq!(refused_span.str("error.type"), Some(refused.code.as_str()));
+    assert!(refused_span.error);
+
+    let recorded_span = &spans[3];
+    let sent = String::from_utf8(recorded.body.to_vec()).unwrap();
+    assert_eq!(
+        sent,
+        format!("00-{}-{}-01", recorded_span.trace_id, recorded_span.span_id)
+    );
+    let records = call.recorder.take();
+    assert_eq!(
+        records[0]
+            .request_headers
+            .get("traceparent")
+            .map(String::as_str),
+        Some(sent.as_str())
+    );
 }

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 use switchyard_amqp::messages::{
     SOURCE_HEADER, TRACEPARENT_HEADER, publish_command, publish_event,
 };
@@ -26,13 +26,13 @@ use switchyard_amqp::{Broker, BrokerSettings, Headers, Publisher};
 use switchyard_config::Config;
 use switchyard_core::command::{IdempotencyKey, decode_json};
 use switchyard_core::{
-    Command, CommandDraft, IdempotencyNamespace, Lifecycle, PayloadValidator, Secret,
+    Command, CommandDraft, IdempotencyNamespace, Lifecycle, PayloadValidator, Secret, Status,
 };
 use switchyard_faults::point;
 use switchyard_journal::{Admission, Journal};
 use switchyard_worker::{Catalog, Kind};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn};
+use tracing::{Instrument as _, info, info_span, warn};
 use uuid::Uuid;
 
 pub use switchyard_api::Problem;
@@ -40,6 +40,22 @@ pub use switchyard_api::Problem;
 mod webhooks;
 
 pub use webhooks::MAX_WEBHOOK_BYTES;
+
+/// The answer to `POST /v1/commands`: `202` for a command accepted now, `200` (with
+/// `Idempotent-Replayed: true`) for a repeat of one accepted before.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[schemars(title = "Switchyard command accepted")]
+pub struct CommandAccepted {
+    /// The command's id: the one sent, else derived from the idempotency key (UUIDv5), else a
+    /// fresh UUIDv7. On a repeat, the original command's id.
+    pub id: Uuid,
+    /// `pending` on a `202`; on a repeat, the original's status as the ledger last recorded it
+    /// (`pending` while the ledger has not recorded it).
+    pub status: Status,
+    /// `/v1/commands/{id}`, relative to the ingress's base URL, where the ledger answers what
+    /// happened to the command; also sent as `Location`.
+    pub status_url: String,
+}
 
 /// Every kind this build of Switchyard knows. Adding a kind adds one line here.
 pub fn builtin_kinds() -> Vec<Arc<dyn Kind>> {
@@ -104,6 +120,7 @@ pub async fn start_with_routes(
     routes: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<IngressHandle> {
+    switchyard_telemetry::labels::register_config(config);
     let catalog = Catalog::build(kinds, config)?;
     let validator = switchyard_worker::payload_validator(catalog.specs(), config)?;
     let topology = catalog.topology(config);
@@ -111,6 +128,7 @@ pub async fn start_with_routes(
         BrokerSettings::from_config(&config.amqp, "switchyard-ingress"),
         topology,
     )?;
+    zero_metrics(config);
     if !config.ingress.auth_disabled && config.ingress.tokens.is_empty() {
         warn!(
             "ingress.tokens is empty and auth is enabled: every command will be refused with 401"
@@ -171,20 +189,107 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
-async fn submit(State(state): State<Arc<Ingress>>, headers: HeaderMap, body: Body) -> Response {
-    let result = accept(&state, &headers, body).await;
-    let outcome = match &result {
-        Ok(_) => "accepted",
-        Err(p) => p.status().canonical_reason().unwrap_or("error"),
-    };
-    metrics::counter!("switchyard_ingress_requests_total", "outcome" => outcome).increment(1);
-    match result {
-        Ok(r) => r,
-        Err(p) => p.into_response(),
+/// The refusals `POST /v1/commands` can answer with, as `outcome` label values.
+const REQUEST_REFUSALS: [&str; 7] = [
+    "unauthenticated",
+    "unsupported_media_type",
+    "too_large",
+    "malformed",
+    "invalid",
+    "idempotency_conflict",
+    "unavailable",
+];
+
+/// Creates at zero the ingress's series that alerts and dashboards read.
+fn zero_metrics(config: &Config) {
+    use switchyard_telemetry::labels::zero_counter;
+    for p in &config.providers {
+        for counter in [
+            "switchyard_commands_received_total",
+            "switchyard_duplicate_commands_total",
+            "switchyard_idempotency_conflicts_total",
+        ] {
+            zero_counter(
+                counter,
+                &[
+                    ("kind", p.kind.to_string()),
+                    ("provider", p.name.to_string()),
+                ],
+            );
+        }
+    }
+    for outcome in std::iter::once("accepted").chain(REQUEST_REFUSALS) {
+        zero_counter(
+            "switchyard_ingress_requests_total",
+            &[("outcome", outcome.into())],
+        );
+    }
+    for outcome in webhooks::OUTCOMES {
+        zero_counter("switchyard_webhooks_total", &[("outcome", outcome.into())]);
     }
 }
 
-async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+/// The HTTP server span of a request (OpenTelemetry HTTP conventions): `{method} {route}`,
+/// kind `server`, a child of the caller's `traceparent` when it sent one.
+pub(crate) fn server_span(headers: &HeaderMap, route: &'static str) -> tracing::Span {
+    let span = info_span!(
+        "http request",
+        otel.name = %format_args!("POST {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = "POST",
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        command_id = tracing::field::Empty,
+        kind = tracing::field::Empty,
+        provider = tracing::field::Empty,
+        operation = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let incoming = headers
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok());
+    switchyard_telemetry::set_parent(&span, incoming);
+    if let Some(id) = switchyard_telemetry::trace_id(&span) {
+        span.record("trace_id", id);
+    }
+    span
+}
+
+/// Records the answer's status on a [`server_span`]; a 5xx is an error of the server.
+pub(crate) fn record_status(span: &tracing::Span, status: StatusCode) {
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("error.type", status.as_str());
+        span.record("otel.status_code", "error");
+    }
+}
+
+async fn submit(State(state): State<Arc<Ingress>>, headers: HeaderMap, body: Body) -> Response {
+    let span = server_span(&headers, "/v1/commands");
+    let result = accept(&state, &headers, body, &span)
+        .instrument(span.clone())
+        .await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(p) => p.label(),
+    };
+    metrics::counter!("switchyard_ingress_requests_total", "outcome" => outcome).increment(1);
+    let response = match result {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    };
+    record_status(&span, response.status());
+    response
+}
+
+async fn accept(
+    state: &Ingress,
+    headers: &HeaderMap,
+    body: Body,
+    span: &tracing::Span,
+) -> Result<Response, Problem> {
     if !authenticated(state, headers) {
         return Err(Problem::unauthenticated());
     }
@@ -275,27 +380,17 @@ async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Resp
         created_at: draft.created_at.unwrap_or_else(Utc::now),
     };
 
-    // The command's trace: a child of the caller's when it sent a `traceparent`; the span
-    // lives until the answer, and its context travels with the command and its events.
+    // The command's trace: the request's span (a child of the caller's when it sent a
+    // `traceparent`); its context travels with the command and its events.
+    span.record("command_id", tracing::field::display(command.id));
+    span.record("kind", command.kind.as_str());
+    span.record("provider", command.provider.as_str());
+    span.record("operation", command.operation.as_str());
     let incoming = headers
         .get(TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let span = info_span!(
-        "accept command",
-        otel.kind = "server",
-        command_id = %command.id,
-        kind = %command.kind,
-        provider = %command.provider,
-        operation = %command.operation,
-        trace_id = tracing::field::Empty,
-    );
-    switchyard_telemetry::set_parent(&span, incoming.as_deref());
-    if let Some(id) = switchyard_telemetry::trace_id(&span) {
-        span.record("trace_id", id);
-    }
-    // Not entered: a guard held across the awaits below would mark other tasks' logs.
-    let traceparent = switchyard_telemetry::traceparent(&span).or(incoming);
+    let traceparent = switchyard_telemetry::traceparent(span).or(incoming);
     let mut amqp_headers = Headers::default().str(SOURCE_HEADER, "ingress");
     if let Some(tp) = &traceparent {
         amqp_headers = amqp_headers.str(TRACEPARENT_HEADER, tp);
@@ -350,11 +445,15 @@ async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Resp
             .journal
             .ledger_status(original)
             .await
-            .map_or("pending", |s| s.as_str());
+            .unwrap_or(Status::Pending);
         let status_url = format!("/v1/commands/{original}");
         let mut res = (
             StatusCode::OK,
-            axum::Json(json!({"id": original, "status": status, "status_url": status_url})),
+            axum::Json(CommandAccepted {
+                id: original,
+                status,
+                status_url: status_url.clone(),
+            }),
         )
             .into_response();
         res.headers_mut().insert(
@@ -384,7 +483,11 @@ async fn accept(state: &Ingress, headers: &HeaderMap, body: Body) -> Result<Resp
     let status_url = format!("/v1/commands/{}", command.id);
     let mut res = (
         StatusCode::ACCEPTED,
-        axum::Json(json!({"id": command.id, "status": "pending", "status_url": status_url})),
+        axum::Json(CommandAccepted {
+            id: command.id,
+            status: Status::Pending,
+            status_url: status_url.clone(),
+        }),
     )
         .into_response();
     if let Ok(v) = header::HeaderValue::from_str(&status_url) {

@@ -17,7 +17,7 @@ use switchyard_core::waiting::CALLBACK_TYPE_V1;
 use switchyard_core::{Callback, Name};
 use switchyard_webhooks::{Notice, Receiver, Refused, VerifyError};
 use switchyard_worker::Catalog;
-use tracing::warn;
+use tracing::{Instrument as _, warn};
 
 use crate::Problem;
 
@@ -50,22 +50,48 @@ impl Receivers {
     }
 }
 
+/// Every `outcome` of `switchyard_webhooks_total`.
+pub(crate) const OUTCOMES: [&str; 7] = [
+    "queued",
+    "ignored",
+    "not_found",
+    "too_large",
+    "bad_signature",
+    "malformed",
+    "unavailable",
+];
+
+/// What became of a verified webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    /// Queued for the resolver.
+    Queued,
+    /// About nothing Switchyard waits for: answered, not queued.
+    Ignored,
+}
+
 pub(crate) async fn receive(
     State(r): State<Arc<Receivers>>,
     Path(provider): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = verify_and_queue(&r, &provider, &headers, body).await;
+    let span = crate::server_span(&headers, "/v1/webhooks/{provider}");
+    let result = verify_and_queue(&r, &provider, &headers, body)
+        .instrument(span.clone())
+        .await;
     let outcome = match &result {
-        Ok(()) => "queued",
-        Err(p) => p.status().canonical_reason().unwrap_or("error"),
+        Ok(Received::Queued) => "queued",
+        Ok(Received::Ignored) => "ignored",
+        Err(p) => p.label(),
     };
     metrics::counter!("switchyard_webhooks_total", "outcome" => outcome).increment(1);
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+    let response = match result {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(p) => p.into_response(),
-    }
+    };
+    crate::record_status(&span, response.status());
+    response
 }
 
 async fn verify_and_queue(
@@ -73,7 +99,7 @@ async fn verify_and_queue(
     provider: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(), Problem> {
+) -> Result<Received, Problem> {
     let unknown = || Problem::not_found(format!("no provider {provider:?} takes webhooks here"));
     let name: Name = provider.parse().map_err(|_| unknown())?;
     let receivers = r.by_provider.get(&name).ok_or_else(unknown)?;
@@ -111,7 +137,7 @@ async fn verify_and_queue(
         outcome,
     }) = notice
     else {
-        return Ok(());
+        return Ok(Received::Ignored);
     };
     let callback = Callback {
         provider: name,
@@ -136,5 +162,6 @@ async fn verify_and_queue(
             warn!(error = %e, provider = %callback.provider, "callback not confirmed by the broker");
             Problem::unavailable(r.retry_after)
         }
-    })
+    })?;
+    Ok(Received::Queued)
 }

@@ -86,16 +86,24 @@ async fn show(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The query parameters of `GET /v1/commands`; any other parameter is refused (`400`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<Status>,
-    kind: Option<String>,
-    provider: Option<String>,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+pub struct ListQuery {
+    /// Only commands whose current status is this one.
+    pub status: Option<Status>,
+    /// Only commands of this kind.
+    pub kind: Option<String>,
+    /// Only commands of this provider.
+    pub provider: Option<String>,
+    /// Only commands created at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only commands created before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Page size: 50 when absent; a value outside 1 to 500 is taken as the nearest bound.
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page; a cursor that does not decode is refused (`400`).
+    pub cursor: Option<String>,
 }
 
 async fn list(
@@ -128,14 +136,21 @@ async fn list(
     }
 }
 
-/// What an operator decides for an `unknown` outcome.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/commands/{id}/resolution`: what an operator decides for an `unknown`
+/// outcome.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResolutionBody {
-    status: Verdict,
+#[schemars(title = "Switchyard operator resolution request")]
+pub struct ResolutionRequest {
+    /// `completed`: the provider did act; `failed`: it did not, or must be treated as not.
+    pub status: Verdict,
+    /// Why, in the operator's words (at most 1000 bytes).
     #[serde(default)]
-    reason: String,
-    by: String,
+    #[schemars(length(max = 1000))]
+    pub reason: String,
+    /// Who decides: required, 1 to 1000 bytes once trimmed.
+    #[schemars(length(min = 1, max = 1000))]
+    pub by: String,
 }
 
 /// Longest `reason` or `by` kept: an audit note, not a document.
@@ -145,7 +160,7 @@ async fn resolve(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<ResolutionBody>, JsonRejection>,
+    body: Result<Json<ResolutionRequest>, JsonRejection>,
 ) -> Response {
     if !bearer_authorized(&s.tokens, s.auth_disabled, &headers) {
         return Problem::unauthenticated().into_response();
@@ -189,6 +204,7 @@ async fn resolve(
                     info!(command_id = %id, status = %event.status.as_str(), by, "unknown outcome resolved by an operator");
                     metrics::counter!("switchyard_resolutions_total", "source" => "operator", "outcome" => "decided")
                         .increment(1);
+                    crate::resolve::count_ended(&event, "operator");
                     (StatusCode::OK, Json(event)).into_response()
                 }
                 Err(e) => {

@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
-use switchyard_amqp::messages::dead_letter_headers;
+use switchyard_amqp::messages::{TRACEPARENT_HEADER, dead_letter_headers};
 use switchyard_amqp::topology::{DEAD_EXCHANGE, LEDGER_ATTEMPTS_QUEUE, LEDGER_EVENTS_QUEUE};
-use switchyard_amqp::{Broker, ConsumeSettings, Delivery, Headers, Outgoing, Publisher, consume};
+use switchyard_amqp::{
+    Broker, ConsumeSettings, Delivery, HeaderRead, Headers, Outgoing, Publisher, consume,
+};
 use switchyard_core::{AttemptRecord, ErrorClass, ErrorInfo, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{Instrument as _, warn};
 
 use crate::store::Store;
 
@@ -32,6 +34,24 @@ pub fn dead_letter_routing_key(queue: &str) -> &'static str {
         "ledger.attempts"
     } else {
         "ledger.events"
+    }
+}
+
+/// Creates at zero the ingestion's counters, so alerts see them before the first message.
+pub(crate) fn zero_metrics() {
+    use switchyard_telemetry::labels::zero_counter;
+    for kind in ["events", "attempts"] {
+        zero_counter("switchyard_ledger_ingested_total", &[("kind", kind.into())]);
+        zero_counter(
+            "switchyard_ledger_undecodable_total",
+            &[("kind", kind.into())],
+        );
+    }
+    for queue in [LEDGER_EVENTS_QUEUE, LEDGER_ATTEMPTS_QUEUE] {
+        zero_counter(
+            "switchyard_ledger_dead_letters_total",
+            &[("queue", queue.into())],
+        );
     }
 }
 
@@ -116,8 +136,32 @@ async fn write_batches(
                 _ => break,
             }
         }
-        write(&store, &publisher, items, &shutdown).await;
+        let span = batch_span(&items);
+        write(&store, &publisher, items, &shutdown)
+            .instrument(span)
+            .await;
     }
+}
+
+/// The consumer span of one batch (messaging conventions): `process`, kind `consumer`, the
+/// size in `messaging.batch.message_count`, and a link to each message's trace, since a batch
+/// belongs to many.
+fn batch_span(items: &[Item]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "ingest batch",
+        otel.name = "process",
+        otel.kind = "consumer",
+        messaging.system = switchyard_amqp::spans::SYSTEM,
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.batch.message_count = items.len(),
+    );
+    for item in items {
+        let (Item::Event(d) | Item::Attempt(d)) = item;
+        let tp = d.properties.headers().header_str(TRACEPARENT_HEADER);
+        switchyard_telemetry::link(&span, tp.as_deref());
+    }
+    span
 }
 
 /// Longest pause between two writes of a batch while the database is away.

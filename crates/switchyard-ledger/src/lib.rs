@@ -26,7 +26,7 @@ pub mod seal;
 mod store;
 mod waits;
 
-pub use api::{operator_router, query_router};
+pub use api::{ListQuery, ResolutionRequest, operator_router, query_router};
 pub use ingest::{BatchSettings, SOURCE_QUEUE_HEADER, dead_letter_routing_key};
 pub use store::{
     BadCursor, CommandSummary, CommandView, ListFilter, Page, Pruned, Store, StoreError,
@@ -76,6 +76,9 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
              sealed waiting commands are not readable with a key everyone knows"
         );
     }
+    switchyard_telemetry::labels::register_config(config);
+    resolve::zero_metrics(config);
+    ingest::zero_metrics();
     let store = Store::connect(config.ledger.database_url.expose())
         .await?
         .protecting(

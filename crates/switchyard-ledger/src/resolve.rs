@@ -20,8 +20,9 @@ use switchyard_amqp::{
 };
 use switchyard_core::waiting::{CALLBACK_TYPE_V1, EXPIRY_TYPE_V1, WAIT_TYPE_V1};
 use switchyard_core::{Callback, ErrorClass, ErrorInfo, Event, Expiry, Status, WaitRecord};
+use switchyard_telemetry::catalog::COMMANDS_TOTAL;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 use crate::store::{Store, StoreError};
 use crate::waits::Resolution;
@@ -69,7 +70,8 @@ pub async fn run(
         move |d| {
             let resolver = resolver.clone();
             async move {
-                match resolver.handle(&d).await {
+                let span = switchyard_amqp::spans::process_span(&d);
+                match resolver.handle(&d).instrument(span).await {
                     Done::Ack => {
                         let _ = d.acker.ack(BasicAckOptions::default()).await;
                     }
@@ -132,7 +134,7 @@ impl Resolver {
             },
             CALLBACK_TYPE_V1 => match Callback::decode(&d.data) {
                 Ok(c) => match self.store.resolve_callback(&c, d.redelivered).await {
-                    Ok(r) => self.settle(d, r, "callback").await,
+                    Ok(r) => self.settle(d, r, callback_source(d)).await,
                     Err(e) => e.into(),
                 },
                 Err(e) => rejected(&kind, &e),
@@ -183,6 +185,7 @@ impl Resolver {
                 match self.report(&event, &record).await {
                     Ok(()) => {
                         info!(command_id = %event.command_id, status = %event.status.as_str(), source = what, "waiting command ended");
+                        count_ended(&event, what);
                         Done::Ack
                     }
                     Err(e) => e.into(),
@@ -299,6 +302,73 @@ pub(crate) async fn report(
             .await?;
     }
     publish_event(publisher, event, None).await
+}
+
+/// Where a callback message comes from, as the `source` label: a status check's answer
+/// (`poll`, marked by the worker that asked) or a provider's webhook (`webhook`).
+fn callback_source(d: &Delivery) -> &'static str {
+    let source = d.properties.headers().header_str(messages::SOURCE_HEADER);
+    if source.as_deref() == Some(messages::POLL_SOURCE) {
+        "poll"
+    } else {
+        "webhook"
+    }
+}
+
+/// Every `source` of a resolution, and what each can end in.
+const RESOLUTION_SOURCES: [&str; 3] = ["webhook", "poll", "expiry"];
+const RESOLUTION_OUTCOMES: [&str; 5] = ["decided", "deferred", "duplicate", "late", "recorded"];
+
+/// Counts a command the ledger ended (a waiting or unknown command, decided by `source`) in
+/// `switchyard_commands_total`, beside those workers end: alerts on failing commands see
+/// both.
+pub(crate) fn count_ended(event: &Event, source: &'static str) {
+    if !matches!(event.status, Status::Completed | Status::Failed) {
+        return;
+    }
+    let (kind, provider) =
+        switchyard_telemetry::labels::kind_provider(event.kind.as_str(), event.provider.as_str());
+    metrics::counter!(
+        COMMANDS_TOTAL,
+        "kind" => kind,
+        "provider" => provider,
+        "status" => event.status.as_str(),
+        "source" => source
+    )
+    .increment(1);
+}
+
+/// Creates at zero the ledger's series of commands it ends and of resolutions, so alerts
+/// see them before the first one.
+pub(crate) fn zero_metrics(config: &switchyard_config::Config) {
+    use switchyard_telemetry::labels::zero_counter;
+    for p in &config.providers {
+        for status in ["completed", "failed"] {
+            for source in RESOLUTION_SOURCES.iter().chain(&["operator"]) {
+                zero_counter(
+                    COMMANDS_TOTAL,
+                    &[
+                        ("kind", p.kind.to_string()),
+                        ("provider", p.name.to_string()),
+                        ("status", status.into()),
+                        ("source", (*source).into()),
+                    ],
+                );
+            }
+        }
+    }
+    for source in RESOLUTION_SOURCES {
+        for outcome in RESOLUTION_OUTCOMES {
+            zero_counter(
+                "switchyard_resolutions_total",
+                &[("source", source.into()), ("outcome", outcome.into())],
+            );
+        }
+    }
+    zero_counter(
+        "switchyard_resolutions_total",
+        &[("source", "operator".into()), ("outcome", "decided".into())],
+    );
 }
 
 /// An AMQP short-string property (`type`, `message_id`), or empty when absent.

@@ -122,7 +122,7 @@ fn scrub(v: &mut Value) {
 }
 
 /// The current state of a command, as the ledger last saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CommandSummary {
     /// The command id.
     pub id: Uuid,
@@ -159,7 +159,8 @@ pub struct CommandSummary {
 }
 
 /// Everything the ledger knows of one command.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(title = "Switchyard command, as the ledger knows it")]
 pub struct CommandView {
     /// The command id.
     pub id: Uuid,
@@ -224,11 +225,12 @@ pub struct ListFilter {
 }
 
 /// One page of commands, newest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(title = "Switchyard page of commands")]
 pub struct Page {
     /// The commands.
     pub items: Vec<CommandSummary>,
-    /// Pass as `cursor` for the next page; absent on the last one.
+    /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 

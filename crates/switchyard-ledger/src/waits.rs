@@ -67,7 +67,9 @@ fn row(sealer: &Sealer, r: &sqlx::any::AnyRow) -> Result<WaitRow, StoreError> {
 }
 
 /// How an operator wants an `unknown` command to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The provider did act: `completed`.
@@ -77,7 +79,7 @@ pub enum Verdict {
 }
 
 /// The audit row of an operator's resolution, shown with the command.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct OperatorResolution {
     /// The status the operator chose.
     pub status: Verdict,

@@ -3,8 +3,9 @@
 //! traces carried across the broker by W3C `traceparent`, the Prometheus recorder, and the
 //! operations endpoints `/healthz`, `/readyz` and `/metrics`.
 //!
-//! It does not define which metrics exist: each component records its own `switchyard_*`
-//! metrics where they arise, with bounded labels (kind, provider, operation, outcome, status).
+//! Each component records its own `switchyard_*` metrics where they arise; [`catalog`] names
+//! every one with its type, labels and help text, and [`labels`] keeps label values bounded
+//! (kind, provider, operation, outcome, status: never free text from the wire).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -24,9 +25,12 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+pub mod catalog;
+pub mod labels;
+pub mod testing;
 mod traces;
 
-pub use traces::{Tracing, set_parent, trace_id, traceparent};
+pub use traces::{Tracing, link, set_parent, trace_id, traceparent};
 
 /// Installs logs and traces for the process `service` once; later calls return `None` (an
 /// in-process fleet starts several components in one process). Keep the returned guard for
@@ -90,158 +94,11 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (e.g. by a test harness): then this
             // handle renders an empty registry rather than failing the process.
             if metrics::set_global_recorder(recorder).is_ok() {
-                describe();
+                catalog::describe();
             }
             handle
         })
         .clone()
-}
-
-/// The help text of every `switchyard_*` metric, so `/metrics` carries `# HELP` lines
-/// (`promtool check metrics` requires them) and operators read what each one means. The
-/// metrics themselves are recorded where they arise.
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    let counters = [
-        (
-            "switchyard_http_connections_refused_total",
-            "Connections closed on accept because the server already held http.max_connections.",
-        ),
-        (
-            "switchyard_commands_received_total",
-            "Commands accepted by the ingress and confirmed by the broker, by kind and provider.",
-        ),
-        (
-            "switchyard_commands_total",
-            "Lifecycle events published by workers, by kind, provider and status (completed, failed, waiting…).",
-        ),
-        (
-            "switchyard_attempts_total",
-            "Provider calls, by kind, provider, operation and outcome (ok or the error class).",
-        ),
-        (
-            "switchyard_retries_scheduled_total",
-            "Commands sent to a delay tier for another attempt, by kind and provider.",
-        ),
-        (
-            "switchyard_dead_letters_total",
-            "Commands dead-lettered, by kind, provider and error class.",
-        ),
-        (
-            "switchyard_unroutable_total",
-            "Commands no worker serves, parked in switchyard.dlq.unroutable, by whether a failed event was sent.",
-        ),
-        (
-            "switchyard_quick_retries_total",
-            "In-process retries of fast transient failures.",
-        ),
-        (
-            "switchyard_status_checks_total",
-            "Status checks of polled long-running work, by kind, provider and outcome.",
-        ),
-        (
-            "switchyard_events_published_total",
-            "Lifecycle events confirmed by the broker, by kind, provider and status.",
-        ),
-        (
-            "switchyard_ingress_requests_total",
-            "HTTP requests to the ingress's command endpoint, by outcome.",
-        ),
-        (
-            "switchyard_webhooks_total",
-            "Inbound provider webhooks, by outcome (accepted, refused signature…).",
-        ),
-        (
-            "switchyard_resolutions_total",
-            "Waiting commands ended, by source (webhook, poll, expiry) and outcome.",
-        ),
-        (
-            "switchyard_broker_connect_failures_total",
-            "Failed attempts to connect to the broker.",
-        ),
-        (
-            "switchyard_ledger_ingested_total",
-            "Deliveries written by the ledger, by kind (events, attempts).",
-        ),
-        (
-            "switchyard_ledger_undecodable_total",
-            "Messages the ledger could not decode, by kind.",
-        ),
-        (
-            "switchyard_ledger_dead_letters_total",
-            "Messages the ledger parked in switchyard.dlq.ledger (refused by its database or undecodable), by source queue.",
-        ),
-        (
-            "switchyard_duplicate_commands_total",
-            "Commands that repeated an earlier command's identity and fingerprint and were not executed again, by kind and provider.",
-        ),
-        (
-            "switchyard_idempotency_conflicts_total",
-            "Commands refused because their identity (or id) already names a command asking for something else, by kind and provider.",
-        ),
-        (
-            "switchyard_duplicate_deliveries_total",
-            "Deliveries of a step already taken (a second copy, a superseded attempt, decided elsewhere), acknowledged without effect, by kind and reason.",
-        ),
-        (
-            "switchyard_unknown_outcomes_total",
-            "Attempts that ended unknown: the provider may have acted but its answer could not be read, by kind and provider.",
-        ),
-    ];
-    for (name, help) in counters {
-        describe_counter!(name, help);
-    }
-    let gauges = [
-        (
-            "switchyard_inflight",
-            Unit::Count,
-            "Deliveries being processed now, by kind.",
-        ),
-        (
-            "switchyard_broker_connected",
-            Unit::Count,
-            "1 while the process holds a broker connection, else 0.",
-        ),
-        (
-            "switchyard_circuit_state",
-            Unit::Count,
-            "A provider's circuit: 0 closed, 1 half-open, 2 open (no calls are made).",
-        ),
-        (
-            "switchyard_ledger_lag_seconds",
-            Unit::Seconds,
-            "Age of the newest event the ledger wrote when it wrote it.",
-        ),
-    ];
-    for (name, unit, help) in gauges {
-        describe_gauge!(name, unit, help);
-    }
-    let histograms = [
-        (
-            "switchyard_attempt_duration_seconds",
-            "Duration of provider calls, by kind, provider and operation.",
-        ),
-        (
-            "switchyard_delivery_duration_seconds",
-            "Duration of a delivery from receipt to settlement, by kind.",
-        ),
-        (
-            "switchyard_publish_confirm_seconds",
-            "Time from publishing to the broker's confirm, by outcome.",
-        ),
-        (
-            "switchyard_ledger_batch_seconds",
-            "Duration of the ledger's batched writes.",
-        ),
-    ];
-    for (name, help) in histograms {
-        describe_histogram!(name, Unit::Seconds, help);
-    }
-    describe_histogram!(
-        "switchyard_journal_batch_size",
-        Unit::Count,
-        "Journal operations written in one transaction (group commit)."
-    );
 }
 
 /// Readiness, as decided by the component (e.g. "broker connected and topology declared").
@@ -300,6 +157,7 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    metrics::counter!("switchyard_http_connections_refused_total").increment(0);
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         Duration::from_millis(limits.body_timeout_ms),
     ));

@@ -112,6 +112,21 @@ pub fn set_parent(span: &Span, traceparent: Option<&str>) {
     }
 }
 
+/// Links `span` to the remote span in `traceparent` without making it the parent: a batch
+/// that processes messages of many traces links each of them. A missing or malformed value
+/// adds nothing.
+pub fn link(span: &Span, traceparent: Option<&str>) {
+    let Some(tp) = traceparent else {
+        return;
+    };
+    let carrier = HashMap::from([(TRACEPARENT.to_owned(), tp.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        span.add_link(sc);
+    }
+}
+
 /// The `traceparent` naming `span`, to send onwards; `None` when traces are not installed in
 /// this process (a library used without [`crate::init`]).
 pub fn traceparent(span: &Span) -> Option<String> {

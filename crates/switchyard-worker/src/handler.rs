@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
 use switchyard_amqp::messages::{
-    self, ATTEMPT_HEADER, CHECK_HEADER, REFERENCE_HEADER, RUN_HEADER, SOURCE_HEADER,
+    self, ATTEMPT_HEADER, CHECK_HEADER, POLL_SOURCE, REFERENCE_HEADER, RUN_HEADER, SOURCE_HEADER,
     TRACEPARENT_HEADER, WAIT_UNTIL_HEADER,
 };
 use switchyard_amqp::topology::{
@@ -28,6 +28,8 @@ use switchyard_http::{
     Redactor, cap, contains_card_number, field_with_card_number, mask_card_numbers,
 };
 use switchyard_journal::{Admission, Begin, Decided, Journal, JournalError, Start, Step};
+use switchyard_telemetry::catalog::COMMANDS_TOTAL;
+use switchyard_telemetry::labels::{OTHER, zero_counter};
 use tower::ServiceExt;
 use tracing::{Instrument, debug, info_span, warn};
 use uuid::Uuid;
@@ -35,6 +37,15 @@ use uuid::Uuid;
 use crate::plan::Plan;
 use crate::retry::RetrySchedule;
 use crate::stack::ProviderStack;
+
+/// The classes a dead letter can have (an `unknown` outcome is parked, never dead-lettered).
+const DEAD_LETTER_CLASSES: [ErrorClass; 5] = [
+    ErrorClass::Permanent,
+    ErrorClass::Transient,
+    ErrorClass::Timeout,
+    ErrorClass::Invalid,
+    ErrorClass::Expired,
+];
 
 /// A provider ready to be called.
 #[derive(Debug, Clone)]
@@ -107,20 +118,9 @@ impl Handler {
     pub async fn handle(self: Arc<Self>, delivery: Delivery) {
         let started = Instant::now();
         metrics::gauge!("switchyard_inflight", "kind" => self.kind.to_string()).increment(1.0);
-        let span = info_span!(
-            "delivery",
-            otel.kind = "consumer",
-            kind = %self.kind,
-            routing_key = %delivery.routing_key,
-            command_id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-        );
-        // The command's trace continues here, from the `traceparent` it was published with.
-        let incoming = delivery.properties.headers().header_str(TRACEPARENT_HEADER);
-        switchyard_telemetry::set_parent(&span, incoming.as_deref());
-        if let Some(id) = switchyard_telemetry::trace_id(&span) {
-            span.record("trace_id", id);
-        }
+        // The command's trace continues here, from the `traceparent` it was published with:
+        // a consumer span `process {exchange}` (messaging conventions).
+        let span = switchyard_amqp::spans::process_span(&delivery);
         let disposition = self.process(&delivery).instrument(span).await;
         let acked = match disposition {
             Disposition::Ack => {
@@ -259,9 +259,9 @@ impl Handler {
         }
         let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
         let recorder = Recorder::default();
+        // Internal: each HTTP request the provider makes is a client span below it.
         let call_span = info_span!(
             "call provider",
-            otel.kind = "client",
             provider = %command.provider,
             operation = %command.operation,
             attempt = attempt_no,
@@ -543,6 +543,77 @@ impl Handler {
         self.finish(&event, tp).await
     }
 
+    /// The `provider` label of `provider`: its name when this worker serves it, else
+    /// `other` (a name read from the routing key of a command nobody serves is not a label).
+    fn provider_label(&self, provider: &Name) -> String {
+        if self.providers.contains_key(provider) {
+            provider.to_string()
+        } else {
+            OTHER.to_owned()
+        }
+    }
+
+    /// Creates at zero every series of this worker's alerts and dashboards, so `rate()` and
+    /// `increase()` see them before the first event.
+    pub fn zero_metrics(&self) {
+        let kind = || ("kind", self.kind.to_string());
+        for (name, slot) in &self.providers {
+            let provider = || ("provider", name.to_string());
+            for status in ["completed", "failed"] {
+                zero_counter(
+                    COMMANDS_TOTAL,
+                    &[
+                        kind(),
+                        provider(),
+                        ("status", status.into()),
+                        ("source", "worker".into()),
+                    ],
+                );
+            }
+            for operation in &slot.operations {
+                zero_counter(
+                    "switchyard_attempts_total",
+                    &[
+                        kind(),
+                        provider(),
+                        ("operation", operation.to_string()),
+                        ("outcome", "ok".into()),
+                    ],
+                );
+            }
+            for class in DEAD_LETTER_CLASSES {
+                zero_counter(
+                    "switchyard_dead_letters_total",
+                    &[kind(), provider(), ("class", class.as_str().into())],
+                );
+            }
+            for counter in [
+                "switchyard_retries_scheduled_total",
+                "switchyard_unknown_outcomes_total",
+                "switchyard_duplicate_commands_total",
+                "switchyard_idempotency_conflicts_total",
+            ] {
+                zero_counter(counter, &[kind(), provider()]);
+            }
+            if slot.provider.completion() == Completion::Poll {
+                for outcome in ["pending", "succeeded", "failed"] {
+                    zero_counter(
+                        "switchyard_status_checks_total",
+                        &[kind(), provider(), ("outcome", outcome.into())],
+                    );
+                }
+            }
+        }
+        for reason in ["repeated", "superseded", "decided_elsewhere"] {
+            zero_counter(
+                "switchyard_duplicate_deliveries_total",
+                &[kind(), ("reason", reason.into())],
+            );
+        }
+        zero_counter("switchyard_quick_retries_total", &[]);
+        metrics::gauge!("switchyard_inflight", "kind" => self.kind.to_string()).increment(0.0);
+    }
+
     /// The event view of a provider error, redacted.
     fn error_info(&self, e: &ProviderError) -> ErrorInfo {
         let mut info = e.info();
@@ -621,8 +692,9 @@ impl Handler {
     async fn finish(&self, event: &Event, tp: Option<&str>) -> Disposition {
         match messages::publish_event(&self.publisher, event, tp).await {
             Ok(()) => {
-                if event.status.is_terminal() {
-                    metrics::counter!("switchyard_commands_total", "kind" => event.kind.to_string(), "provider" => event.provider.to_string(), "status" => event.status.as_str()).increment(1);
+                // Duplicates end nothing: switchyard_duplicate_commands_total counts them.
+                if matches!(event.status, Status::Completed | Status::Failed) {
+                    metrics::counter!(COMMANDS_TOTAL, "kind" => self.kind.to_string(), "provider" => self.provider_label(&event.provider), "status" => event.status.as_str(), "source" => "worker").increment(1);
                 }
                 Disposition::Ack
             }
@@ -707,7 +779,7 @@ impl Handler {
                 mandatory: true,
             })
             .await?;
-        metrics::counter!("switchyard_dead_letters_total", "kind" => self.kind.to_string(), "provider" => provider.to_string(), "class" => error.class.as_str()).increment(1);
+        metrics::counter!("switchyard_dead_letters_total", "kind" => self.kind.to_string(), "provider" => self.provider_label(provider), "class" => error.class.as_str()).increment(1);
         Ok(())
     }
 
@@ -868,7 +940,8 @@ impl Handler {
                     &format!("callback.{}.{}", callback.provider, callback.webhook_id),
                     &callback.to_bytes(),
                     None,
-                    Headers::default(),
+                    // The resolver counts it as a poll's answer, not a webhook.
+                    Headers::default().str(SOURCE_HEADER, POLL_SOURCE),
                 )
                 .await
             }

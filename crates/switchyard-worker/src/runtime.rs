@@ -92,6 +92,7 @@ pub async fn start(
 ) -> anyhow::Result<WorkerHandle> {
     // Its own token: stopping this worker must not stop whatever shares the parent.
     let shutdown = shutdown.child_token();
+    switchyard_telemetry::labels::register_config(config);
     let spec = kind.spec();
     let entries = build_providers(kind.as_ref(), config)?;
     if entries.is_empty() {
@@ -159,6 +160,7 @@ pub async fn start(
         ),
         journal,
     });
+    handler.zero_metrics();
 
     let listen = config
         .worker

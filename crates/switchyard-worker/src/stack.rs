@@ -69,12 +69,40 @@ impl From<&switchyard_config::CircuitConfig> for CircuitSettings {
     }
 }
 
-/// `switchyard_circuit_state`: 0 closed, 1 half-open, 2 open (alert on 2).
-fn circuit_gauge(state: CircuitState) -> f64 {
-    match state {
-        CircuitState::Closed => 0.0,
-        CircuitState::HalfOpen => 1.0,
-        CircuitState::Open => 2.0,
+/// Every state of a circuit with its `state` label value.
+const CIRCUIT_STATES: [(CircuitState, &str); 3] = [
+    (CircuitState::Closed, "closed"),
+    (CircuitState::HalfOpen, "half_open"),
+    (CircuitState::Open, "open"),
+];
+
+/// `switchyard_circuit_state`, a state set: one series per state, 1 for the current state
+/// and 0 for the others (alert on `state="open"` equal to 1).
+#[derive(Clone)]
+struct CircuitGauge(Vec<(CircuitState, metrics::Gauge)>);
+
+impl CircuitGauge {
+    fn new(kind: &str, provider: &str) -> Self {
+        Self(
+            CIRCUIT_STATES
+                .iter()
+                .map(|(state, label)| {
+                    let gauge = metrics::gauge!(
+                        "switchyard_circuit_state",
+                        "kind" => kind.to_owned(),
+                        "provider" => provider.to_owned(),
+                        "state" => *label,
+                    );
+                    (*state, gauge)
+                })
+                .collect(),
+        )
+    }
+
+    fn set(&self, current: CircuitState) {
+        for (state, gauge) in &self.0 {
+            gauge.set(if *state == current { 1.0 } else { 0.0 });
+        }
     }
 }
 
@@ -212,12 +240,8 @@ pub fn provider_stack(
     settings: &StackSettings,
 ) -> Result<ProviderStack, CircuitBreakerConfigError> {
     let circuit = &settings.circuit;
-    let gauge = metrics::gauge!(
-        "switchyard_circuit_state",
-        "kind" => settings.kind.clone(),
-        "provider" => provider.name().to_string(),
-    );
-    gauge.set(0.0);
+    let gauge = CircuitGauge::new(&settings.kind, provider.name().as_str());
+    gauge.set(CircuitState::Closed);
     let (kind, name) = (settings.kind.clone(), provider.name().to_string());
     let breaker = CircuitBreakerLayer::builder()
         .name(format!("{kind}.{name}"))
@@ -229,7 +253,7 @@ pub fn provider_stack(
         .permitted_calls_in_half_open(circuit.half_open_calls)
         .failure_classifier(provider_failed)
         .on_state_transition(move |from, to| {
-            gauge.set(circuit_gauge(to));
+            gauge.set(to);
             warn!(kind = %kind, provider = %name, ?from, ?to, "provider circuit changed");
         })
         .build()?;
@@ -465,5 +489,71 @@ mod tests {
         assert!(stack.clone().oneshot(call()).await.is_ok());
         assert!(stack.clone().oneshot(call()).await.is_ok());
         assert_eq!(p.calls.load(Ordering::SeqCst), 10);
+    }
+
+    /// The `switchyard_circuit_state` series of provider `p`, as `/metrics` shows them.
+    fn circuit_series(text: &str) -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("switchyard_circuit_state{"))
+            .map(|l| {
+                let state = l.split("state=\"").nth(1).and_then(|r| r.split('"').next());
+                format!(
+                    "{}={}",
+                    state.unwrap_or("?"),
+                    l.rsplit(' ').next().unwrap_or("?")
+                )
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[tokio::test]
+    async fn the_circuit_gauge_is_a_state_set_with_one_series_per_state() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let e503 = ProviderError::new(ErrorClass::Transient, "http_503", "x");
+        let p = provider(vec![Err(e503); 4], false);
+        let settings = StackSettings {
+            quick_retries: 0,
+            circuit: CircuitSettings {
+                failure_rate: 0.5,
+                min_calls: 4,
+                window: Duration::from_secs(60),
+                open: Duration::from_millis(200),
+                half_open_calls: 1,
+            },
+            ..settings()
+        };
+        // The gauges are bound to the recorder that is current when the stack is built.
+        let stack =
+            metrics::with_local_recorder(&recorder, || provider_stack(p, &settings)).unwrap();
+        assert_eq!(
+            circuit_series(&handle.render()),
+            ["closed=1", "half_open=0", "open=0"]
+        );
+        for _ in 0..4 {
+            let _ = stack.clone().oneshot(call()).await;
+        }
+        let e = stack.clone().oneshot(call()).await.unwrap_err();
+        assert_eq!(e.code, "circuit_open");
+        assert_eq!(
+            circuit_series(&handle.render()),
+            ["closed=0", "half_open=0", "open=1"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(stack.clone().oneshot(call()).await.is_ok());
+        assert_eq!(
+            circuit_series(&handle.render()),
+            ["closed=1", "half_open=0", "open=0"]
+        );
+        let text = handle.render();
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("switchyard_circuit_state{"))
+                .all(|l| l.contains("kind=\"payment\"") && l.contains("provider=\"p\"")),
+            "{text}"
+        );
     }
 }

@@ -26,7 +26,7 @@ use switchyard_config::Config;
 use switchyard_core::command::sniff_id;
 use switchyard_core::{Command, ErrorClass, ErrorInfo, Event, Lifecycle, RoutingKey};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 
 /// The error code of an unroutable command's `failed` event and dead letter.
 pub const UNROUTABLE_CODE: &str = "unroutable";
@@ -39,6 +39,12 @@ pub(crate) fn run(
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     let parker = Arc::new(Parker { publisher });
+    for event in ["failed", "none"] {
+        switchyard_telemetry::labels::zero_counter(
+            "switchyard_unroutable_total",
+            &[("event", event.into())],
+        );
+    }
     let settings = ConsumeSettings {
         queue: UNROUTABLE_QUEUE.to_owned(),
         // Rare messages: a few in flight is plenty, and leaves the rest to other workers.
@@ -57,7 +63,8 @@ struct Parker {
 
 impl Parker {
     async fn handle(self: Arc<Self>, delivery: Delivery) {
-        let settled = match self.park(&delivery).await {
+        let span = switchyard_amqp::spans::process_span(&delivery);
+        let settled = match self.park(&delivery).instrument(span).await {
             Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
             Err(e) => {
                 warn!(error = %e, routing_key = %delivery.routing_key, "could not park an unroutable command; leaving it for redelivery");

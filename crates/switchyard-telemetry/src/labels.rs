@@ -1,0 +1,87 @@
+//! Bounded label values.
+//!
+//! A label value must come from a small, known set: a configured kind or provider, a status,
+//! an error class, an outcome of a fixed list. Never a message, an id, a URL or a routing key
+//! read off the wire: each new value is a new time series, kept by Prometheus for weeks.
+//!
+//! Kinds and providers are bounded by the configuration: every process registers the pairs
+//! of its `[[providers]]` at start ([`register_config`]); a name that is not registered (a
+//! routing key of a command nobody serves, a forged event) is counted as [`OTHER`].
+
+use std::collections::BTreeSet;
+use std::sync::{OnceLock, RwLock};
+
+use switchyard_config::Config;
+
+/// The label value of a kind or provider that is not configured here.
+pub const OTHER: &str = "other";
+
+fn known() -> &'static RwLock<BTreeSet<(String, String)>> {
+    static KNOWN: OnceLock<RwLock<BTreeSet<(String, String)>>> = OnceLock::new();
+    KNOWN.get_or_init(Default::default)
+}
+
+/// Registers `provider` of `kind` as a label value.
+pub fn register(kind: &str, provider: &str) {
+    if let Ok(mut set) = known().write() {
+        set.insert((kind.to_owned(), provider.to_owned()));
+    }
+}
+
+/// Registers every provider of `config`, and installs the process's Prometheus recorder
+/// (when no recorder is installed yet, metrics are dropped): call it first thing when a
+/// component starts, before anything is recorded.
+pub fn register_config(config: &Config) {
+    crate::metrics_handle();
+    for p in &config.providers {
+        register(p.kind.as_str(), p.name.as_str());
+    }
+}
+
+/// The `kind` and `provider` label values of `kind` and `provider`: as they are when
+/// registered, else [`OTHER`] for what is unknown.
+pub fn kind_provider(kind: &str, provider: &str) -> (String, String) {
+    let Ok(set) = known().read() else {
+        return (OTHER.to_owned(), OTHER.to_owned());
+    };
+    if set.contains(&(kind.to_owned(), provider.to_owned())) {
+        (kind.to_owned(), provider.to_owned())
+    } else if set.iter().any(|(k, _)| k == kind) {
+        (kind.to_owned(), OTHER.to_owned())
+    } else {
+        (OTHER.to_owned(), OTHER.to_owned())
+    }
+}
+
+/// Creates the counter `name` with `labels` at zero (or leaves it as it is), so a
+/// `rate()` or `increase()` sees the series before its first event.
+pub fn zero_counter(name: &'static str, labels: &[(&'static str, String)]) {
+    crate::metrics_handle();
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect();
+    metrics::counter!(name, labels).increment(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unregistered_names_are_counted_as_other() {
+        register("payment", "stripe-labels-test");
+        assert_eq!(
+            kind_provider("payment", "stripe-labels-test"),
+            ("payment".to_owned(), "stripe-labels-test".to_owned())
+        );
+        assert_eq!(
+            kind_provider("payment", "from-the-wire"),
+            ("payment".to_owned(), OTHER.to_owned())
+        );
+        assert_eq!(
+            kind_provider("fax", "from-the-wire"),
+            (OTHER.to_owned(), OTHER.to_owned())
+        );
+    }
+}

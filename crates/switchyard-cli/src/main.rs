@@ -31,10 +31,31 @@ struct Cli {
 enum Cmd {
     /// Run the whole fleet locally against sandbox providers, ready for a curl.
     Up {
-        /// Where the ingress listens.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Where the generated config and the sandbox CA go.
+        /// Where the ingress listens [default: 127.0.0.1:8080, or a free port when taken].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Where the ledger's own API listens [default: 127.0.0.1:8081, or a free port].
+        #[arg(long)]
+        ledger_listen: Option<SocketAddr>,
+        /// The first worker's ops endpoint (/metrics, /readyz); the other workers take the
+        /// next ports [default: 127.0.0.1:9101, or free ports]; port 0 picks free ones.
+        #[arg(long)]
+        worker_listen: Option<SocketAddr>,
+        /// The RabbitMQ vhost to run on, created when missing [default: the one
+        /// SWITCHYARD_AMQP_URL names, else switchyard-up]; `--vhost /` for the default one.
+        #[arg(long)]
+        vhost: Option<String>,
+        /// Where the generated config, the sandbox CA and the embedded ledger go.
+        #[arg(long, default_value = ".switchyard")]
+        state_dir: PathBuf,
+    },
+    /// Stops a running `switchyard up`; `--reset` also deletes its vhost and local state.
+    Down {
+        /// Also delete up's vhost (dead letters, unroutable commands, scheduled expiries) and
+        /// its state directory (config, sandbox CA, embedded ledger).
+        #[arg(long)]
+        reset: bool,
+        /// The state directory `up` used.
         #[arg(long, default_value = ".switchyard")]
         state_dir: PathBuf,
     },
@@ -154,7 +175,7 @@ enum Cmd {
         #[command(subcommand)]
         action: LedgerCmd,
     },
-    /// The JSON Schemas of commands, events and payloads.
+    /// The JSON Schemas of commands, events, payloads and HTTP bodies, and the API documents.
     Schemas {
         #[command(subcommand)]
         action: SchemasCmd,
@@ -377,10 +398,17 @@ enum LedgerCmd {
 
 #[derive(Debug, Subcommand)]
 enum SchemasCmd {
-    /// Write the schemas (default: ./schemas).
+    /// Write the JSON Schemas (ROOT/schemas/) and the API documents (ROOT/docs/api/).
     Write {
-        #[arg(default_value = "schemas")]
-        dir: PathBuf,
+        /// The repository root.
+        #[arg(default_value = ".")]
+        root: PathBuf,
+    },
+    /// Fail when a committed schema or API document differs from what the types render.
+    Check {
+        /// The repository root.
+        #[arg(default_value = ".")]
+        root: PathBuf,
     },
 }
 
@@ -389,7 +417,23 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     switchyard_http::install_crypto_provider();
     let result = match cli.command {
-        Cmd::Up { listen, state_dir } => up::run(up::UpOptions { listen, state_dir }).await,
+        Cmd::Up {
+            listen,
+            ledger_listen,
+            worker_listen,
+            vhost,
+            state_dir,
+        } => {
+            up::run(up::UpOptions {
+                listen,
+                ledger_listen,
+                worker_listen,
+                vhost,
+                state_dir,
+            })
+            .await
+        }
+        Cmd::Down { reset, state_dir } => up::down(&state_dir, reset).await,
         Cmd::Topology {
             action: TopologyCmd::Apply { config },
         } => topology_apply(config).await,
@@ -518,10 +562,18 @@ async fn main() -> ExitCode {
             .and_then(|c| switchyard_cli::explain::explain(&c, &name))
             .map(|text| say(text.trim_end())),
         Cmd::Schemas {
-            action: SchemasCmd::Write { dir },
-        } => schemas::write(&dir)
-            .map(|n| say(format!("wrote {n} schemas to {}", dir.display())))
-            .map_err(Into::into),
+            action: SchemasCmd::Write { root },
+        } => schemas::write(&root).map(|n| {
+            say(format!(
+                "wrote {n} files: {} and {} under {}",
+                schemas::SCHEMAS_DIR,
+                schemas::API_DIR,
+                root.display()
+            ))
+        }),
+        Cmd::Schemas {
+            action: SchemasCmd::Check { root },
+        } => schemas::check(&root).map(|n| say(format!("{n} generated files are up to date"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

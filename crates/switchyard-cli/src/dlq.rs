@@ -877,9 +877,14 @@ pub async fn list(config: &Config, filter: &Filter, out: Output) -> anyhow::Resu
     }
     output::print_line(&render_list(&matching, now, output::stdout_is_terminal()));
     output::note(format!(
-        "{} of {} dead letters match",
+        "{} of {} {}",
         matching.len(),
-        all.len()
+        output::dead_letters(all.len()),
+        if matching.len() == 1 {
+            "matches"
+        } else {
+            "match"
+        }
     ));
     Ok(())
 }
@@ -1116,15 +1121,25 @@ pub async fn replay(
     }
     if !out.json {
         output::print_line(&if dry_run {
-            format!("dry run: {done} dead letters would be replayed; nothing was changed")
+            format!(
+                "dry run: {} would be replayed; nothing was changed",
+                output::dead_letters(done)
+            )
         } else if refused > 0 {
-            format!("replayed {done} dead letters; {refused} refused and kept")
+            format!(
+                "replayed {}; {refused} refused and kept",
+                output::dead_letters(done)
+            )
         } else {
-            format!("replayed {done} dead letters")
+            format!("replayed {}", output::dead_letters(done))
         });
     }
     if refused > 0 && !dry_run {
-        bail!("{refused} dead letters could not be replayed and were kept");
+        bail!(
+            "{} could not be replayed and {} kept",
+            output::dead_letters(refused),
+            if refused == 1 { "was" } else { "were" }
+        );
     }
     Ok(())
 }
@@ -1171,8 +1186,8 @@ async fn purge_on(
             return Ok(());
         }
         let question = format!(
-            "Delete {} dead letters for good? Type 'yes' to confirm: ",
-            doomed.len()
+            "Delete {} for good? Type 'yes' to confirm: ",
+            output::dead_letters(doomed.len())
         );
         let answer = tokio::task::spawn_blocking(move || {
             use std::io::{BufRead, Write};
@@ -1223,7 +1238,7 @@ async fn purge_on(
         let ids: Vec<Option<Uuid>> = deleted.iter().map(|d| d.id).collect();
         output::json(&serde_json::json!({"deleted": deleted.len(), "ids": ids}))?;
     } else {
-        output::print_line(&format!("deleted {} dead letters", deleted.len()));
+        output::print_line(&format!("deleted {}", output::dead_letters(deleted.len())));
     }
     result.map(|_| ())
 }

@@ -235,6 +235,17 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the ingress and every kind's worker from `config`.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        Self::start_with_worker_ports(config, None, shutdown).await
+    }
+
+    /// [`Fleet::start`], with the workers' ops endpoints on `workers_from` and the ports after
+    /// it (one per kind, in order; port 0 gives each a free port) instead of each kind's
+    /// default.
+    pub async fn start_with_worker_ports(
+        config: &Config,
+        workers_from: Option<std::net::SocketAddr>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let kinds = switchyard_ingress::kinds(config)?;
         let (ledger, routes) = if config.ledger.enabled {
             let ledger = switchyard_ledger::start(config, shutdown.clone()).await?;
@@ -251,9 +262,19 @@ impl Fleet {
         let ingress =
             switchyard_ingress::start_with_routes(config, &kinds, routes, shutdown.clone()).await?;
         let mut workers = Vec::new();
-        for kind in kinds {
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let mut own = config.clone();
+            if let Some(base) = workers_from {
+                let port = if base.port() == 0 {
+                    0
+                } else {
+                    u16::try_from(usize::from(base.port()) + i)
+                        .context("worker ports run past 65535")?
+                };
+                own.worker.listen = Some(std::net::SocketAddr::new(base.ip(), port));
+            }
             workers
-                .push(switchyard_worker::start(Arc::clone(&kind), config, shutdown.clone()).await?);
+                .push(switchyard_worker::start(Arc::clone(&kind), &own, shutdown.clone()).await?);
         }
         Ok(Self {
             ledger,

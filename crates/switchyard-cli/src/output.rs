@@ -85,6 +85,15 @@ pub fn note(line: impl AsRef<str>) {
     let _ = writeln!(err, "{}", line.as_ref());
 }
 
+/// "1 dead letter", "2 dead letters".
+pub fn dead_letters(n: usize) -> String {
+    if n == 1 {
+        "1 dead letter".to_owned()
+    } else {
+        format!("{n} dead letters")
+    }
+}
+
 /// `s` cut to at most `max` characters, with an ellipsis when cut.
 pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -119,6 +128,13 @@ pub fn or_dash(v: Option<impl ToString>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_dead_letter_is_singular() {
+        assert_eq!(dead_letters(1), "1 dead letter");
+        assert_eq!(dead_letters(0), "0 dead letters");
+        assert_eq!(dead_letters(3), "3 dead letters");
+    }
 
     #[test]
     fn plain_tables_align_columns_without_borders() {

@@ -93,6 +93,20 @@ fn s(v: &Value, key: &str) -> String {
     }
 }
 
+/// A timestamp field to the millisecond (the ledger stores nanoseconds; people read less).
+fn time(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(
+            || s(v, key),
+            |t| {
+                t.with_timezone(&chrono::Utc)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            },
+        )
+}
+
 fn error_text(e: &Value) -> Option<String> {
     let e = e.as_object()?;
     let class = e.get("class").and_then(Value::as_str).unwrap_or("-");
@@ -165,7 +179,7 @@ pub fn render(view: &Value) -> String {
                 s(e, "seq"),
                 s(e, "status"),
                 s(e, "attempt"),
-                s(e, "occurred_at"),
+                time(e, "occurred_at"),
                 truncate(&detail, 80),
             ]
         }),
@@ -182,7 +196,7 @@ pub fn render(view: &Value) -> String {
             attempts.iter().map(|a| {
                 vec![
                     s(a, "attempt"),
-                    s(a, "started_at"),
+                    time(a, "started_at"),
                     truncate(&format!("{} {}", s(a, "method"), s(a, "url")), 70),
                     s(a, "status"),
                     s(a, "duration_ms"),
@@ -214,7 +228,7 @@ mod tests {
             "error": {"class": "permanent", "code": "http_400", "message": "declined"},
             "created_at": "2026-11-25T10:00:00Z", "updated_at": "2026-11-25T10:00:01Z",
             "events": [
-                {"seq": 0, "status": "pending", "attempt": 0, "occurred_at": "2026-11-25T10:00:00Z"},
+                {"seq": 0, "status": "pending", "attempt": 0, "occurred_at": "2026-11-25T10:00:00.120345678Z"},
                 {"seq": 5, "status": "processing", "attempt": 1, "occurred_at": "2026-11-25T10:00:00Z"},
                 {"seq": 7, "status": "failed", "attempt": 1, "occurred_at": "2026-11-25T10:00:01Z",
                  "error": {"class": "permanent", "code": "http_400", "message": "declined"}}
@@ -234,9 +248,12 @@ mod tests {
             "processing",
             "provider attempts (1)",
             "POST https://127.0.0.1/x",
+            // Milliseconds, whatever precision the ledger stored.
+            "2026-11-25T10:00:00.120Z",
         ] {
             assert!(text.contains(needle), "{needle} in\n{text}");
         }
+        assert!(!text.contains(".120345678"), "{text}");
     }
 
     #[test]

@@ -34,21 +34,13 @@ pub struct TailFilter {
 
 /// Parses a lifecycle status.
 pub fn parse_status(s: &str) -> Result<Status, String> {
-    [
-        Status::Pending,
-        Status::Processing,
-        Status::Retrying,
-        Status::Waiting,
-        Status::Completed,
-        Status::Failed,
-    ]
-    .into_iter()
-    .find(|st| st.as_str() == s)
-    .ok_or_else(|| {
-        format!(
-            "unknown status {s:?}: expected pending, processing, retrying, waiting, completed or failed"
-        )
-    })
+    Status::ALL
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| {
+            let known: Vec<&str> = Status::ALL.iter().map(|st| st.as_str()).collect();
+            format!("unknown status {s:?}: expected one of {}", known.join(", "))
+        })
 }
 
 impl TailFilter {
@@ -75,10 +67,11 @@ impl TailFilter {
     }
 }
 
-/// One line per event.
+/// One line per event. The routing-key column fits the longest built-in names
+/// (`notification.sandbox_oneshot.processing`); a longer one pushes the id along.
 pub fn describe(e: &Event) -> String {
     let mut line = format!(
-        "{}  {:<32} {}  attempt={} seq={}",
+        "{}  {:<40} {}  attempt={} seq={}",
         e.occurred_at.format("%H:%M:%S%.3f"),
         e.routing_key(),
         e.command_id,
@@ -234,6 +227,9 @@ mod tests {
     #[test]
     fn statuses_parse() {
         assert_eq!(parse_status("waiting"), Ok(Status::Waiting));
+        // Every status can be tailed, the two operators watch most included.
+        assert_eq!(parse_status("unknown"), Ok(Status::Unknown));
+        assert_eq!(parse_status("duplicate"), Ok(Status::Duplicate));
         assert!(parse_status("done").is_err());
     }
 }

@@ -27,10 +27,10 @@ use crate::output;
 use crate::say;
 
 /// The topology the configuration needs: every kind built in or configured, every provider.
+/// Built from names only: checking or applying it needs no provider secret.
 pub fn configured(config: &Config) -> anyhow::Result<Topology> {
     let kinds = switchyard_ingress::kinds(config)?;
-    let catalog = switchyard_worker::Catalog::build(&kinds, config)?;
-    Ok(catalog.topology(config))
+    Ok(switchyard_worker::topology_of(&kinds, config))
 }
 
 /// `topology apply`.
@@ -269,7 +269,9 @@ async fn check_bindings(mgmt: &Management, plan: &[Declaration], report: &mut Re
         Ok(b) => b,
         Err(e) => {
             report.bindings_skipped = Some(format!(
-                "the management API at {} is unreachable or refused ({e}); pass --management-url",
+                "the management API at {} is unreachable or refused ({e}): enable it on the broker \
+                 (`rabbitmq-plugins enable rabbitmq_management`), or pass --management-url \
+                 where it listens",
                 mgmt.url
             ));
             return;
@@ -370,6 +372,31 @@ pub async fn check(
 mod tests {
     use super::*;
     use switchyard_amqp::lapin::types::{LongString, ShortString};
+
+    #[test]
+    fn the_topology_needs_no_provider_secret() {
+        let config = Config::from_toml_str(
+            "[[providers]]\nname = \"acme\"\nkind = \"payment\"\ntype = \"http\"\n\
+             base_url = \"https://api.acme.example\"\noperations = [\"charge\"]\n\
+             bearer_token_env = \"SWITCHYARD_TEST_UNSET_ACME_TOKEN\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // Building the providers needs the token, and says so.
+        let kinds = switchyard_ingress::kinds(&config).unwrap_or_else(|e| panic!("{e}"));
+        let built = switchyard_worker::Catalog::build(&kinds, &config);
+        assert!(built.is_err(), "the secret is missing, so building fails");
+        // The topology does not.
+        let topology = configured(&config).unwrap_or_else(|e| panic!("{e}"));
+        let catalog_like: Vec<_> = topology
+            .providers()
+            .iter()
+            .flat_map(|(k, ps)| ps.iter().map(move |p| format!("{k}.{p}")))
+            .collect();
+        assert!(
+            catalog_like.contains(&"payment.acme".to_owned()),
+            "{catalog_like:?}"
+        );
+    }
 
     #[test]
     fn the_management_api_sits_beside_the_broker() {

@@ -94,12 +94,24 @@ fn describe_load(e: &figment::Error) -> String {
                 // credential.
                 Kind::Message(m) if !may_hold_credentials(&err.path) => m.clone(),
                 Kind::Message(_) => "not a valid value".to_owned(),
+                // serde's own wording nests backticks ("expected `one of `a`, `b``").
+                Kind::UnknownField(_, expected) => {
+                    format!("unknown key; the keys here are {}", expected.join(", "))
+                }
+                Kind::MissingField(field) => format!("missing key `{field}`"),
+                Kind::UnknownVariant(found, expected) => format!(
+                    "unknown value `{found}`; expected one of {}",
+                    expected.join(", ")
+                ),
                 other => other.to_string(),
             };
             let from = err
                 .metadata
                 .as_ref()
-                .map(|m| format!(" (in {})", m.name))
+                .map(|m| match &m.source {
+                    Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                    _ => format!(" (in {})", m.name),
+                })
                 .unwrap_or_default();
             format!("{key}{from}: {reason}")
         })
@@ -773,6 +785,10 @@ mod tests {
         Jail::expect_with(|jail| {
             let e = Config::from_toml_str("[amqp]\nhartbeat_secs = 3\n").unwrap_err();
             assert!(e.to_string().contains("hartbeat_secs"), "{e}");
+            // Plain words: no profile name, no nested backticks, and the keys that exist.
+            assert!(!e.to_string().contains("default."), "{e}");
+            assert!(!e.to_string().contains("``"), "{e}");
+            assert!(e.to_string().contains("heartbeat_secs"), "{e}");
             // Said once: a report walking the error chain must not repeat it.
             let report = format!("{:#}", anyhow::Error::from(e));
             assert_eq!(report.matches("TOML source string").count(), 1, "{report}");

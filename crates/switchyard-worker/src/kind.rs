@@ -203,6 +203,39 @@ pub fn build_providers(
     Ok(out)
 }
 
+/// The broker topology `config` needs for `kinds`, from names alone: no provider is built, so
+/// no provider secret has to be at hand (an operator checks or applies the topology without
+/// holding every provider's credentials). Equal to [`Catalog::topology`] of a catalog built
+/// from the same configuration.
+pub fn topology_of(kinds: &[Arc<dyn Kind>], config: &Config) -> Topology {
+    let specs: Vec<KindSpec> = kinds.iter().map(|k| k.spec()).collect();
+    topology_from(
+        config,
+        specs.iter().map(|spec| {
+            let providers = config
+                .providers_of(&spec.name)
+                .map(|(_, p)| &p.name)
+                .collect();
+            (&spec.name, providers)
+        }),
+    )
+}
+
+fn topology_from<'a>(
+    config: &Config,
+    kinds: impl Iterator<Item = (&'a Name, Vec<&'a Name>)>,
+) -> Topology {
+    let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
+        .with_ledger(config.ledger.enabled);
+    for (kind, providers) in kinds {
+        topology = topology.with_kind(kind);
+        for p in providers {
+            topology = topology.with_provider(kind, p);
+        }
+    }
+    topology
+}
+
 /// Every kind, its providers and their operations: what the ingress accepts.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -270,15 +303,12 @@ impl Catalog {
 
     /// The broker topology of every kind and provider in the catalog.
     pub fn topology(&self, config: &Config) -> Topology {
-        let mut topology = Topology::new(config.retry.tiers.clone(), config.amqp.delivery_limit)
-            .with_ledger(config.ledger.enabled);
-        for (spec, providers) in &self.kinds {
-            topology = topology.with_kind(&spec.name);
-            for p in providers.keys() {
-                topology = topology.with_provider(&spec.name, p);
-            }
-        }
-        topology
+        topology_from(
+            config,
+            self.kinds
+                .iter()
+                .map(|(spec, providers)| (&spec.name, providers.keys().collect())),
+        )
     }
 
     /// Checks that `kind.provider.operation` exists.

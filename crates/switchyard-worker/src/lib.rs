@@ -25,7 +25,7 @@ pub use entry::{main, main_configured};
 pub use generic::{GenericHttpProvider, parse_report};
 pub use kind::{
     Catalog, CodeProvider, ConfiguredKind, Kind, NotInCatalog, ProviderContext, ProviderEntry,
-    build_providers, check_operations, payload_validator, provider_context, redactor,
+    build_providers, check_operations, payload_validator, provider_context, redactor, topology_of,
     with_configured_kinds,
 };
 pub use retry::RetrySchedule;

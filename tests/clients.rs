@@ -52,21 +52,35 @@ async fn run_suite(what: &str, program: &Path, args: &[&str], dir: &Path) {
     );
     let fleet = TestFleet::start().await;
     let started = std::time::Instant::now();
+    // Its own process group: on a timeout the whole suite goes (npm's children included),
+    // so nothing is left to stop the broker later.
     let child = tokio::process::Command::new(program)
         .args(args)
         .current_dir(dir)
         .envs(fleet_env(&fleet))
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(600), child)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within 10 minutes"))
+        .spawn()
         .unwrap_or_else(|e| {
             panic!(
                 "{what}: cannot run {} ({e}). Set the client toolchains up with `./dev clients`",
                 program.display()
             )
         });
+    let group = child.id().map(|pid| format!("-{pid}"));
+    let out = match tokio::time::timeout(Duration::from_secs(600), child.wait_with_output()).await {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            if let Some(group) = group {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &group])
+                    .status();
+            }
+            panic!("{what} did not finish within 10 minutes");
+        }
+    };
     eprintln!(
         "{what} ({:.1} s):\n{}{}",
         started.elapsed().as_secs_f64(),

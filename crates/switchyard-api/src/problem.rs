@@ -54,11 +54,12 @@ impl Problem {
     /// What kind of refusal this is, as a metric label value: one word of a fixed set
     /// (`unauthenticated`, `bad_signature`, `too_large`, `unsupported_media_type`,
     /// `malformed`, `invalid`, `idempotency_conflict`, `unavailable`, `bad_request`,
-    /// `conflict`, `not_found`), never the detail.
+    /// `conflict`, `not_found`, `body_unread`), never the detail.
     pub fn label(&self) -> &'static str {
         match self.slug {
             "bad-signature" => "bad_signature",
             "too-large" => "too_large",
+            "body-unread" => "body_unread",
             "unsupported-media-type" => "unsupported_media_type",
             "bad-request" => "bad_request",
             "not-found" => "not_found",
@@ -109,6 +110,17 @@ impl Problem {
             "too-large",
             "Body too large",
             format!("the body exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    /// 408: the body stalled (no bytes for `[http] body_timeout_ms`) or the client went away
+    /// before sending it whole. Not 413: nothing says the body was too large.
+    pub fn body_unread() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-unread",
+            "Body not received",
+            "the body did not arrive whole in time; nothing was accepted, send it again",
         )
     }
 
@@ -215,6 +227,7 @@ mod tests {
             Problem::bad_request("the command id must be a UUID"),
             Problem::conflict("already resolved"),
             Problem::not_found("no provider \"evil\" takes webhooks here"),
+            Problem::body_unread(),
         ];
         let labels: Vec<&str> = problems.iter().map(Problem::label).collect();
         assert_eq!(
@@ -230,7 +243,8 @@ mod tests {
                 "unavailable",
                 "bad_request",
                 "conflict",
-                "not_found"
+                "not_found",
+                "body_unread"
             ]
         );
     }

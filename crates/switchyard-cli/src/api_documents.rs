@@ -329,6 +329,15 @@ fn unauthenticated() -> anyhow::Result<Value> {
     )
 }
 
+fn body_unread() -> anyhow::Result<Value> {
+    problem_answer(
+        "The body did not arrive whole: it stalled longer than `[http] body_timeout_ms` \
+         between two chunks, or the client went away. Nothing was accepted; send it again.",
+        &[("body-unread", Problem::body_unread())],
+        None,
+    )
+}
+
 fn uuid_path_parameter() -> Value {
     json!({
         "name": "id",
@@ -459,11 +468,10 @@ fn submit_command(servers: &Servers, ex: &Examples) -> anyhow::Result<Value> {
                 None,
             )?,
             "401": unauthenticated()?,
+            "408": body_unread()?,
             "413": problem_answer(
                 &format!(
-                    "The body is over `[ingress] max_body_bytes` ({} bytes by default), or \
-                     could not be read whole: a body that stalls longer than `[http] \
-                     body_timeout_ms` between two chunks is answered this too.",
+                    "The body is over `[ingress] max_body_bytes` ({} bytes by default).",
                     ingress.max_body_bytes
                 ),
                 &[("too-large", Problem::too_large(ingress.max_body_bytes))],
@@ -730,11 +738,9 @@ fn receive_webhook(servers: &Servers) -> anyhow::Result<Value> {
                 &[("not-found", Problem::not_found("no provider \"acme\" takes webhooks here"))],
                 None,
             )?,
+            "408": body_unread()?,
             "413": problem_answer(
-                &format!(
-                    "The body is over {MAX_WEBHOOK_BYTES} bytes, or could not be read whole (a \
-                     body that stalls longer than `[http] body_timeout_ms` included)."
-                ),
+                &format!("The body is over {MAX_WEBHOOK_BYTES} bytes."),
                 &[("too-large", Problem::too_large(MAX_WEBHOOK_BYTES))],
                 None,
             )?,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -190,10 +190,11 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// The refusals `POST /v1/commands` can answer with, as `outcome` label values.
-const REQUEST_REFUSALS: [&str; 7] = [
+const REQUEST_REFUSALS: [&str; 8] = [
     "unauthenticated",
     "unsupported_media_type",
     "too_large",
+    "body_unread",
     "malformed",
     "invalid",
     "idempotency_conflict",
@@ -296,9 +297,7 @@ async fn accept(
     if !is_json(headers) {
         return Err(Problem::not_json());
     }
-    let bytes = to_bytes(body, state.max_body)
-        .await
-        .map_err(|_| Problem::too_large(state.max_body))?;
+    let bytes = switchyard_api::read_body(body, state.max_body).await?;
     serde_json::from_slice::<Value>(&bytes)
         .map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
     let mut draft: CommandDraft = decode_json(&bytes).map_err(|e| {

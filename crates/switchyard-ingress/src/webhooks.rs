@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -51,11 +51,12 @@ impl Receivers {
 }
 
 /// Every `outcome` of `switchyard_webhooks_total`.
-pub(crate) const OUTCOMES: [&str; 7] = [
+pub(crate) const OUTCOMES: [&str; 8] = [
     "queued",
     "ignored",
     "not_found",
     "too_large",
+    "body_unread",
     "bad_signature",
     "malformed",
     "unavailable",
@@ -103,9 +104,7 @@ async fn verify_and_queue(
     let unknown = || Problem::not_found(format!("no provider {provider:?} takes webhooks here"));
     let name: Name = provider.parse().map_err(|_| unknown())?;
     let receivers = r.by_provider.get(&name).ok_or_else(unknown)?;
-    let raw = to_bytes(body, MAX_WEBHOOK_BYTES)
-        .await
-        .map_err(|_| Problem::too_large(MAX_WEBHOOK_BYTES))?;
+    let raw = switchyard_api::read_body(body, MAX_WEBHOOK_BYTES).await?;
     let now = Utc::now().timestamp();
     // A name shared by several kinds may hold several receivers: the first to verify reads.
     let mut refusal = Refused::Signature(VerifyError::Mismatch);

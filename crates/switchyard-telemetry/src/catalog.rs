@@ -181,7 +181,7 @@ pub const METRICS: &[Metric] = &[
     counter(
         "switchyard_ingress_requests_total",
         &["outcome"],
-        "Requests to POST /v1/commands, by outcome (accepted, or the refusal: unauthenticated, unsupported_media_type, too_large, malformed, invalid, idempotency_conflict, unavailable).",
+        "Requests to POST /v1/commands, by outcome (accepted, or the refusal: unauthenticated, unsupported_media_type, too_large, body_unread, malformed, invalid, idempotency_conflict, unavailable).",
     ),
     counter(
         "switchyard_commands_received_total",
@@ -191,7 +191,7 @@ pub const METRICS: &[Metric] = &[
     counter(
         "switchyard_webhooks_total",
         &["outcome"],
-        "Inbound provider webhooks, by outcome (queued: for the resolver; ignored: verified but about nothing Switchyard waits for; or the refusal: not_found, too_large, bad_signature, malformed, unavailable).",
+        "Inbound provider webhooks, by outcome (queued: for the resolver; ignored: verified but about nothing Switchyard waits for; or the refusal: not_found, too_large, body_unread, bad_signature, malformed, unavailable).",
     ),
     // The ledger.
     counter(

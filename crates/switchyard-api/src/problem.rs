@@ -67,6 +67,18 @@ impl Problem {
         }
     }
 
+    /// The same problem, told in other words (the type, title and status stay).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    /// The same problem under another title (the type and status stay).
+    pub fn with_title(mut self, title: &'static str) -> Self {
+        self.title = title;
+        self
+    }
+
     /// Names the offending field.
     pub fn with_field(mut self, field: Option<String>) -> Self {
         self.field = field;
@@ -167,6 +179,31 @@ impl Problem {
         p
     }
 
+    /// 503 from the ledger: its database did not answer.
+    pub fn store_unavailable() -> Self {
+        Self::unavailable(1).with_detail("the ledger's database did not answer; retry later")
+    }
+
+    /// 503 from the ledger: an operator's resolution is recorded but its event is not
+    /// confirmed (or there is no broker connection to publish it).
+    pub fn resolution_unpublished() -> Self {
+        Self::unavailable(5).with_detail(
+            "the resolution was not published (the broker did not confirm, or this server has \
+             no broker connection); send the same resolution again",
+        )
+    }
+
+    /// 400 to a webhook: verified, but not a callback Switchyard can read.
+    pub fn webhook_malformed(detail: impl Into<String>) -> Self {
+        Self::malformed(detail).with_title("Malformed webhook")
+    }
+
+    /// 503 to a webhook: not durably queued, so the provider should deliver it again.
+    pub fn webhook_unavailable(retry_after: u32) -> Self {
+        Self::unavailable(retry_after)
+            .with_detail("the webhook could not be durably queued; deliver it again later")
+    }
+
     /// 400: a query parameter or path segment is not acceptable.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(
@@ -212,6 +249,24 @@ impl IntoResponse for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_refusal_says_what_failed_in_its_own_words() {
+        // The ingress's 503 is about a command; the ledger's and a webhook's are not.
+        let ingress = Problem::unavailable(5);
+        for (other, words) in [
+            (Problem::store_unavailable(), "database"),
+            (Problem::resolution_unpublished(), "resolution"),
+            (Problem::webhook_unavailable(5), "webhook"),
+        ] {
+            assert_eq!(other.status(), ingress.status());
+            assert_eq!(other.label(), "unavailable");
+            assert!(other.detail.contains(words), "{}", other.detail);
+            assert!(!other.detail.contains("command"), "{}", other.detail);
+        }
+        let webhook = Problem::webhook_malformed("no event id");
+        assert_eq!((webhook.title, webhook.label()), ("Malformed webhook", "malformed"));
+    }
 
     #[test]
     fn a_problem_label_is_a_word_of_a_fixed_set_never_its_detail() {

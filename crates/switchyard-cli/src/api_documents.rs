@@ -587,7 +587,7 @@ fn list_commands(servers: &Servers, ex: &Examples) -> anyhow::Result<Value> {
             "401": unauthenticated()?,
             "503": problem_answer(
                 "The ledger's database did not answer.",
-                &[("unavailable", Problem::unavailable(1))],
+                &[("unavailable", Problem::store_unavailable())],
                 Some("1 second"),
             )?,
         },
@@ -621,7 +621,7 @@ fn show_command(servers: &Servers, ex: &Examples) -> anyhow::Result<Value> {
             )?,
             "503": problem_answer(
                 "The ledger's database did not answer.",
-                &[("unavailable", Problem::unavailable(1))],
+                &[("unavailable", Problem::store_unavailable())],
                 Some("1 second"),
             )?,
         },
@@ -686,7 +686,7 @@ fn resolve_command(servers: &Servers, ex: &Examples) -> anyhow::Result<Value> {
                 "Not published: the broker did not confirm (send the same resolution again), \
                  the database did not answer, or this server has no broker connection (a \
                  query-only router).",
-                &[("unavailable", Problem::unavailable(5))],
+                &[("unavailable", Problem::resolution_unpublished())],
                 Some("5 seconds"),
             )?,
         },
@@ -725,7 +725,7 @@ fn receive_webhook(servers: &Servers) -> anyhow::Result<Value> {
             },
             "400": problem_answer(
                 "Verified, but not readable as the provider's callback.",
-                &[("malformed", Problem::malformed("the callback has no event id"))],
+                &[("malformed", Problem::webhook_malformed("the callback has no event id"))],
                 None,
             )?,
             "401": problem_answer(
@@ -746,7 +746,7 @@ fn receive_webhook(servers: &Servers) -> anyhow::Result<Value> {
             )?,
             "503": problem_answer(
                 "The broker did not confirm; the provider should deliver it again.",
-                &[("unavailable", Problem::unavailable(ingress.retry_after_secs))],
+                &[("unavailable", Problem::webhook_unavailable(ingress.retry_after_secs))],
                 Some(&retry_after),
             )?,
         },

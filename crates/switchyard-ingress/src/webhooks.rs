@@ -126,7 +126,7 @@ async fn verify_and_queue(
     let Some(notice) = notice else {
         return Err(match refusal {
             Refused::Signature(_) => Problem::bad_signature(),
-            Refused::Malformed(why) => Problem::malformed(why),
+            Refused::Malformed(why) => Problem::webhook_malformed(why),
         });
     };
     // Verified, and about nothing Switchyard waits for.
@@ -156,10 +156,10 @@ async fn verify_and_queue(
     )
     .await
     .map_err(|e| match e {
-        PublishError::Invalid(why) => Problem::malformed(why),
+        PublishError::Invalid(why) => Problem::webhook_malformed(why),
         e => {
             warn!(error = %e, provider = %callback.provider, "callback not confirmed by the broker");
-            Problem::unavailable(r.retry_after)
+            Problem::webhook_unavailable(r.retry_after)
         }
     })?;
     Ok(Received::Queued)

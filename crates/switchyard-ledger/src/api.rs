@@ -63,7 +63,7 @@ fn router(
 
 fn unavailable(e: &crate::store::StoreError) -> Response {
     tracing::warn!(error = %e, "ledger query failed");
-    Problem::unavailable(1).into_response()
+    Problem::store_unavailable().into_response()
 }
 
 async fn show(
@@ -187,7 +187,7 @@ async fn resolve(
         .into_response();
     }
     let Some(publisher) = &s.publisher else {
-        return Problem::unavailable(5).into_response();
+        return Problem::resolution_unpublished().into_response();
     };
     let decided = s
         .store
@@ -210,7 +210,7 @@ async fn resolve(
                 Err(e) => {
                     // Decided, not yet published: the same resolution again publishes it.
                     warn!(error = %e, command_id = %id, "publishing an operator's resolution failed");
-                    Problem::unavailable(5).into_response()
+                    Problem::resolution_unpublished().into_response()
                 }
             }
         }

@@ -265,7 +265,10 @@ mod tests {
             assert!(!other.detail.contains("command"), "{}", other.detail);
         }
         let webhook = Problem::webhook_malformed("no event id");
-        assert_eq!((webhook.title, webhook.label()), ("Malformed webhook", "malformed"));
+        assert_eq!(
+            (webhook.title, webhook.label()),
+            ("Malformed webhook", "malformed")
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_amqp::HeaderRead;
 use switchyard_core::{ErrorClass, Status};
 use switchyard_e2e::{binary, statuses, terminal};
-use switchyard_testing::{ONESHOT_PROVIDER, TestFleet, TestFleetOptions};
+use switchyard_testing::{TestFleet, TestFleetOptions};
 
 /// Every request the sandbox saw for a command carried one idempotency key and one body.
 fn one_key_one_body(view: &serde_json::Value) -> usize {
@@ -109,42 +109,6 @@ async fn transient_failures_end_completed_with_one_key_and_one_effect() {
         at[1] - at[0] >= 1000,
         "the retry waited for Retry-After: {at:?}"
     );
-    fleet.stop().await;
-}
-
-/// A provider that takes no idempotency key and does not answer in time may still have acted:
-/// retrying could act twice (the chaos run caught two charges this way). The attempt ends
-/// `unknown`, never `retrying`, and the provider is called once.
-#[tokio::test]
-async fn a_timeout_at_a_provider_without_keys_is_unknown_not_retried() {
-    let fleet = TestFleet::start_with(TestFleetOptions {
-        timeout_ms: 500,
-        ..TestFleetOptions::default()
-    })
-    .await;
-    let mut c = fleet.charge();
-    c.provider = ONESHOT_PROVIDER.parse().unwrap();
-    // It acts, then answers only after the attempt timeout.
-    fleet.scenario(c.id, &["lost", "ok"]).await;
-    fleet.publish(&c).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !statuses(&fleet.events.of(c.id)).contains(&Status::Unknown) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no unknown: {:#?}",
-            fleet.events.of(c.id)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Time for a retry, had one been planned.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let events = fleet.events.of(c.id);
-    assert!(
-        !statuses(&events).contains(&Status::Retrying),
-        "{events:#?}"
-    );
-    let view = fleet.sandbox_view(c.id).await;
-    assert_eq!(view["effects"], 1, "called once: {view:#}");
     fleet.stop().await;
 }
 

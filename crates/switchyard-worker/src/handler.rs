@@ -342,13 +342,6 @@ impl Handler {
                 let error = self.error_info(&e);
                 self.unknown_plan(&command, attempt, error, now)
             }
-            // No answer in time from a provider that takes no idempotency key: the request may
-            // have reached it and acted, and a retry could act twice. Unknown, like a call
-            // its worker died in: a status check or an operator ends it.
-            Err(e) if e.class == ErrorClass::Timeout && !slot.provider.idempotent() => {
-                let error = self.error_info(&e);
-                self.unknown_plan(&command, attempt, error, now)
-            }
             Err(e) if e.class.is_retryable() && attempt_no < slot.max_attempts => {
                 let delay = self.schedule.delay(attempt_no, e.retry_after);
                 let tier = self.schedule.tier_for(delay);

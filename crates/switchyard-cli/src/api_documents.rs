@@ -329,6 +329,14 @@ fn unauthenticated() -> anyhow::Result<Value> {
     )
 }
 
+fn store_unavailable() -> anyhow::Result<Value> {
+    problem_answer(
+        "The ledger's database did not answer.",
+        &[("unavailable", Problem::store_unavailable())],
+        Some("1 second"),
+    )
+}
+
 fn body_unread() -> anyhow::Result<Value> {
     problem_answer(
         "The body did not arrive whole: it stalled longer than `[http] body_timeout_ms` \
@@ -585,11 +593,7 @@ fn list_commands(servers: &Servers, ex: &Examples) -> anyhow::Result<Value> {
                 None,
             )?,
             "401": unauthenticated()?,
-            "503": problem_answer(
-                "The ledger's database did not answer.",
-                &[("unavailable", Problem::store_unavailable())],
-                Some("1 second"),
-            )?,
+            "503": store_unavailable()?,
         },
     }))
 }
@@ -619,11 +623,7 @@ fn show_command(servers: &Servers, ex: &Examples) -> anyhow::Result<Value> {
                 )))],
                 None,
             )?,
-            "503": problem_answer(
-                "The ledger's database did not answer.",
-                &[("unavailable", Problem::store_unavailable())],
-                Some("1 second"),
-            )?,
+            "503": store_unavailable()?,
         },
     }))
 }

@@ -34,9 +34,27 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Connects to `[amqp] url` within a few seconds.
+/// Each URL of a comma-separated list with its password replaced by `***`.
+pub fn redact_urls(list: &str) -> String {
+    list.split(',')
+        .map(|u| redact_url(u.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Connects to the first broker address of `[amqp]` that answers, each within a few seconds.
 pub async fn connect(config: &Config, name: &str) -> anyhow::Result<Connection> {
-    let url = config.amqp.url.expose();
+    let mut last = None;
+    for url in config.amqp.broker_urls() {
+        match connect_to(config, url.expose(), name).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no broker address is configured")))
+}
+
+async fn connect_to(config: &Config, url: &str, name: &str) -> anyhow::Result<Connection> {
     let shown = redact_url(url);
     let mut uri: AMQPUri = url
         .parse()
@@ -70,5 +88,9 @@ mod tests {
         );
         assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
         assert_eq!(redact_url("amqp://u:p@ss@host/v"), "amqp://u:***@host/v");
+        assert_eq!(
+            redact_urls("amqp://a:s1@h:1/v,amqp://b:s2@h:2/v"),
+            "amqp://a:***@h:1/v,amqp://b:***@h:2/v"
+        );
     }
 }

@@ -177,7 +177,7 @@ pub async fn run(config: &Config, filter: TailFilter, json: bool) -> anyhow::Res
         tail.close().await;
         anyhow::bail!(
             "cannot connect to the broker at {} (set [amqp] url or SWITCHYARD_AMQP_URL)",
-            crate::connect::redact_url(config.amqp.url.expose())
+            crate::connect::redact_urls(config.amqp.url.expose())
         );
     }
     output::note(format!(

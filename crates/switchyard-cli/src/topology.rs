@@ -45,7 +45,7 @@ pub async fn apply(config: &Config) -> anyhow::Result<()> {
     if !ready {
         anyhow::bail!(
             "could not declare the topology on {}: {}",
-            crate::connect::redact_url(config.amqp.url.expose()),
+            crate::connect::redact_urls(config.amqp.url.expose()),
             crate::up::BROKER_HELP
         );
     }
@@ -313,7 +313,7 @@ pub async fn inspect(
     let checked = check_amqp(&connection, &plan, &mut report).await;
     let _ = connection.close(200, "checked".into()).await;
     checked.context("checking exchanges and queues")?;
-    let mgmt = Management::for_amqp(config.amqp.url.expose(), management_url)?;
+    let mgmt = Management::for_amqp(config.amqp.first_broker_url().expose(), management_url)?;
     check_bindings(&mgmt, &plan, &mut report).await;
     report.ok = report.problems.is_empty();
     Ok(report)

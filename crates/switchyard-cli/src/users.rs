@@ -59,7 +59,7 @@ pub async fn run(config: &Config, opts: UsersOptions) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let management = match opts.apply {
         true => Some(Management::for_amqp(
-            config.amqp.url.expose(),
+            config.amqp.first_broker_url().expose(),
             opts.management_url.clone(),
         )?),
         false => None,

@@ -178,8 +178,11 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpConfig {
-    /// Broker URL (`SWITCHYARD_AMQP_URL`); may hold a password, so it is a secret.
+    /// Broker URL (`SWITCHYARD_AMQP_URL`), or the URLs of a cluster's nodes separated by
+    /// commas; may hold a password, so it is a secret.
     pub url: Secret<String>,
+    /// The URLs of a cluster's nodes, the TOML way to give several; not together with `url`.
+    pub urls: Vec<Secret<String>>,
     /// Heartbeat interval: a dead connection is detected within about two of these.
     pub heartbeat_secs: u16,
     /// Unacknowledged deliveries per consumer channel.
@@ -198,6 +201,7 @@ impl Default for AmqpConfig {
             url: Secret::new(DEFAULT_AMQP_URL.to_owned()),
             heartbeat_secs: 10,
             prefetch: 64,
+            urls: Vec::new(),
             confirm_timeout_ms: 5_000,
             reconnect_max_ms: 5_000,
             delivery_limit: 5,
@@ -207,6 +211,91 @@ impl Default for AmqpConfig {
 
 /// `[ingress]`: the HTTP front door.
 #[derive(Debug, Clone, Deserialize)]
+impl AmqpConfig {
+    /// Every broker address a process may connect to, in the order given: `urls`, else `url`
+    /// split at its commas.
+    pub fn broker_urls(&self) -> Vec<Secret<String>> {
+        if self.urls.is_empty() {
+            split_broker_urls(self.url.expose())
+                .into_iter()
+                .map(Secret::new)
+                .collect()
+        } else {
+            self.urls.clone()
+        }
+    }
+
+    /// The first broker address, for one-shot commands and the management API's host.
+    pub fn first_broker_url(&self) -> Secret<String> {
+        self.broker_urls()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.url.clone())
+    }
+
+    /// Checks every address without ever repeating one (they hold passwords).
+    fn validate_urls(&self) -> Result<(), ConfigError> {
+        let (key, urls): (&str, Vec<Secret<String>>) = if self.urls.is_empty() {
+            ("amqp.url", self.broker_urls())
+        } else {
+            ("amqp.urls", self.urls.clone())
+        };
+        let total = urls.len();
+        for (i, url) in urls.iter().enumerate() {
+            if let Err(why) = check_broker_url(url.expose()) {
+                let which = if total == 1 {
+                    "the broker URL".to_owned()
+                } else {
+                    format!("address {} of {total}", i + 1)
+                };
+                return Err(ConfigError::invalid(key, format!("{which} {why}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The addresses of a comma-separated list, trimmed (a comma inside one URL, in a password,
+/// is written `%2C`). Empty entries are kept, so validation can say which one is empty.
+pub fn split_broker_urls(list: &str) -> Vec<String> {
+    list.split(',').map(|u| u.trim().to_owned()).collect()
+}
+
+/// What is wrong with one broker address, in words that never quote it.
+fn check_broker_url(url: &str) -> Result<(), &'static str> {
+    if url.is_empty() {
+        return Err("is empty (a comma too many?)");
+    }
+    let Some(rest) = url
+        .strip_prefix("amqp://")
+        .or_else(|| url.strip_prefix("amqps://"))
+    else {
+        return Err("is not an amqp:// or amqps:// URL");
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err("names no host");
+    }
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !host.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err("has a port that is not a number from 0 to 65535");
+    }
+    Ok(())
+}
+
+impl AmqpConfig {
+    /// The prefetch of the consumer of a provider called with `concurrency` at once: the
+    /// configured one, else twice the concurrency (at least 1, at most what AMQP can carry).
+    pub fn work_prefetch(&self, concurrency: usize) -> u16 {
+        self.prefetch.unwrap_or_else(|| {
+            u16::try_from(concurrency.saturating_mul(2).max(1)).unwrap_or(u16::MAX)
+        })
+    }
+}
+
 #[serde(deny_unknown_fields, default)]
 pub struct IngressConfig {
     /// Address to listen on.
@@ -531,6 +620,17 @@ impl Config {
     fn from_figment(f: Figment) -> Result<Self, ConfigError> {
         let config: Config = f.extract().map_err(Box::new)?;
         config.validate()?;
+        // Two places for the broker addresses would leave a reader guessing which one is used.
+        let urls_given = f
+            .find_value("amqp.urls")
+            .is_ok_and(|v| v.as_array().is_none_or(|a| !a.is_empty()));
+        if urls_given && f.find_value("amqp.url").is_ok() {
+            return Err(ConfigError::invalid(
+                "amqp.urls",
+                "amqp.url is set too: give the broker addresses in one of them \
+                 (SWITCHYARD_AMQP_URL, which may list several, replaces both)",
+            ));
+        }
         Ok(config)
     }
 
@@ -538,6 +638,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.amqp.heartbeat_secs == 0 {
             return Err(ConfigError::invalid(
+        self.amqp.validate_urls()?;
                 "amqp.heartbeat_secs",
                 "must be at least 1",
             ));
@@ -703,6 +804,7 @@ fn env_layer() -> Figment {
         )
         .merge(
             Env::raw()
+        .merge(amqp_url_replaces_urls())
                 .only(&["SWITCHYARD_DATABASE_URL"])
                 .map(|_| "ledger.database_url".into()),
         )
@@ -710,6 +812,16 @@ fn env_layer() -> Figment {
 
 #[cfg(test)]
 // figment::Jail closures return figment's own (large) error type.
+/// `SWITCHYARD_AMQP_URL` replaces the file's `urls` as well as its `url`: the environment wins
+/// over the file, whichever key the file used.
+fn amqp_url_replaces_urls() -> Figment {
+    let mut f = Figment::new();
+    if std::env::var_os("SWITCHYARD_AMQP_URL").is_some() {
+        f = f.merge(Serialized::default("amqp.urls", Vec::<String>::new()));
+    }
+    f
+}
+
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
@@ -814,6 +926,114 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
+    #[test]
+    fn broker_urls_come_from_a_list_in_url_or_from_urls() {
+        Jail::expect_with(|jail| {
+            let c = Config::from_toml_str("").unwrap();
+            let one: Vec<String> = c
+                .amqp
+                .broker_urls()
+                .iter()
+                .map(|u| u.expose().clone())
+                .collect();
+            assert_eq!(one, [DEFAULT_AMQP_URL]);
+
+            let c = Config::from_toml_str(
+                "[amqp]\nurl = \"amqp://u:p@a:5681/%2f, amqp://u:p@b:5682/%2f,amqps://u:p@c/v\"\n",
+            )
+            .unwrap();
+            let list: Vec<String> = c
+                .amqp
+                .broker_urls()
+                .iter()
+                .map(|u| u.expose().clone())
+                .collect();
+            assert_eq!(
+                list,
+                [
+                    "amqp://u:p@a:5681/%2f",
+                    "amqp://u:p@b:5682/%2f",
+                    "amqps://u:p@c/v"
+                ]
+            );
+            assert_eq!(c.amqp.first_broker_url().expose(), "amqp://u:p@a:5681/%2f");
+
+            let c = Config::from_toml_str(
+                "[amqp]\nurls = [\"amqp://u:p@a:5681/x\", \"amqp://u:p@b:5682/x\"]\n",
+            )
+            .unwrap();
+            assert_eq!(c.amqp.broker_urls().len(), 2);
+            assert_eq!(c.amqp.broker_urls()[1].expose(), "amqp://u:p@b:5682/x");
+
+            // The environment wins over the file, whichever key the file used.
+            jail.set_env(
+                "SWITCHYARD_AMQP_URL",
+                "amqp://u:p@x:5681/e,amqp://u:p@y:5682/e",
+            );
+            let c = Config::from_toml_str("[amqp]\nurls = [\"amqp://u:p@a:5681/x\"]\n").unwrap();
+            let list: Vec<String> = c
+                .amqp
+                .broker_urls()
+                .iter()
+                .map(|u| u.expose().clone())
+                .collect();
+            assert_eq!(list, ["amqp://u:p@x:5681/e", "amqp://u:p@y:5682/e"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_broker_address_is_refused_without_echoing_it() {
+        Jail::expect_with(|_| {
+            for (toml, says) in [
+                (
+                    "[amqp]\nurl = \"amqp://u:CANARY@a:1/x,,amqp://u:CANARY@b:2/x\"\n",
+                    "configuration: amqp.url: address 2 of 3 is empty (a comma too many?)",
+                ),
+                (
+                    "[amqp]\nurl = \"amqp://u:CANARY@a:1/x,\"\n",
+                    "configuration: amqp.url: address 2 of 2 is empty (a comma too many?)",
+                ),
+                (
+                    "[amqp]\nurl = \"http://u:CANARY@a:1/x\"\n",
+                    "configuration: amqp.url: the broker URL is not an amqp:// or amqps:// URL",
+                ),
+                (
+                    "[amqp]\nurls = [\"amqp://u:CANARY@a:1/x\", \"amqp://u:CANARY@b:port/x\"]\n",
+                    "configuration: amqp.urls: address 2 of 2 has a port that is not a number from 0 to 65535",
+                ),
+                (
+                    "[amqp]\nurls = [\"amqp://u:CANARY@/x\"]\n",
+                    "configuration: amqp.urls: the broker URL names no host",
+                ),
+            ] {
+                let err = Config::from_toml_str(toml).unwrap_err().to_string();
+                assert_eq!(err, says);
+                assert!(!err.contains("CANARY"), "{err}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn url_and_urls_together_are_refused() {
+        Jail::expect_with(|_| {
+            let err = Config::from_toml_str(
+                "[amqp]\nurl = \"amqp://u:CANARY@a:1/x\"\nurls = [\"amqp://u:CANARY@b:2/x\"]\n",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("configuration: amqp.urls: amqp.url is set too"),
+                "{err}"
+            );
+            assert!(!err.contains("CANARY"), "{err}");
+            // An empty list says nothing, so it is no conflict.
+            Config::from_toml_str("[amqp]\nurl = \"amqp://u:p@a:1/x\"\nurls = []\n").unwrap();
+            Ok(())
+        });
+    }
+
         Jail::expect_with(|_| {
             let c = Config::from_toml_str("[ingress]\ntokens = [\"tok_canary\"]\n").unwrap();
             assert!(!format!("{c:?}").contains("tok_canary"));

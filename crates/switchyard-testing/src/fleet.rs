@@ -52,6 +52,8 @@ pub struct TestFleetOptions {
     /// Start the in-process ingress and workers (false: only the vhost, sandbox and events,
     /// for tests that run the real binaries).
     pub in_process: bool,
+    /// A vhost made beforehand (on a cluster, say); else a fresh one on the local broker.
+    pub vhost: Option<TestVhost>,
 }
 
 impl Default for TestFleetOptions {
@@ -61,6 +63,7 @@ impl Default for TestFleetOptions {
             max_attempts: 5,
             extra_toml: String::new(),
             in_process: true,
+            vhost: None,
         }
     }
 }
@@ -207,7 +210,10 @@ impl TestFleet {
     /// the in-process ingress and workers; returns when everything is ready.
     pub async fn start_with(opts: TestFleetOptions) -> Self {
         switchyard_http::install_crypto_provider();
-        let vhost = TestVhost::create().await;
+        let vhost = match opts.vhost.clone() {
+            Some(v) => v,
+            None => TestVhost::create().await,
+        };
         let dir = std::env::temp_dir().join(format!("switchyard-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         // The ingress's port is chosen first: the sandbox sends its callbacks there.

@@ -21,22 +21,29 @@ const HOW_TO_START: &str = "RabbitMQ with the management plugin must be running 
 pub struct TestVhost {
     /// Its name.
     pub name: String,
-    /// An AMQP URL for it.
+    /// An AMQP URL for it (on a cluster, one per node, separated by commas).
     pub amqp_url: String,
     http: reqwest::Client,
+    management: String,
 }
 
 impl TestVhost {
     /// Creates a fresh vhost with full permissions for guest. Panics with instructions when
     /// the broker is not reachable.
     pub async fn create() -> Self {
+        Self::create_on(&management_url(), &["127.0.0.1:5672"]).await
+    }
+
+    /// Creates a fresh vhost through the management API at `management`, reached over AMQP at
+    /// each of `amqp_hosts` (`host:port`, the nodes of a cluster).
+    pub async fn create_on(management: &str, amqp_hosts: &[&str]) -> Self {
         switchyard_http::install_crypto_provider();
         let name = format!("switchyard-test-{}", Uuid::new_v4().simple());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
-        let base = management_url();
+        let base = management.to_owned();
         let put = |path: String, body: serde_json::Value| {
             let http = http.clone();
             let url = format!("{base}{path}");
@@ -65,11 +72,16 @@ impl TestVhost {
             "set permissions: {}",
             perms.status()
         );
-        let amqp_url = format!("amqp://guest:guest@127.0.0.1:5672/{name}");
+        let amqp_url = amqp_hosts
+            .iter()
+            .map(|host| format!("amqp://guest:guest@{host}/{name}"))
+            .collect::<Vec<_>>()
+            .join(",");
         Self {
             name,
             amqp_url,
             http,
+            management: management.to_owned(),
         }
     }
 
@@ -77,7 +89,7 @@ impl TestVhost {
     pub async fn delete(&self) {
         let _ = self
             .http
-            .delete(format!("{}/api/vhosts/{}", management_url(), self.name))
+            .delete(format!("{}/api/vhosts/{}", self.management, self.name))
             .basic_auth("guest", Some("guest"))
             .send()
             .await;
@@ -89,9 +101,7 @@ impl TestVhost {
             .http
             .get(format!(
                 "{}/api/queues/{}/{}",
-                management_url(),
-                self.name,
-                queue
+                self.management, self.name, queue
             ))
             .basic_auth("guest", Some("guest"))
             .send()

@@ -1,5 +1,6 @@
-//! The conformance suite every provider passes, whatever its vendor: server errors and
-//! timeouts are transient (retried, then completed), client errors permanent (dead-lettered
+//! The conformance suite every provider passes, whatever its vendor: server errors are
+//! transient (retried, then completed), timeouts too where the vendor takes idempotency keys
+//! (and `unknown`, never retried, where it does not), client errors permanent (dead-lettered
 //! after one attempt), a 429's wait is honoured, retries make one effect per command, keys
 //! and card data are redacted wherever a command leaves a trace, and the metrics carry the
 //! kind and provider. Each provider's emulator in the sandbox plays the scripted faults in
@@ -30,10 +31,10 @@ struct Case {
     payload: Value,
     /// The credential the provider sends, which must never be written down.
     credential: Option<&'static str>,
-    /// Effects when the first answer is lost in transit: 1 where the vendor de-duplicates
-    /// (an idempotency key) or the lost request was not the effect; 2 where the vendor has
-    /// no idempotency and the retry repeats it (SendGrid, Twilio: at least once).
-    lost_effects: u64,
+    /// Whether the vendor de-duplicates by the key it is sent. A timeout there is retried with
+    /// the same key; at one that does not (SendGrid, Twilio) a timeout may hide an effect, so
+    /// it ends `unknown` and the provider is never called a second time.
+    takes_keys: bool,
 }
 
 fn address(name: &str) -> Value {
@@ -49,7 +50,7 @@ fn cases(fleet: &TestFleet) -> Vec<Case> {
             operation: "charge",
             payload: json!({"amount": 1999, "currency": "usd", "payment_method": "pm_card_visa"}),
             credential: None,
-            lost_effects: 1,
+            takes_keys: true,
         },
         Case {
             kind: "payment",
@@ -57,7 +58,7 @@ fn cases(fleet: &TestFleet) -> Vec<Case> {
             operation: "charge",
             payload: json!({"amount": 1999, "currency": "usd", "payment_method": "pm_card_visa"}),
             credential: Some(STRIPE_KEY),
-            lost_effects: 1,
+            takes_keys: true,
         },
         Case {
             kind: "notification",
@@ -66,7 +67,7 @@ fn cases(fleet: &TestFleet) -> Vec<Case> {
             payload: json!({"to": ["ann@example.com"], "from": "shop@example.com",
                             "subject": "Your order", "text": "On its way"}),
             credential: Some(SENDGRID_KEY),
-            lost_effects: 2,
+            takes_keys: false,
         },
         Case {
             kind: "notification",
@@ -74,7 +75,7 @@ fn cases(fleet: &TestFleet) -> Vec<Case> {
             operation: "send_sms",
             payload: json!({"to": "+14155550100", "body": "On its way"}),
             credential: Some(TWILIO_TOKEN),
-            lost_effects: 2,
+            takes_keys: false,
         },
         Case {
             kind: "notification",
@@ -84,7 +85,7 @@ fn cases(fleet: &TestFleet) -> Vec<Case> {
                             "event_type": "order.shipped", "data": {"order": "42"}}),
             credential: Some(WEBHOOK_SECRET),
             // The partner de-duplicates on the signed webhook id.
-            lost_effects: 1,
+            takes_keys: true,
         },
         Case {
             kind: "shipping",
@@ -97,7 +98,7 @@ fn cases(fleet: &TestFleet) -> Vec<Case> {
             }),
             credential: Some(EASYPOST_KEY),
             // The lost request creates the shipment; the label (the effect) is bought once.
-            lost_effects: 1,
+            takes_keys: true,
         },
     ]
 }
@@ -184,20 +185,48 @@ async fn every_provider_conforms() {
             "{name}: the retry sent other bytes: {view:#}"
         );
 
-        // A hang: a timeout, retried, completed once.
-        let events = fleet.events.terminal(c.timeout.id, WAIT).await;
-        assert_eq!(
-            terminal(&events).status,
-            Status::Completed,
-            "{name}: {events:#?}"
-        );
-        assert_eq!(
-            retry(&events).error.as_ref().unwrap().class,
-            ErrorClass::Timeout,
-            "{name}"
-        );
-        let view = fleet.sandbox_view(c.timeout.id).await;
-        assert_eq!(view["effects"], 1, "{name}: {view:#}");
+        // A hang, and an answer lost after the provider acted: both a timeout. Where keys
+        // de-duplicate, retried and completed with one effect; where they do not, `unknown`,
+        // never retried, the provider called once (and having acted only for the lost answer).
+        for (command, acted) in [(&c.timeout, 0), (&c.lost, 1)] {
+            if case.takes_keys {
+                let events = fleet.events.terminal(command.id, WAIT).await;
+                assert_eq!(
+                    terminal(&events).status,
+                    Status::Completed,
+                    "{name}: {events:#?}"
+                );
+                assert_eq!(
+                    retry(&events).error.as_ref().unwrap().class,
+                    ErrorClass::Timeout,
+                    "{name}"
+                );
+                let view = fleet.sandbox_view(command.id).await;
+                assert_eq!(view["effects"], 1, "{name}: {view:#}");
+            } else {
+                let events = fleet
+                    .events
+                    .reached(command.id, Status::Unknown, WAIT)
+                    .await;
+                assert!(
+                    !statuses(&events).contains(&Status::Retrying),
+                    "{name}: {events:#?}"
+                );
+                let unknown = events.iter().find(|e| e.status == Status::Unknown).unwrap();
+                assert_eq!(
+                    unknown.error.as_ref().map(|e| (e.class, e.code.as_str())),
+                    Some((ErrorClass::Unknown, "timeout")),
+                    "{name}: {events:#?}"
+                );
+                let view = fleet.sandbox_view(command.id).await;
+                assert_eq!(view["effects"], acted, "{name}: {view:#}");
+                assert_eq!(
+                    view["requests"].as_array().unwrap().len(),
+                    1,
+                    "{name}: called again: {view:#}"
+                );
+            }
+        }
 
         // 400: permanent at once, no retry, no effect.
         let events = fleet.events.terminal(c.client_error.id, WAIT).await;
@@ -242,16 +271,6 @@ async fn every_provider_conforms() {
             at[1] - at[0] >= 2_000,
             "{name}: the retry did not wait: {at:?}"
         );
-
-        // The first answer lost in transit.
-        let events = fleet.events.terminal(c.lost.id, WAIT).await;
-        assert_eq!(
-            terminal(&events).status,
-            Status::Completed,
-            "{name}: {events:#?}"
-        );
-        let view = fleet.sandbox_view(c.lost.id).await;
-        assert_eq!(view["effects"], case.lost_effects, "{name}: {view:#}");
 
         // Answers full of card data and secrets: nothing of them, nor of the provider's
         // credential, in the events or the ledger's record of every request and answer.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_amqp::HeaderRead;
 use switchyard_core::{ErrorClass, Status};
 use switchyard_e2e::{binary, statuses, terminal};
-use switchyard_testing::{TestFleet, TestFleetOptions};
+use switchyard_testing::{ONESHOT_PROVIDER, TestFleet, TestFleetOptions};
 
 /// Every request the sandbox saw for a command carried one idempotency key and one body.
 fn one_key_one_body(view: &serde_json::Value) -> usize {
@@ -108,6 +108,42 @@ async fn transient_failures_end_completed_with_one_key_and_one_effect() {
     assert!(
         at[1] - at[0] >= 1000,
         "the retry waited for Retry-After: {at:?}"
+    );
+    fleet.stop().await;
+}
+
+/// A provider that takes no idempotency key and does not answer in time may still have acted:
+/// retrying could act twice (the chaos run caught two charges this way). The attempt ends
+/// `unknown`, never `retrying`; the provider is called once and its status check ends it.
+#[tokio::test]
+async fn a_timeout_at_a_provider_without_keys_is_unknown_not_retried() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        timeout_ms: 500,
+        ..TestFleetOptions::default()
+    })
+    .await;
+    let mut c = fleet.charge();
+    c.provider = ONESHOT_PROVIDER.parse().unwrap();
+    // It acts, then answers only after the attempt timeout.
+    fleet.scenario(c.id, &["lost", "ok"]).await;
+    fleet.publish(&c).await;
+    fleet
+        .events
+        .reached(c.id, Status::Unknown, Duration::from_secs(30))
+        .await;
+    // The sandbox answers the status check: it acted, so the command completes, never retried.
+    let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
+    assert_eq!(terminal(&events).status, Status::Completed, "{events:#?}");
+    assert!(
+        !statuses(&events).contains(&Status::Retrying),
+        "{events:#?}"
+    );
+    let view = fleet.sandbox_view(c.id).await;
+    assert_eq!(view["effects"], 1, "{view:#}");
+    assert_eq!(
+        view["requests"].as_array().unwrap().len(),
+        1,
+        "called again: {view:#}"
     );
     fleet.stop().await;
 }

@@ -73,7 +73,8 @@ fn explain_entry(
         let _ = writeln!(
             out,
             "  idempotency: none (idempotent = false): {h} is sent but not relied on; never \
-             called twice for one attempt, and a crash during the call leaves the outcome unknown"
+             called again once a request may have reached it: a crash, a timeout or a broken \
+             connection during the call leaves the outcome unknown"
         );
     }
     let _ = writeln!(out, "  errors (the first row that matches decides):");

@@ -67,6 +67,9 @@ pub struct ProviderError {
     pub http_status: Option<u16>,
     /// The provider's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
+    /// The request provably never left (no connection, an open circuit): calling again
+    /// cannot repeat an effect, even at a provider that takes no idempotency key.
+    pub never_sent: bool,
 }
 
 impl fmt::Display for ProviderError {
@@ -84,7 +87,24 @@ impl ProviderError {
             message: message.into(),
             http_status: None,
             retry_after: None,
+            never_sent: false,
         }
+    }
+
+    /// Marks a failure that happened before the request left: no connection was made.
+    #[must_use]
+    pub fn before_sending(mut self) -> Self {
+        self.never_sent = true;
+        self
+    }
+
+    /// Whether the provider may have received the request and acted without our reading its
+    /// answer: a timeout or a broken connection after the request went out. At a provider that
+    /// takes no idempotency key such a failure is `unknown`, never retried (the contract's
+    /// "never a second call"); an HTTP answer, even a 5xx, is the provider speaking and is not
+    /// in doubt.
+    pub fn left_in_doubt(&self) -> bool {
+        self.class.is_retryable() && self.http_status.is_none() && !self.never_sent
     }
 
     /// A status check asked of a provider that takes none (a permanent misconfiguration).
@@ -156,5 +176,24 @@ pub trait Provider: Send + Sync + fmt::Debug {
     ) -> Result<CallbackOutcome, ProviderError> {
         let _ = (call, reference);
         Err(ProviderError::no_status_checks(self.name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_retryable_failure_without_an_answer_after_sending_is_in_doubt() {
+        let timeout = ProviderError::new(ErrorClass::Timeout, "timeout", "x");
+        assert!(timeout.left_in_doubt());
+        let reset = ProviderError::new(ErrorClass::Transient, "io", "x");
+        assert!(reset.left_in_doubt());
+        assert!(!reset.clone().before_sending().left_in_doubt());
+        let mut answered = ProviderError::new(ErrorClass::Transient, "http_503", "x");
+        answered.http_status = Some(503);
+        assert!(!answered.left_in_doubt());
+        assert!(!ProviderError::new(ErrorClass::Permanent, "x", "x").left_in_doubt());
+        assert!(!ProviderError::unreadable_answer("x").left_in_doubt());
     }
 }

@@ -97,10 +97,11 @@ pub(crate) fn transport_error(err: reqwest::Error) -> ProviderError {
         return destination_refused(refused.to_string());
     }
     let chain = error_chain(&err);
-    if err.is_timeout() {
+    // A connect error first: a connect timeout is both, and no byte of the request left.
+    if err.is_connect() {
+        ProviderError::new(ErrorClass::Transient, code::CONNECT, chain).before_sending()
+    } else if err.is_timeout() {
         ProviderError::new(ErrorClass::Timeout, code::TIMEOUT, chain)
-    } else if err.is_connect() {
-        ProviderError::new(ErrorClass::Transient, code::CONNECT, chain)
     } else if err.is_builder() {
         ProviderError::new(ErrorClass::Permanent, code::REQUEST, chain)
     } else {

@@ -282,22 +282,13 @@ async fn serve(
         headers: &headers,
         body: &body,
         key: key.as_deref(),
+        sent_key: sent_key.as_deref(),
         body_sha256: &body_sha256,
         command: record.as_ref().map(|(id, at)| (id.as_str(), at)),
     };
     let response = respond(&app, request).await;
-    if reports == Reports::Oneshot
-        && response.status().is_success()
-        && let Some(sent) = &sent_key
-    {
-        app.ledger.accept_operation(
-            sent,
-            Operation {
-                kind: kind.clone(),
-                outcome: Some(Outcome::Succeeded),
-                done_at: Instant::now(),
-            },
-        );
+    if response.status().is_success() {
+        remember_oneshot(&app, reports, &kind, sent_key.as_deref());
     }
 
     if let Some((_, at)) = &record {
@@ -311,6 +302,23 @@ async fn serve(
     response
 }
 
+/// A provider without idempotency keys answers status checks under the key it was sent (its
+/// own request id): what it executed is known there, even when the answer never arrived.
+fn remember_oneshot(app: &AppState, reports: Reports, kind: &str, sent_key: Option<&str>) {
+    if reports == Reports::Oneshot
+        && let Some(sent) = sent_key
+    {
+        app.ledger.accept_operation(
+            sent,
+            Operation {
+                kind: kind.to_owned(),
+                outcome: Some(Outcome::Succeeded),
+                done_at: Instant::now(),
+            },
+        );
+    }
+}
+
 /// The parts of one provider request the decision needs.
 struct Request<'a> {
     provider: &'a str,
@@ -321,6 +329,8 @@ struct Request<'a> {
     headers: &'a HeaderMap,
     body: &'a Bytes,
     key: Option<&'a str>,
+    /// The `Idempotency-Key` as sent (for a oneshot provider, `key` adds an execution count).
+    sent_key: Option<&'a str>,
     body_sha256: &'a str,
     command: Option<(&'a str, &'a RecordRef)>,
 }
@@ -391,6 +401,7 @@ async fn respond(app: &AppState, request: Request<'_>) -> Response {
             let response = run(Success::Completed, Duration::ZERO).await;
             if response.status().is_success() {
                 // Executed (or already had been); the answer never reaches the client.
+                remember_oneshot(app, request.reports, request.kind, request.sent_key);
                 hang(app).await
             } else {
                 response

@@ -14,7 +14,7 @@ use switchyard_amqp::{
 use switchyard_cli::fleet::{Fleet, SandboxSecrets, VendorKeys, sandbox_providers};
 pub use switchyard_cli::fleet::{ONESHOT_PROVIDER, POLLED_PROVIDER, WEBHOOK_PROVIDER};
 use switchyard_config::Config;
-use switchyard_core::{Command, Event};
+use switchyard_core::{Command, Event, Status};
 use switchyard_http::{OutboundClient, OutboundRequest, OutboundSettings};
 use switchyard_sandbox::{Sandbox, SandboxConfig, WebhookTarget};
 use tokio::sync::Notify;
@@ -129,16 +129,34 @@ impl EventLog {
     /// Waits until `id` has a terminal event (and a short while more, to catch anything that
     /// would wrongly follow it); panics after `timeout`.
     pub async fn terminal(&self, id: Uuid, timeout: Duration) -> Vec<Event> {
+        self.until(id, "a terminal status", timeout, |e| e.status.is_terminal())
+            .await
+    }
+
+    /// Waits until `id` has an event of `status` (and a short while more); panics after
+    /// `timeout`.
+    pub async fn reached(&self, id: Uuid, status: Status, timeout: Duration) -> Vec<Event> {
+        self.until(id, status.as_str(), timeout, |e| e.status == status)
+            .await
+    }
+
+    async fn until(
+        &self,
+        id: Uuid,
+        what: &str,
+        timeout: Duration,
+        seen: impl Fn(&Event) -> bool,
+    ) -> Vec<Event> {
         let deadline = Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();
-            if self.of(id).iter().any(|e| e.status.is_terminal()) {
+            if self.of(id).iter().any(&seen) {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 return self.of(id);
             }
             if Instant::now() > deadline {
                 panic!(
-                    "command {id} reached no terminal status within {timeout:?}; events: {:#?}",
+                    "command {id} reached no {what} within {timeout:?}; events: {:#?}",
                     self.of(id)
                 );
             }

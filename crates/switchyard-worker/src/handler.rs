@@ -342,6 +342,21 @@ impl Handler {
                 let error = self.error_info(&e);
                 self.unknown_plan(&command, attempt, error, now)
             }
+            // No readable answer from a provider that takes no idempotency key, after the
+            // request may have left (a timeout, a connection broken mid-call): it may have
+            // acted, and a retry could act twice. Unknown, like a call its worker died in.
+            Err(e) if e.left_in_doubt() && !slot.provider.idempotent() => {
+                let error = ErrorInfo::new(
+                    ErrorClass::Unknown,
+                    e.code.clone(),
+                    format!(
+                        "{}; the provider takes no idempotency key and may have acted, so it is \
+                         not called again",
+                        self.error_info(&e).message
+                    ),
+                );
+                self.unknown_plan(&command, attempt, error, now)
+            }
             Err(e) if e.class.is_retryable() && attempt_no < slot.max_attempts => {
                 let delay = self.schedule.delay(attempt_no, e.retry_after);
                 let tier = self.schedule.tier_for(delay);

@@ -122,7 +122,8 @@ fn circuit_open(
                 ErrorClass::Transient,
                 "circuit_open",
                 "the provider failed too often lately: its circuit is open, no call was made",
-            );
+            )
+            .before_sending();
             e.retry_after = Some(open);
             e
         }
@@ -189,11 +190,13 @@ impl Service<ProviderCall> for Call {
 
 /// Retries only fast transient failures (connection refused, a 502/503 without
 /// `Retry-After`), a few times, quickly. Timeouts are not fast: retrying them here would hold
-/// the delivery for another full timeout.
+/// the delivery for another full timeout. At a provider that takes no idempotency key, a
+/// failure that left the request in doubt is never retried (the handler makes it `unknown`).
 #[derive(Debug, Clone)]
 struct QuickRetry {
     left: u32,
     delay: Duration,
+    keyless: bool,
 }
 
 impl Policy<ProviderCall, ProviderOutcome, ProviderError> for QuickRetry {
@@ -206,7 +209,10 @@ impl Policy<ProviderCall, ProviderOutcome, ProviderError> for QuickRetry {
     ) -> Option<Self::Future> {
         match result {
             Err(e)
-                if self.left > 0 && e.class == ErrorClass::Transient && e.retry_after.is_none() =>
+                if self.left > 0
+                    && e.class == ErrorClass::Transient
+                    && e.retry_after.is_none()
+                    && !(self.keyless && e.left_in_doubt()) =>
             {
                 self.left -= 1;
                 metrics::counter!("switchyard_quick_retries_total").increment(1);
@@ -264,6 +270,7 @@ pub fn provider_stack(
         .retry(QuickRetry {
             left: settings.quick_retries,
             delay: settings.quick_retry_delay,
+            keyless: !provider.idempotent(),
         })
         .map_err(classify_box)
         .layer_fn(|inner| RateLimited {
@@ -292,6 +299,7 @@ mod tests {
         calls: AtomicU32,
         script: Vec<Result<(), ProviderError>>,
         hang: bool,
+        keyless: bool,
     }
 
     #[async_trait::async_trait]
@@ -301,6 +309,9 @@ mod tests {
         }
         fn operations(&self) -> &[Name] {
             &[]
+        }
+        fn idempotent(&self) -> bool {
+            !self.keyless
         }
         async fn call(&self, _: &ProviderCall) -> Result<ProviderOutcome, ProviderError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
@@ -350,7 +361,53 @@ mod tests {
             calls: AtomicU32::new(0),
             script,
             hang,
+            keyless: false,
         })
+    }
+
+    #[tokio::test]
+    async fn a_keyless_provider_is_not_retried_in_process_once_the_request_may_have_left() {
+        // A connection reset while waiting for the answer: the request may have acted.
+        let reset = ProviderError::new(ErrorClass::Transient, "io", "connection reset");
+        let refused =
+            ProviderError::new(ErrorClass::Transient, "connect", "refused").before_sending();
+        let keyless = |e: ProviderError| {
+            Arc::new(Scripted {
+                name: "p".parse().unwrap(),
+                calls: AtomicU32::new(0),
+                script: vec![Err(e)],
+                hang: false,
+                keyless: true,
+            })
+        };
+        let p = keyless(reset.clone());
+        let e = provider_stack(p.clone(), &settings())
+            .unwrap()
+            .oneshot(call())
+            .await
+            .unwrap_err();
+        assert!(e.left_in_doubt());
+        assert_eq!(p.calls.load(Ordering::SeqCst), 1, "called twice");
+        // Never sent: retried as at any provider.
+        let p = keyless(refused);
+        assert!(
+            provider_stack(p.clone(), &settings())
+                .unwrap()
+                .oneshot(call())
+                .await
+                .is_ok()
+        );
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
+        // A keyed provider retries the reset with the same key.
+        let p = provider(vec![Err(reset)], false);
+        assert!(
+            provider_stack(p.clone(), &settings())
+                .unwrap()
+                .oneshot(call())
+                .await
+                .is_ok()
+        );
+        assert_eq!(p.calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -302,13 +302,9 @@ impl EasyPostProvider {
                 result,
                 reference: Some(id),
             }),
-            CallbackOutcome::Failed { error } => Err(ProviderError {
-                class: error.class,
-                code: error.code,
-                message: error.message,
-                http_status: None,
-                retry_after: None,
-            }),
+            CallbackOutcome::Failed { error } => {
+                Err(ProviderError::new(error.class, error.code, error.message))
+            }
             CallbackOutcome::Pending => Ok(ProviderOutcome::Waiting { reference: id }),
         }
     }

@@ -805,3 +805,125 @@ async fn two_of_every_role_one_outcome_per_command_and_one_decision_per_wait() {
 
     replicas.stop().await;
 }
+
+/// Found by the test above on a broker that stopped confirming for a while: the resolver put
+/// back every message it could not report, each put-back counted against the callbacks
+/// queue's delivery limit, and after five the good callbacks were parked in
+/// `switchyard.dlq.callbacks`, their commands never ending. Here the broker refuses the
+/// resolver's terminal events (a policy makes the ledger's events queue reject publishes)
+/// for longer than five tries take: once it takes them again, every command ends.
+#[tokio::test]
+async fn a_broker_refusing_the_resolvers_events_for_a_while_parks_no_callback() {
+    let fleet = TestFleet::start().await;
+    let commands: Vec<_> = (0..5)
+        .map(|_| fleet.command("payment", "charge", charge_payload()))
+        .collect();
+    for c in &commands {
+        fleet.scenario(c.id, &["accept:silent"]).await;
+        fleet.publish(c).await;
+    }
+    let mut references = Vec::new();
+    for c in &commands {
+        let events = fleet
+            .events
+            .reached(c.id, Status::Waiting, Duration::from_secs(30))
+            .await;
+        references.push(
+            events
+                .iter()
+                .find_map(|e| e.provider_reference.clone())
+                .unwrap(),
+        );
+    }
+    let management = reqwest::Client::new();
+    let policy = format!(
+        "{}/api/policies/{}/refuse-ledger-events",
+        switchyard_testing::management_url(),
+        fleet.vhost.name
+    );
+    let put = management
+        .put(&policy)
+        .basic_auth("guest", Some("guest"))
+        .json(&serde_json::json!({
+            "pattern": "^switchyard\\.ledger\\.events$",
+            "definition": {"max-length": 0, "overflow": "reject-publish"},
+            "apply-to": "queues",
+            "priority": 10,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "policy: {}", put.status());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let signer = StandardWebhooks::new(WEBHOOK_SECRET).unwrap();
+    for (c, reference) in commands.iter().zip(&references) {
+        let body = serde_json::json!({"reference": reference, "status": "succeeded", "result": {}})
+            .to_string();
+        let now = chrono::Utc::now().timestamp();
+        let webhook_id = format!("msg_{}", c.id);
+        let r = fleet
+            .http()
+            .post(format!("{}/v1/webhooks/sandbox", fleet.ingress_url()))
+            .header("content-type", "application/json")
+            .header("webhook-id", &webhook_id)
+            .header("webhook-timestamp", now.to_string())
+            .header(
+                "webhook-signature",
+                signer.sign(&webhook_id, now, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    // Longer than five put-backs (one second apart) took.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let deleted = management
+        .delete(&policy)
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        deleted.status().is_success(),
+        "policy: {}",
+        deleted.status()
+    );
+    let started = Instant::now();
+    let ended = loop {
+        let ended = commands
+            .iter()
+            .filter(|c| fleet.events.of(c.id).iter().any(|e| e.status.is_terminal()))
+            .count();
+        if ended == commands.len() || started.elapsed() > Duration::from_secs(40) {
+            break ended;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let parked = fleet
+        .vhost
+        .queue_messages("switchyard.dlq.callbacks")
+        .await
+        .unwrap_or(0);
+    eprintln!(
+        "refused events: {ended} of {} ended, {parked} callbacks parked",
+        commands.len()
+    );
+    assert_eq!(parked, 0, "callbacks parked");
+    assert_eq!(ended, commands.len(), "every waiting command ended");
+    for c in &commands {
+        let events = fleet.events.of(c.id);
+        let terminals: HashSet<Uuid> = events
+            .iter()
+            .filter(|e| e.status.is_terminal())
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(terminals.len(), 1, "{events:#?}");
+    }
+    fleet.stop().await;
+}
+
+fn charge_payload() -> serde_json::Value {
+    serde_json::json!({"amount": 1999, "currency": "usd", "payment_method": "pm_card_visa"})
+}

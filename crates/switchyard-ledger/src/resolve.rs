@@ -59,6 +59,7 @@ pub async fn run(
         publisher,
         tiers,
     });
+    let stop = shutdown.clone();
     consume(
         broker,
         ConsumeSettings {
@@ -69,31 +70,51 @@ pub async fn run(
         shutdown,
         move |d| {
             let resolver = resolver.clone();
+            let stop = stop.clone();
             async move {
                 let span = switchyard_amqp::spans::process_span(&d);
-                match resolver.handle(&d).instrument(span).await {
-                    Done::Ack => {
-                        let _ = d.acker.ack(BasicAckOptions::default()).await;
-                    }
-                    Done::Reject => {
-                        let _ = d
-                            .acker
-                            .nack(BasicNackOptions {
-                                multiple: false,
-                                requeue: false,
-                            })
-                            .await;
-                    }
-                    Done::Retry(error) => {
-                        warn!(%error, "resolving failed; the message will be redelivered");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        let _ = d
-                            .acker
-                            .nack(BasicNackOptions {
-                                multiple: false,
-                                requeue: true,
-                            })
-                            .await;
+                let mut again = false;
+                let mut backoff = Duration::from_secs(1);
+                loop {
+                    match resolver.handle(&d, again).instrument(span.clone()).await {
+                        Done::Ack => {
+                            let _ = d.acker.ack(BasicAckOptions::default()).await;
+                            return;
+                        }
+                        Done::Reject => {
+                            let _ = d
+                                .acker
+                                .nack(BasicNackOptions {
+                                    multiple: false,
+                                    requeue: false,
+                                })
+                                .await;
+                            return;
+                        }
+                        Done::Retry(error) => {
+                            // Kept and handled again here, not requeued: every requeue counts
+                            // against the queue's delivery limit, so a broker that stopped
+                            // confirming for a few seconds parked good callbacks in
+                            // switchyard.dlq.callbacks, and their commands never ended.
+                            warn!(%error, retry_in = ?backoff, "resolving failed; trying again");
+                            tokio::select! {
+                                _ = stop.cancelled() => {
+                                    let _ = d
+                                        .acker
+                                        .nack(BasicNackOptions {
+                                            multiple: false,
+                                            requeue: true,
+                                        })
+                                        .await;
+                                    return;
+                                }
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+                            // It may have decided before failing to report: say so, so the
+                            // decision is reported again (as for a redelivery).
+                            again = true;
+                        }
                     }
                 }
             }
@@ -101,6 +122,9 @@ pub async fn run(
     )
     .await;
 }
+
+/// Longest pause between two tries of a message the store or the broker failed.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(15);
 
 impl From<StoreError> for Done {
     fn from(e: StoreError) -> Self {
@@ -122,7 +146,9 @@ impl From<PublishError> for Done {
 }
 
 impl Resolver {
-    async fn handle(&self, d: &Delivery) -> Done {
+    /// `again`: this delivery was tried before and failed, perhaps after deciding.
+    async fn handle(&self, d: &Delivery, again: bool) -> Done {
+        let redelivered = d.redelivered || again;
         let kind = short_property(d.properties.kind());
         match kind.as_str() {
             WAIT_TYPE_V1 => match WaitRecord::decode(&d.data) {
@@ -133,21 +159,21 @@ impl Resolver {
                 Err(e) => rejected(&kind, &e),
             },
             CALLBACK_TYPE_V1 => match Callback::decode(&d.data) {
-                Ok(c) => match self.store.resolve_callback(&c, d.redelivered).await {
+                Ok(c) => match self.store.resolve_callback(&c, redelivered).await {
                     Ok(r) => self.settle(d, r, callback_source(d)).await,
                     Err(e) => e.into(),
                 },
                 Err(e) => rejected(&kind, &e),
             },
             EXPIRY_TYPE_V1 => match Expiry::decode(&d.data) {
-                Ok(x) => self.expire(d, &x).await,
+                Ok(x) => self.expire(d, &x, redelivered).await,
                 Err(e) => rejected(&kind, &e),
             },
             other => rejected(other, &"unknown message type"),
         }
     }
 
-    async fn expire(&self, d: &Delivery, x: &Expiry) -> Done {
+    async fn expire(&self, d: &Delivery, x: &Expiry, redelivered: bool) -> Done {
         let now = Utc::now();
         let remaining = (x.due - now).to_std().unwrap_or_default();
         if !remaining.is_zero() {
@@ -166,7 +192,7 @@ impl Resolver {
         }
         match self
             .store
-            .resolve_expiry(x.command_id, now, d.redelivered)
+            .resolve_expiry(x.command_id, now, redelivered)
             .await
         {
             Ok(r) => self.settle(d, r, "expiry").await,

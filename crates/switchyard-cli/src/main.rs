@@ -164,6 +164,27 @@ enum Cmd {
         /// signed webhook this long after, e.g. `30s`; shows worker memory with all waiting.
         #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
         waiting: Option<Duration>,
+        /// Also run the ceiling before and after: Switchyard's broker traffic per command by
+        /// a bare lapin program on the same broker, the provider answering in-process; the
+        /// figures are then given as ratios to it.
+        #[arg(long)]
+        ceiling: bool,
+        /// The sandbox answers every request this long after it came, e.g. `50ms`; prints the
+        /// expected ceiling, concurrency / latency, and the share of it reached.
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        provider_latency: Option<Duration>,
+        /// Print the figures as one JSON object on stdout, for a trend file (the human lines
+        /// go to stderr).
+        #[arg(long)]
+        json: bool,
+        /// The ledger's and the journal's database: a `postgres://` server gets a fresh
+        /// database for the run, dropped after it [default: SQLite in a temporary directory].
+        #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// After the full-speed run, run again at half the throughput it measured: p99 at
+        /// half the peak rate, in one go.
+        #[arg(long, conflicts_with = "rate")]
+        half_rate: bool,
     },
     /// Configured providers.
     Providers {
@@ -532,6 +553,11 @@ async fn main() -> ExitCode {
             rate,
             with_ledger,
             waiting,
+            ceiling,
+            provider_latency,
+            json,
+            database_url,
+            half_rate,
         } => {
             bench::run(bench::BenchOptions {
                 commands,
@@ -541,6 +567,11 @@ async fn main() -> ExitCode {
                 rate,
                 with_ledger,
                 waiting,
+                ceiling,
+                provider_latency,
+                json,
+                database_url,
+                half_rate,
             })
             .await
         }

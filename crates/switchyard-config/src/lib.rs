@@ -185,8 +185,10 @@ pub struct AmqpConfig {
     pub urls: Vec<Secret<String>>,
     /// Heartbeat interval: a dead connection is detected within about two of these.
     pub heartbeat_secs: u16,
-    /// Unacknowledged deliveries per consumer channel.
-    pub prefetch: u16,
+    /// Unacknowledged deliveries per work queue consumer. Unset, each provider's consumer
+    /// takes twice its concurrency: a delivery holds its slot until its events are confirmed,
+    /// after the provider call ended, so a prefetch equal to the concurrency never reaches it.
+    pub prefetch: Option<u16>,
     /// How long a publish may wait for the broker's confirm before it counts as failed.
     pub confirm_timeout_ms: u64,
     /// Upper bound of the jittered reconnect backoff.
@@ -199,9 +201,9 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: Secret::new(DEFAULT_AMQP_URL.to_owned()),
-            heartbeat_secs: 10,
-            prefetch: 64,
             urls: Vec::new(),
+            heartbeat_secs: 10,
+            prefetch: None,
             confirm_timeout_ms: 5_000,
             reconnect_max_ms: 5_000,
             delivery_limit: 5,
@@ -209,8 +211,6 @@ impl Default for AmqpConfig {
     }
 }
 
-/// `[ingress]`: the HTTP front door.
-#[derive(Debug, Clone, Deserialize)]
 impl AmqpConfig {
     /// Every broker address a process may connect to, in the order given: `urls`, else `url`
     /// split at its commas.
@@ -296,6 +296,8 @@ impl AmqpConfig {
     }
 }
 
+/// `[ingress]`: the HTTP front door.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngressConfig {
     /// Address to listen on.
@@ -618,8 +620,6 @@ impl Config {
     }
 
     fn from_figment(f: Figment) -> Result<Self, ConfigError> {
-        let config: Config = f.extract().map_err(Box::new)?;
-        config.validate()?;
         // Two places for the broker addresses would leave a reader guessing which one is used.
         let urls_given = f
             .find_value("amqp.urls")
@@ -631,19 +631,21 @@ impl Config {
                  (SWITCHYARD_AMQP_URL, which may list several, replaces both)",
             ));
         }
+        let config: Config = f.extract().map_err(Box::new)?;
+        config.validate()?;
         Ok(config)
     }
 
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.amqp.validate_urls()?;
         if self.amqp.heartbeat_secs == 0 {
             return Err(ConfigError::invalid(
-        self.amqp.validate_urls()?;
                 "amqp.heartbeat_secs",
                 "must be at least 1",
             ));
         }
-        if self.amqp.prefetch == 0 {
+        if self.amqp.prefetch == Some(0) {
             return Err(ConfigError::invalid("amqp.prefetch", "must be at least 1"));
         }
         // Sizes, limits and timeouts where zero would refuse everything or wait forever.
@@ -802,16 +804,14 @@ fn env_layer() -> Figment {
                 .only(&["SWITCHYARD_AMQP_URL"])
                 .map(|_| "amqp.url".into()),
         )
+        .merge(amqp_url_replaces_urls())
         .merge(
             Env::raw()
-        .merge(amqp_url_replaces_urls())
                 .only(&["SWITCHYARD_DATABASE_URL"])
                 .map(|_| "ledger.database_url".into()),
         )
 }
 
-#[cfg(test)]
-// figment::Jail closures return figment's own (large) error type.
 /// `SWITCHYARD_AMQP_URL` replaces the file's `urls` as well as its `url`: the environment wins
 /// over the file, whichever key the file used.
 fn amqp_url_replaces_urls() -> Figment {
@@ -822,6 +822,8 @@ fn amqp_url_replaces_urls() -> Figment {
     f
 }
 
+#[cfg(test)]
+// figment::Jail closures return figment's own (large) error type.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
@@ -924,8 +926,6 @@ mod tests {
         });
     }
 
-    #[test]
-    fn secrets_do_not_print() {
     #[test]
     fn broker_urls_come_from_a_list_in_url_or_from_urls() {
         Jail::expect_with(|jail| {
@@ -1034,6 +1034,21 @@ mod tests {
         });
     }
 
+    #[test]
+    fn the_prefetch_is_above_the_concurrency_unless_set() {
+        let amqp = AmqpConfig::default();
+        assert_eq!(amqp.work_prefetch(64), 128);
+        assert_eq!(amqp.work_prefetch(0), 1);
+        assert_eq!(amqp.work_prefetch(100_000), u16::MAX);
+        let set = AmqpConfig {
+            prefetch: Some(10),
+            ..AmqpConfig::default()
+        };
+        assert_eq!(set.work_prefetch(64), 10);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
         Jail::expect_with(|_| {
             let c = Config::from_toml_str("[ingress]\ntokens = [\"tok_canary\"]\n").unwrap();
             assert!(!format!("{c:?}").contains("tok_canary"));

@@ -177,11 +177,22 @@ pub async fn start(
     let mut consumers = JoinSet::new();
     for e in &entries {
         let h = handler.clone();
+        let prefetch = config.amqp.work_prefetch(e.concurrency);
+        if usize::from(prefetch) <= e.concurrency {
+            warn!(
+                kind = %spec.name,
+                provider = %e.provider.name(),
+                prefetch,
+                concurrency = e.concurrency,
+                "amqp.prefetch is not above the provider's concurrency: each delivery keeps its \
+                 slot until its events are confirmed, so fewer calls than that run at once"
+            );
+        }
         consumers.spawn(consume(
             broker.clone(),
             ConsumeSettings {
                 queue: work_queue(&spec.name, e.provider.name()),
-                prefetch: config.amqp.prefetch,
+                prefetch,
                 grace: Duration::from_millis(config.worker.shutdown_grace_ms),
             },
             shutdown.clone(),

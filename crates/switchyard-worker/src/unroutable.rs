@@ -48,7 +48,7 @@ pub(crate) fn run(
     let settings = ConsumeSettings {
         queue: UNROUTABLE_QUEUE.to_owned(),
         // Rare messages: a few in flight is plenty, and leaves the rest to other workers.
-        prefetch: config.amqp.prefetch.min(16),
+        prefetch: config.amqp.prefetch.unwrap_or(16).min(16),
         grace: Duration::from_millis(config.worker.shutdown_grace_ms),
     };
     consume(broker, settings, shutdown, move |d| {

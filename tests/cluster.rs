@@ -601,12 +601,24 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
         }
         (lost, two, l.completions.clone())
     };
+    // Where the lost went: the kind's dead-letter queue holds what the broker dead-lettered.
+    let dead_lettered = management_get(
+        &http,
+        &format!("/api/queues/{}/switchyard.dlq.payment", fleet.vhost.name),
+    )
+    .await
+    .and_then(|q| q["messages"].as_u64())
+    .unwrap_or(0);
     let mut duplicated = Vec::new();
+    let mut lost_effects = Vec::new();
     let mut effects = 0;
     for id in &accepted {
         let view = step("asking the sandbox", 30, fleet.sandbox_view(*id)).await;
         let e = view["effects"].as_u64().unwrap_or(0);
         effects += e;
+        if lost.contains(id) {
+            lost_effects.push(e);
+        }
         if e > 1 {
             duplicated.push((*id, view));
         }
@@ -704,10 +716,28 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
         placed.values().map(Vec::len).sum::<usize>(),
         "every fleet connection is back after the node's return: {placed_after:?}"
     );
+    let lost_events: Vec<_> = {
+        let l = log.lock().unwrap();
+        lost.iter()
+            .take(3)
+            .map(|id| {
+                let statuses: Vec<Status> = l
+                    .events
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.status)
+                    .collect();
+                (*id, statuses)
+            })
+            .collect()
+    };
     assert!(
         lost.is_empty(),
-        "lost: {:?}",
-        lost.iter().take(5).collect::<Vec<_>>()
+        "{} accepted commands never reached a terminal event; {dead_lettered} messages are in \
+         switchyard.dlq.payment; the provider's effects of the lost: {lost_effects:?}; the \
+         first ones' events: {lost_events:?}",
+        lost.len()
     );
     assert!(
         duplicated.is_empty(),

@@ -472,7 +472,16 @@ impl Driver<'_> {
 /// Sends one command and keeps what the worker publishes for it (events and attempt
 /// records, with their routing keys, properties and bodies): the ceiling repeats exactly
 /// that, so a change in the worker's messages changes the ceiling with it.
-async fn probe(
+async fn probe(url: &str, publisher: &Publisher, command: &Command) -> anyhow::Result<Pattern> {
+    // A connection of its own: the session's may be closing after a refused passive declare.
+    let props = switchyard_amqp::lapin::ConnectionProperties::default();
+    let connection = switchyard_amqp::lapin::Connection::connect(url, props).await?;
+    let pattern = probe_on(&connection, publisher, command).await;
+    let _ = connection.close(200, "done".into()).await;
+    pattern
+}
+
+async fn probe_on(
     connection: &switchyard_amqp::lapin::Connection,
     publisher: &Publisher,
     command: &Command,
@@ -800,7 +809,7 @@ async fn sitting(
     let mut recorded = 0usize;
     let pattern = if opts.ceiling {
         let command = driver.command();
-        let pattern = probe(&session.connection, &driver.publisher, &command)
+        let pattern = probe(url, &driver.publisher, &command)
             .await
             .context("probing the worker's messages for the ceiling")?;
         recorded += 1;

@@ -636,25 +636,49 @@ struct Admit<'a> {
     accepted: bool,
 }
 
-/// `$from, $from+1, …` for `n` values of `width` columns each: `($1, $2), ($3, $4)`.
-fn placeholders(n: usize, width: usize, from: usize) -> String {
-    (0..n)
-        .map(|row| {
-            let cols: Vec<String> = (0..width)
-                .map(|c| format!("${}", from + row * width + c))
-                .collect();
-            format!("({})", cols.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// How a statement's values are marked. PostgreSQL takes numbered placeholders only; SQLite
+/// gets anonymous `?`s, bound in the same order, since it looks up every numbered one by name
+/// (a linear search per placeholder: quadratic in a batch's statement).
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    numbered: bool,
 }
 
-/// `$from, …` for a list of `n` values: `$1, $2, $3`.
-fn list(n: usize, from: usize) -> String {
-    (0..n)
-        .map(|i| format!("${}", from + i))
-        .collect::<Vec<_>>()
-        .join(", ")
+impl Marks {
+    fn of(tx: &Tx<'_>) -> Self {
+        Self {
+            numbered: !tx.backend_name().eq_ignore_ascii_case("sqlite"),
+        }
+    }
+
+    fn mark(self, n: usize) -> String {
+        if self.numbered {
+            format!("${n}")
+        } else {
+            "?".to_owned()
+        }
+    }
+
+    /// `$from, $from+1, …` for `n` values of `width` columns each: `($1, $2), ($3, $4)`.
+    fn rows(self, n: usize, width: usize, from: usize) -> String {
+        (0..n)
+            .map(|row| {
+                let cols: Vec<String> = (0..width)
+                    .map(|c| self.mark(from + row * width + c))
+                    .collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `$from, …` for a list of `n` values: `$1, $2, $3`.
+    fn list(self, n: usize, from: usize) -> String {
+        (0..n)
+            .map(|i| self.mark(from + i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Admits `wanted` (no two share an identity or a command) with one look-up and one insert;
@@ -671,8 +695,8 @@ async fn admit_together(
     let sql = format!(
         "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
          WHERE identity IN ({}) OR command_id IN ({})",
-        list(n, 1),
-        list(n, n + 1)
+        Marks::of(tx).list(n, 1),
+        Marks::of(tx).list(n, n + 1)
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for w in wanted {
@@ -713,7 +737,7 @@ async fn admit_together(
     let sql = format!(
         "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
          VALUES {} ON CONFLICT DO NOTHING RETURNING identity",
-        placeholders(new.len(), 5, 1)
+        Marks::of(tx).rows(new.len(), 5, 1)
     );
     let now = ms_now();
     let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -815,7 +839,7 @@ async fn insert_steps(
     let sql = format!(
         "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES {} \
          ON CONFLICT DO NOTHING RETURNING command_id, run, attempt",
-        placeholders(steps.len(), 4, 1)
+        Marks::of(tx).rows(steps.len(), 4, 1)
     );
     let now = ms_now();
     let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -839,7 +863,7 @@ async fn decide_together(
          WHERE journal_steps.command_id = v.column1 AND journal_steps.run = v.column2 \
          AND journal_steps.attempt = v.column3 AND journal_steps.decision IS NULL \
          RETURNING command_id, run, attempt",
-        placeholders(decisions.len(), 4, 1)
+        Marks::of(tx).rows(decisions.len(), 4, 1)
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for (step, decision) in decisions {

@@ -121,7 +121,25 @@ impl Handler {
         // The command's trace continues here, from the `traceparent` it was published with:
         // a consumer span `process {exchange}` (messaging conventions).
         let span = switchyard_amqp::spans::process_span(&delivery);
-        let disposition = self.process(&delivery).instrument(span).await;
+        let mut disposition = self
+            .process(&delivery, false)
+            .instrument(span.clone())
+            .await;
+        // Reporting failed (the broker not confirming while a queue elects a leader, the
+        // journal away): try again in place, as a redelivery would, for a while. Every return
+        // to the queue counts against its delivery limit, and a few quick ones during an
+        // election dead-lettered commands whose provider had acted, with no outcome reported.
+        let patience = Instant::now() + REPORT_PATIENCE;
+        let mut pause = Duration::from_secs(1);
+        while let Disposition::Requeue(e) = &disposition {
+            if Instant::now() + pause > patience {
+                break;
+            }
+            warn!(error = %e, ?pause, "could not report the outcome; trying again in place");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(15));
+            disposition = self.process(&delivery, true).instrument(span.clone()).await;
+        }
         let acked = match disposition {
             Disposition::Ack => {
                 point("before_ack");
@@ -142,7 +160,10 @@ impl Handler {
             .record(started.elapsed().as_secs_f64());
     }
 
-    async fn process(&self, delivery: &Delivery) -> Disposition {
+    /// Processes `delivery`; `again` when this handler tried it before (and so may have called
+    /// the provider), which the journal treats as a redelivery.
+    async fn process(&self, delivery: &Delivery, again: bool) -> Disposition {
+        let redelivered = delivery.redelivered || again;
         let headers = &delivery.properties.headers().clone();
         let previous = u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(0)).unwrap_or(0);
         // Events and retries carry this delivery's span; without traces, what came in.
@@ -169,11 +190,7 @@ impl Handler {
         // Identity (contract 7): the first attempt of a run asks what the identity means, and
         // begins the step in the same round trip when the command is to run.
         let begun = if attempt_no == 1 {
-            match self
-                .journal
-                .start(&command, step, delivery.redelivered)
-                .await
-            {
+            match self.journal.start(&command, step, redelivered).await {
                 Err(e) => return e.into(),
                 Ok(Start {
                     admission: Some(Admission::Duplicate { original, .. }),
@@ -186,7 +203,7 @@ impl Handler {
                 Ok(Start { begin, .. }) => begin.unwrap_or(Begin::Superseded),
             }
         } else {
-            match self.journal.begin(step, delivery.redelivered).await {
+            match self.journal.begin(step, redelivered).await {
                 Ok(b) => b,
                 Err(e) => return e.into(),
             }
@@ -1030,6 +1047,10 @@ impl Handler {
             .await
     }
 }
+
+/// How long a delivery whose outcome could not be reported is tried again in place before it
+/// goes back to its queue (which counts against the queue's delivery limit).
+const REPORT_PATIENCE: Duration = Duration::from_secs(45);
 
 /// Returns a delivery to its queue after a short pause, so a broker that refuses publishes (or a
 /// journal that is down) is not hammered.

@@ -57,7 +57,7 @@ pub struct BenchOptions {
     pub payload_bytes: usize,
     /// Publishes awaiting their confirm at once.
     pub window: usize,
-    /// Worker concurrency towards the sandbox (and its prefetch).
+    /// Worker concurrency towards the sandbox (its prefetch is the worker's default, twice it).
     pub concurrency: usize,
     /// Commands per second to offer (0: as fast as confirms allow). Below saturation the
     /// latency figures measure the path, not the backlog.
@@ -640,7 +640,7 @@ async fn sitting(
     let config = format!(
         "[ingress]\nlisten = \"127.0.0.1:{ingress_port}\"\ntokens = [\"sy_bench\"]\n\
          [ledger]\nenabled = {}\nlisten = \"127.0.0.1:{ledger_port}\"\ndatabase_url = {}\n\
-         [amqp]\nprefetch = {c}\n[worker]\nlisten = \"127.0.0.1:{worker_port}\"\nconcurrency = {c}\n\
+         [worker]\nlisten = \"127.0.0.1:{worker_port}\"\nconcurrency = {c}\n\
          [outbound]\nallow_loopback = true\n[telemetry]\nlog_filter = \"warn\"\n\
          [[providers]]\nname = \"bench\"\nkind = \"payment\"\ntype = \"http\"\n\
          base_url = \"https://localhost:{sandbox_port}/{path}\"\noperations = [\"charge\"]\n\
@@ -830,7 +830,8 @@ async fn sitting(
     let ceiling_opts = CeilingOptions {
         commands: opts.commands,
         window: opts.window,
-        prefetch: u16::try_from(opts.concurrency).unwrap_or(u16::MAX),
+        // The worker's own prefetch for this concurrency (the default of `amqp.prefetch`).
+        prefetch: switchyard_config::AmqpConfig::default().work_prefetch(opts.concurrency),
         rate: opts.rate,
         answer_after: opts.provider_latency.unwrap_or_default(),
         ledger_copies: with_ledger,

@@ -96,7 +96,7 @@ pub struct CeilingOptions {
     pub commands: usize,
     /// Publishes awaiting their confirm at once.
     pub window: usize,
-    /// The consumer's prefetch (the worker's concurrency).
+    /// The consumer's prefetch (the worker's: twice its concurrency).
     pub prefetch: u16,
     /// Commands per second to offer; 0: as fast as confirms allow.
     pub rate: u32,

@@ -342,7 +342,8 @@ async fn write(
     metrics::histogram!("switchyard_ledger_batch_seconds").record(started.elapsed().as_secs_f64());
 }
 
-async fn requeue(d: &Delivery) {
+/// Returns `d` to its queue (a redelivery, counted against the queue's delivery limit).
+pub(crate) async fn requeue(d: &Delivery) {
     let _ = d
         .acker
         .nack(BasicNackOptions {

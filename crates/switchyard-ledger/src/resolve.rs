@@ -99,13 +99,7 @@ pub async fn run(
                             warn!(%error, retry_in = ?backoff, "resolving failed; trying again");
                             tokio::select! {
                                 _ = stop.cancelled() => {
-                                    let _ = d
-                                        .acker
-                                        .nack(BasicNackOptions {
-                                            multiple: false,
-                                            requeue: true,
-                                        })
-                                        .await;
+                                    crate::ingest::requeue(&d).await;
                                     return;
                                 }
                                 _ = tokio::time::sleep(backoff) => {}

@@ -105,49 +105,87 @@ pub async fn publish_event(
     event: &Event,
     traceparent: Option<&str>,
 ) -> Result<(), PublishError> {
-    // Metadata is the core app's and reaches every subscriber and the ledger: values under a
-    // secret name are redacted here, the one door every event passes, whoever built it.
-    let redacted;
-    let event = match redacted_metadata(&event.metadata, &switchyard_redact::Redactor::default()) {
-        Some(metadata) => {
-            redacted = Event {
-                metadata,
-                ..event.clone()
-            };
-            &redacted
-        }
-        None => event,
-    };
-    let body = event.to_bytes();
-    let mut headers = Headers::default();
-    if let Some(tp) = traceparent {
-        headers = headers.str(TRACEPARENT_HEADER, tp);
-    }
+    publish_events(publisher, &[event], traceparent).await
+}
+
+/// Publishes lifecycle events in the order given, awaiting their confirms together (see
+/// [`Publisher::publish_in_order`]): every subscriber still receives them in that order.
+pub async fn publish_events(
+    publisher: &Publisher,
+    events: &[&Event],
+    traceparent: Option<&str>,
+) -> Result<(), PublishError> {
+    let ready: Vec<ReadyEvent> = events
+        .iter()
+        .map(|event| ReadyEvent::new(event, traceparent))
+        .collect();
     let result = publisher
-        .publish(Outgoing {
-            exchange: EVENTS_EXCHANGE,
-            routing_key: &event.routing_key(),
-            body: &body,
-            properties: persistent_json(EVENT_TYPE_V1, event.event_id.to_string(), headers.build()),
-            mandatory: false,
-        })
+        .publish_in_order(ready.iter().map(ReadyEvent::outgoing).collect())
         .await;
     if result.is_ok() {
-        // An event may name a kind or provider read off the wire (an unroutable command's):
-        // only configured names become label values.
-        let (kind, provider) = switchyard_telemetry::labels::kind_provider(
-            event.kind.as_str(),
-            event.provider.as_str(),
-        );
-        metrics::counter!(
-            "switchyard_events_published_total",
-            "kind" => kind,
-            "provider" => provider,
-            "status" => event.status.as_str()
-        )
-        .increment(1);
+        for event in events {
+            // An event may name a kind or provider read off the wire (an unroutable
+            // command's): only configured names become label values.
+            let (kind, provider) = switchyard_telemetry::labels::kind_provider(
+                event.kind.as_str(),
+                event.provider.as_str(),
+            );
+            metrics::counter!(
+                "switchyard_events_published_total",
+                "kind" => kind,
+                "provider" => provider,
+                "status" => event.status.as_str()
+            )
+            .increment(1);
+        }
     }
     result
+}
+
+/// An event as it goes on the wire.
+struct ReadyEvent {
+    routing_key: String,
+    body: Vec<u8>,
+    properties: BasicProperties,
+}
+
+impl ReadyEvent {
+    fn new(event: &Event, traceparent: Option<&str>) -> Self {
+        // Metadata is the core app's and reaches every subscriber and the ledger: values
+        // under a secret name are redacted here, the one door every event passes, whoever
+        // built it.
+        let redacted;
+        let event =
+            match redacted_metadata(&event.metadata, &switchyard_redact::Redactor::default()) {
+                Some(metadata) => {
+                    redacted = Event {
+                        metadata,
+                        ..event.clone()
+                    };
+                    &redacted
+                }
+                None => event,
+            };
+        let mut headers = Headers::default();
+        if let Some(tp) = traceparent {
+            headers = headers.str(TRACEPARENT_HEADER, tp);
+        }
+        Self {
+            routing_key: event.routing_key(),
+            body: event.to_bytes(),
+            properties: persistent_json(EVENT_TYPE_V1, event.event_id.to_string(), headers.build()),
+        }
+    }
+
+    fn outgoing(&self) -> Outgoing<'_> {
+        Outgoing {
+            exchange: EVENTS_EXCHANGE,
+            routing_key: &self.routing_key,
+            body: &self.body,
+            properties: self.properties.clone(),
+            mandatory: false,
+        }
+    }
 }
 
 /// Metadata with secret values redacted (by name, card numbers, URL credentials), when it

@@ -125,30 +125,84 @@ impl Publisher {
     /// [`crate::spans`]) whose context replaces the message's `traceparent`: the consumer's
     /// span becomes its child.
     pub async fn publish(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
-        let span = spans::publish_span(msg.exchange, msg.routing_key, &msg.properties);
-        let mut msg = msg;
-        if let Some(tp) = switchyard_telemetry::traceparent(&span) {
-            let headers = Headers::from_table(msg.properties.headers().as_ref())
-                .str(TRACEPARENT_HEADER, &tp)
-                .build();
-            msg.properties = msg.properties.with_headers(headers);
-        }
-        let outcome = self.confirmed(msg).instrument(span.clone()).await;
-        if let Err(e) = &outcome {
-            spans::record_error(&span, e.kind());
-        }
-        outcome
+        self.publish_in_order(vec![msg]).await
     }
 
-    async fn confirmed(&self, msg: Outgoing<'_>) -> Result<(), PublishError> {
-        let exchange = short_string(msg.exchange)?;
-        let routing_key = short_string(msg.routing_key)?;
+    /// Publishes `msgs` one after the other on the one channel, then waits for all their
+    /// confirms: one round trip for the lot, where awaiting each confirm before the next
+    /// publish would take one each. The broker keeps a channel's order, so every queue
+    /// receives them in the order given, as if each had been awaited. Fails with the first
+    /// failure; a message that failed (or came after one) may or may not have been taken, as
+    /// with any failed publish.
+    pub async fn publish_in_order(&self, msgs: Vec<Outgoing<'_>>) -> Result<(), PublishError> {
         let started = Instant::now();
         let deadline = started + self.confirm_timeout;
-        let ch = self.channel(deadline).await?;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let confirm = tokio::time::timeout(remaining, async {
-            ch.basic_publish(
+        let mut sent = Vec::with_capacity(msgs.len());
+        let mut first_error = None;
+        match self.channel(deadline).await {
+            Err(e) => first_error = Some(e),
+            Ok(ch) => {
+                for msg in msgs {
+                    let span = spans::publish_span(msg.exchange, msg.routing_key, &msg.properties);
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let send = self.send(&ch, msg, &span).instrument(span.clone());
+                    let outcome = tokio::time::timeout(remaining, send)
+                        .await
+                        .unwrap_or(Err(PublishError::Timeout(self.confirm_timeout)));
+                    match outcome {
+                        Ok(confirm) => sent.push((span, confirm)),
+                        Err(e) => {
+                            spans::record_error(&span, e.kind());
+                            first_error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                for (span, confirm) in sent {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let outcome = match tokio::time::timeout(remaining, confirm)
+                        .instrument(span.clone())
+                        .await
+                    {
+                        Err(_) => Err(PublishError::Timeout(self.confirm_timeout)),
+                        Ok(Err(e)) => Err(PublishError::Unavailable(e.to_string())),
+                        Ok(Ok(confirmation)) => confirmed(confirmation),
+                    };
+                    if let Err(e) = outcome {
+                        spans::record_error(&span, e.kind());
+                        if matches!(e, PublishError::Unavailable(_)) {
+                            self.forget(&ch).await;
+                        }
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        let label = if first_error.is_none() { "ok" } else { "error" };
+        metrics::histogram!("switchyard_publish_confirm_seconds", "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Hands one message to the channel (with the span's context as its `traceparent`); the
+    /// confirm is awaited by the caller.
+    async fn send(
+        &self,
+        ch: &Channel,
+        msg: Outgoing<'_>,
+        span: &tracing::Span,
+    ) -> Result<lapin::PublisherConfirm, PublishError> {
+        let exchange = short_string(msg.exchange)?;
+        let routing_key = short_string(msg.routing_key)?;
+        let mut properties = msg.properties;
+        if let Some(tp) = switchyard_telemetry::traceparent(span) {
+            let headers = Headers::from_table(properties.headers().as_ref())
+                .str(TRACEPARENT_HEADER, &tp)
+                .build();
+            properties = properties.with_headers(headers);
+        }
+        let published = ch
+            .basic_publish(
                 exchange,
                 routing_key,
                 BasicPublishOptions {
@@ -156,34 +210,30 @@ impl Publisher {
                     immediate: false,
                 },
                 msg.body,
-                msg.properties,
+                properties,
             )
-            .await?
-            .await
-        })
-        .await;
-        let outcome = match confirm {
-            Err(_) => Err(PublishError::Timeout(self.confirm_timeout)),
-            Ok(Err(e)) => {
-                self.forget(&ch).await;
+            .await;
+        match published {
+            Ok(confirm) => Ok(confirm),
+            Err(e) => {
+                self.forget(ch).await;
                 Err(PublishError::Unavailable(e.to_string()))
             }
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(ret)))) | Ok(Ok(Confirmation::Nack(Some(ret)))) => {
-                Err(PublishError::Returned(ret.reply_text.to_string()))
-            }
-            Ok(Ok(Confirmation::Nack(None))) => Err(PublishError::Nacked),
-            Ok(Ok(Confirmation::NotRequested)) => {
-                self.forget(&ch).await;
-                Err(PublishError::Unavailable(
-                    "channel not in confirm mode".into(),
-                ))
-            }
-        };
-        let label = if outcome.is_ok() { "ok" } else { "error" };
-        metrics::histogram!("switchyard_publish_confirm_seconds", "outcome" => label)
-            .record(started.elapsed().as_secs_f64());
-        outcome
+        }
+    }
+}
+
+/// What a broker's confirmation means for the message.
+fn confirmed(confirmation: Confirmation) -> Result<(), PublishError> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(ret)) | Confirmation::Nack(Some(ret)) => {
+            Err(PublishError::Returned(ret.reply_text.to_string()))
+        }
+        Confirmation::Nack(None) => Err(PublishError::Nacked),
+        Confirmation::NotRequested => Err(PublishError::Unavailable(
+            "channel not in confirm mode".into(),
+        )),
     }
 }
 

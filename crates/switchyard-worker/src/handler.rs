@@ -294,11 +294,11 @@ impl Handler {
             recorder: recorder.clone(),
         };
         // Report `processing` while the provider works: both must be done before the outcome.
+        // `pending` and `processing` go out in order and are confirmed together.
+        let pending = first_sight.then(|| lifecycle.pending(now));
         let report = async {
-            if first_sight {
-                messages::publish_event(&self.publisher, &lifecycle.pending(now), tp).await?;
-            }
-            messages::publish_event(&self.publisher, &processing, tp).await
+            let events: Vec<&Event> = pending.iter().chain([&processing]).collect();
+            messages::publish_events(&self.publisher, &events, tp).await
         };
         let call_started = Instant::now();
         let (reported, outcome) = tokio::join!(

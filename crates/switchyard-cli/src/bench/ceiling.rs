@@ -30,7 +30,7 @@ use switchyard_amqp::lapin::options::{
 use switchyard_amqp::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use switchyard_amqp::lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
-    ExchangeKind,
+    ExchangeKind, PublisherConfirm,
 };
 use switchyard_amqp::topology::ATTEMPTS_EXCHANGE;
 use tokio::sync::{Semaphore, mpsc};
@@ -40,7 +40,8 @@ use uuid::Uuid;
 /// Where in the worker's sequence a message is published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Before the provider's answer is used (`pending`, `processing`), one after the other.
+    /// Before the provider's answer is used (`pending`, `processing`): in order on the
+    /// channel, confirmed together.
     Report,
     /// The attempt records, published together once the provider answered.
     Record,
@@ -292,6 +293,10 @@ async fn confirmed(
         )
         .await?
         .await?;
+    acked(confirmation)
+}
+
+fn acked(confirmation: Confirmation) -> anyhow::Result<()> {
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
         other => Err(anyhow!("not confirmed: {other:?}")),
@@ -304,22 +309,41 @@ struct Out {
     message: Message,
 }
 
-async fn publish(ch: &Channel, out: &Out, command_id: Option<&ShortString>) -> anyhow::Result<()> {
-    let mut props = out.message.properties.clone();
-    if out.message.terminal
-        && let Some(id) = command_id
-    {
-        props = props.with_message_id(id.clone());
+fn properties_for(out: &Out, command_id: Option<&ShortString>) -> BasicProperties {
+    let props = out.message.properties.clone();
+    match command_id {
+        Some(id) if out.message.terminal => props.with_message_id(id.clone()),
+        _ => props,
     }
+}
+
+async fn publish(ch: &Channel, out: &Out, command_id: Option<&ShortString>) -> anyhow::Result<()> {
     confirmed(
         ch,
         &out.exchange,
         &out.message.routing_key,
         false,
         &out.message.body,
-        props,
+        properties_for(out, command_id),
     )
     .await
+}
+
+/// Hands one message to the channel; the caller awaits its confirm.
+async fn send(
+    ch: &Channel,
+    out: &Out,
+    command_id: Option<&ShortString>,
+) -> anyhow::Result<PublisherConfirm> {
+    Ok(ch
+        .basic_publish(
+            out.exchange.as_str().into(),
+            out.message.routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            &out.message.body,
+            properties_for(out, command_id),
+        )
+        .await?)
 }
 
 /// What the worker does with one delivery, minus everything Switchyard decides.
@@ -332,8 +356,13 @@ async fn work(
     let id = d.properties.message_id().clone();
     let at = |step: Step| outs.iter().filter(move |o| o.message.step == step);
     let report = async {
+        // In order on the channel, confirmed together, as the worker does.
+        let mut confirms = Vec::new();
         for o in at(Step::Report) {
-            publish(&ch, o, id.as_ref()).await?;
+            confirms.push(send(&ch, o, id.as_ref()).await?);
+        }
+        for c in confirms {
+            acked(c.await?)?;
         }
         Ok::<_, anyhow::Error>(())
     };

@@ -290,9 +290,14 @@ async fn write(
                 // Written, not acknowledged: the redelivered batch is applied again, to no
                 // effect (applying is idempotent).
                 switchyard_faults::point("after_ledger_commit");
-                for (d, _) in batch.deliveries(&part) {
-                    let _ = d.acker.ack(BasicAckOptions::default()).await;
-                }
+                // All handed to the connection at once: one wake of its I/O loop for the
+                // batch, where awaiting each ack would take one per message.
+                futures::future::join_all(
+                    batch
+                        .deliveries(&part)
+                        .map(|(d, _)| d.acker.ack(BasicAckOptions::default())),
+                )
+                .await;
                 metrics::counter!("switchyard_ledger_ingested_total", "kind" => "events")
                     .increment(events.len() as u64);
                 metrics::counter!("switchyard_ledger_ingested_total", "kind" => "attempts")

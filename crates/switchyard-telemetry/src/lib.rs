@@ -91,6 +91,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
+            keep_up(handle.clone());
             // Another recorder may already be installed (e.g. by a test harness): then this
             // handle renders an empty registry rather than failing the process.
             if metrics::set_global_recorder(recorder).is_ok() {
@@ -99,6 +100,27 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// How often the recorder's pending histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the recorder's pending histogram samples into their buckets every [`UPKEEP_EVERY`].
+/// A recorder made with `build_recorder` does so only when rendered: a process nobody scrapes
+/// would keep every sample it ever recorded, its memory growing with every command. A thread
+/// of its own, so it runs whatever runtime (or none) the process has.
+fn keep_up(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep; histogram samples pile up until /metrics is scraped");
+    }
 }
 
 /// Readiness, as decided by the component (e.g. "broker connected and topology declared").

@@ -837,8 +837,9 @@ async fn sitting(
         ledger_copies: with_ledger,
     };
     let mut ceilings: Vec<(CeilingRun, BTreeMap<&'static str, f64>)> = Vec::new();
-    let measure_ceiling = |pattern: Pattern| {
-        let (processes, ceiling_opts) = (processes.clone(), ceiling_opts.clone());
+    let measure_ceiling = |pattern: Pattern, rate: u32| {
+        let (processes, mut ceiling_opts) = (processes.clone(), ceiling_opts.clone());
+        ceiling_opts.rate = rate;
         async move {
             let before = processes.cpu();
             let run = ceiling::run(url, &pattern, &ceiling_opts).await?;
@@ -864,9 +865,10 @@ async fn sitting(
     // shows as a difference between the two ceiling runs, and their mean is what Switchyard
     // is compared with.
     if let Some(p) = &pattern {
-        ceilings.push(measure_ceiling(p.clone()).await?);
+        ceilings.push(measure_ceiling(p.clone(), opts.rate).await?);
     }
     let mut phases: Vec<(&'static str, Phase)> = Vec::new();
+    let mut half_ceiling = None;
     let run_switchyard = async |driver: &mut Driver<'_>, rate: u32, recorded: &mut usize| {
         let before = processes.cpu();
         let mut phase = driver.drive(rate).await?;
@@ -886,7 +888,7 @@ async fn sitting(
     report_phase("switchyard", &main, opts.waiting.is_some());
     phases.push(("switchyard", main));
     if let Some(p) = &pattern {
-        ceilings.push(measure_ceiling(p.clone()).await?);
+        ceilings.push(measure_ceiling(p.clone(), opts.rate).await?);
     }
     if opts.half_rate {
         let peak = phases[0].1.throughput();
@@ -899,6 +901,10 @@ async fn sitting(
         let phase = run_switchyard(&mut driver, half, &mut recorded).await?;
         report_phase("half rate", &phase, false);
         phases.push(("half_rate", phase));
+        // The bare pattern at the same rate: the latency the broker alone gives there.
+        if let Some(p) = &pattern {
+            half_ceiling = Some(measure_ceiling(p.clone(), half).await?);
+        }
     }
 
     let main = &phases[0].1;
@@ -1034,6 +1040,28 @@ async fn sitting(
     }
     if let Some((_, half)) = phases.get(1) {
         doc["half_rate"] = phase_json(half);
+        if let Some((run, cpu)) = &half_ceiling {
+            let ratio = |q: f64| {
+                let bare = ms(&run.hist, q);
+                if bare > 0.0 {
+                    round(ms(&half.hist, q) / bare, 3)
+                } else {
+                    0.0
+                }
+            };
+            note(format!(
+                "bench: half rate: switchyard / ceiling at the same rate: p50 latency {:.2}x, \
+                 p99 latency {:.2}x",
+                ratio(0.5),
+                ratio(0.99)
+            ));
+            doc["half_rate"]["ceiling"] = json!({
+                "throughput_per_s": round(run.completed as f64 / run.elapsed, 1),
+                "latency_ms": latency_json(&run.hist),
+                "cpu_s_per_1000": cpu_json(cpu),
+                "ratios": { "p50": ratio(0.5), "p99": ratio(0.99) },
+            });
+        }
     }
     if opts.json {
         say(doc.to_string());

@@ -247,7 +247,7 @@ pub const METRICS: &[Metric] = &[
         "switchyard_publish_confirm_seconds",
         &["outcome"],
         Unit::Seconds,
-        "Time from publishing to the broker's confirm, by outcome (ok, error).",
+        "Time from publishing to the broker's confirm (of the last, for messages published together), by outcome (ok, error).",
     ),
     counter(
         "switchyard_http_connections_refused_total",

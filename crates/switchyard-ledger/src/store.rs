@@ -11,6 +11,7 @@ use serde_json::Value;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use switchyard_core::{AttemptRecord, Event, Status};
+use switchyard_sqlrows::{Dialect, chunks};
 use uuid::Uuid;
 
 /// A database failure. Ingest retries (the deliveries are requeued); queries answer 503.
@@ -250,42 +251,19 @@ fn decode_cursor(c: &str) -> Result<(i64, String), BadCursor> {
     Ok((t.parse().map_err(|_| BadCursor)?, id.to_string()))
 }
 
-/// Rows per multi-row statement: far below SQLite's and PostgreSQL's bound-parameter limits.
-const ROWS_PER_STATEMENT: usize = 500;
-
 fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-/// `{head} VALUES ($1, ..), (..) {tail}`. PostgreSQL takes numbered placeholders only; SQLite
-/// gets anonymous `?`s (the values are bound in the same order): it looks up every numbered
-/// one by name, a linear search per placeholder, which made a third of the ledger's CPU
-/// under load go to comparing strings.
+/// `{head} VALUES (..), (..) {tail}` for `rows` rows of `columns` values, in the store's
+/// placeholders.
 fn multi_row_insert(head: &str, columns: usize, rows: usize, tail: &str, sqlite: bool) -> String {
-    let mut sql = String::with_capacity(head.len() + tail.len() + rows * columns * 6);
-    sql.push_str(head);
-    sql.push_str(" VALUES ");
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..columns {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            if sqlite {
-                sql.push('?');
-            } else {
-                sql.push('$');
-                sql.push_str(&(r * columns + c + 1).to_string());
-            }
-        }
-        sql.push(')');
-    }
-    sql.push(' ');
-    sql.push_str(tail);
-    sql
+    let dialect = if sqlite {
+        Dialect::Sqlite
+    } else {
+        Dialect::Postgres
+    };
+    format!("{head} VALUES {} {tail}", dialect.rows(rows, columns, 1))
 }
 
 /// The upsert of a command's summary row: the state follows the highest `seq`; within a run a
@@ -445,7 +423,7 @@ impl Store {
             attempts.iter().map(|a| self.protect_attempt(a)).collect();
         let (events, attempts) = (events.as_slice(), attempts.as_slice());
         let mut tx = self.begin().await?;
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        for chunk in chunks(events) {
             let sql = multi_row_insert(
                 "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body)",
                 6,
@@ -466,7 +444,7 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         let latest = fold_by_command(events);
-        for chunk in latest.chunks(ROWS_PER_STATEMENT) {
+        for chunk in chunks(&latest) {
             let sql = multi_row_insert(
                 "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, \
                  provider_reference, result, error, metadata, created_at, updated_at, run)",
@@ -496,7 +474,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
+        for chunk in chunks(attempts) {
             let sql = multi_row_insert(
                 "INSERT INTO attempts (record_id, command_id, attempt, started_at, record, pruned)",
                 6,

@@ -77,17 +77,31 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 }
 
 fn is_card_number(run: &[char]) -> bool {
+    // Counted first: most runs are too short or too long, and need no copy.
+    let count = run.iter().filter(|c| c.is_ascii_digit()).count();
+    if !(CARD_MIN_DIGITS..=CARD_MAX_DIGITS).contains(&count) {
+        return false;
+    }
     let digits: Vec<u8> = run
         .iter()
         .filter_map(|c| c.to_digit(10))
         .map(|d| d as u8)
         .collect();
-    (CARD_MIN_DIGITS..=CARD_MAX_DIGITS).contains(&digits.len()) && luhn_valid(&digits)
+    luhn_valid(&digits)
+}
+
+/// Fewer digits in all than a card number has, so no run in `text` can be one: the common
+/// case (header values, ids, most strings of a body), answered without copying the text.
+fn too_few_digits(text: &str) -> bool {
+    text.bytes().filter(u8::is_ascii_digit).count() < CARD_MIN_DIGITS
 }
 
 /// Whether `text` holds a card number (a Luhn-valid run of 13 to 19 digits, single spaces or
 /// dashes between digits allowed).
 pub fn contains_card_number(text: &str) -> bool {
+    if too_few_digits(text) {
+        return false;
+    }
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
     while i < chars.len() {
@@ -118,6 +132,9 @@ pub fn field_with_card_number<'a>(fields: &[(&'a str, serde_json::Value)]) -> Op
 /// between digits allowed, as in `4242 4242 4242 4242`) down to its last four digits. Other
 /// long numbers (timestamps, order ids) are kept.
 pub fn mask_card_numbers(text: &str) -> String {
+    if too_few_digits(text) {
+        return text.to_owned();
+    }
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -232,8 +249,12 @@ pub fn normalise_name(name: &str) -> String {
 
 /// Whether a value under `name` is secret by the built-in list.
 pub fn is_secret_name(name: &str) -> bool {
-    let n = normalise_name(name);
-    SECRET_NAME_PARTS.iter().any(|p| n.contains(p)) || SECRET_NAMES.contains(&n.as_str())
+    is_secret_normalised(&normalise_name(name))
+}
+
+/// [`is_secret_name`] of a name already through [`normalise_name`].
+fn is_secret_normalised(n: &str) -> bool {
+    SECRET_NAME_PARTS.iter().any(|p| n.contains(p)) || SECRET_NAMES.contains(&n)
 }
 
 /// Masks secret fields and card numbers in JSON, form and text bodies, and caps their size.
@@ -261,7 +282,8 @@ impl Redactor {
 
     /// Whether the value of a field called `name` must never be written down.
     pub fn is_secret_field(&self, name: &str) -> bool {
-        is_secret_name(name) || self.extra_fields.contains(&normalise_name(name))
+        let n = normalise_name(name);
+        is_secret_normalised(&n) || self.extra_fields.contains(&n)
     }
 
     /// A JSON value with secret fields replaced, card numbers masked wherever they stand (in
@@ -354,17 +376,14 @@ impl Redactor {
 /// A string as it may be written down: card numbers masked, and, when it is a URL, its
 /// credentials (`user:password@`) removed.
 pub fn redact_string(s: &str) -> String {
-    let s = if s.contains("://") && s.contains('@') {
-        match url::Url::parse(s) {
-            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-                url_without_credentials(u)
-            }
-            _ => s.to_owned(),
-        }
-    } else {
-        s.to_owned()
-    };
-    mask_card_numbers(&s)
+    if s.contains("://")
+        && s.contains('@')
+        && let Ok(u) = url::Url::parse(s)
+        && (!u.username().is_empty() || u.password().is_some())
+    {
+        return mask_card_numbers(&url_without_credentials(u));
+    }
+    mask_card_numbers(s)
 }
 
 fn url_without_credentials(mut u: url::Url) -> String {

@@ -27,7 +27,7 @@ use sqlx::any::AnyPoolOptions;
 // `AssertSqlSafe`: the batch statements splice in nothing but their own `$n` placeholders.
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use switchyard_core::{Command, Status};
-use switchyard_sqlrows::{Dialect, chunks};
+use switchyard_sqlrows::Dialect;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::warn;
 use uuid::Uuid;
@@ -402,7 +402,11 @@ async fn write_batches(pool: AnyPool, sqlite: bool, rx: Arc<Mutex<mpsc::Receiver
             }
         }
         metrics::histogram!("switchyard_journal_batch_size").record(batch.len() as f64);
-        if let Err(e) = write(&pool, sqlite, &mut batch).await {
+        let started = std::time::Instant::now();
+        let written = write(&pool, sqlite, &mut batch).await;
+        metrics::histogram!("switchyard_journal_write_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = written {
             warn!(error = %e, ops = batch.len(), "journal batch failed");
             let text = e.to_string();
             for op in batch {
@@ -644,13 +648,14 @@ fn dialect(tx: &Tx<'_>) -> Dialect {
 }
 
 /// Admits `wanted` (no two share an identity or a command) with one look-up and one insert
-/// per piece of the batch ([`switchyard_sqlrows::chunks`]).
+/// per piece of the batch ([`Dialect::pieces`]).
 async fn admit_together(
     tx: &mut Tx<'_>,
     wanted: &[Admit<'_>],
 ) -> Result<HashMap<usize, Admission>, sqlx::Error> {
     let mut found = HashMap::new();
-    for piece in chunks(wanted) {
+    let pieces = dialect(tx).pieces(wanted);
+    for piece in pieces {
         found.extend(admit_piece(tx, piece).await?);
     }
     Ok(found)
@@ -804,7 +809,8 @@ async fn returned_steps(
 /// inserted.
 async fn insert_steps(tx: &mut Tx<'_>, steps: &[Step]) -> Result<HashSet<StepKey>, sqlx::Error> {
     let mut inserted = HashSet::new();
-    for piece in chunks(steps) {
+    let pieces = dialect(tx).pieces(steps);
+    for piece in pieces {
         let sql = format!(
             "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES {} \
              ON CONFLICT DO NOTHING RETURNING command_id, run, attempt",
@@ -828,7 +834,8 @@ async fn decide_together(
     decisions: &[(Step, &str)],
 ) -> Result<HashSet<StepKey>, sqlx::Error> {
     let mut won = HashSet::new();
-    for piece in chunks(decisions) {
+    let pieces = dialect(tx).pieces(decisions);
+    for piece in pieces {
         let sql = format!(
             "UPDATE journal_steps SET decision = v.column4 FROM (VALUES {}) AS v \
              WHERE journal_steps.command_id = v.column1 AND journal_steps.run = v.column2 \

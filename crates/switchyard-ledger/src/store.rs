@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use switchyard_core::{AttemptRecord, Event, Status};
-use switchyard_sqlrows::{Dialect, chunks};
+use switchyard_sqlrows::Dialect;
 use uuid::Uuid;
 
 /// A database failure. Ingest retries (the deliveries are requeued); queries answer 503.
@@ -255,14 +255,14 @@ fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-/// `{head} VALUES (..), (..) {tail}` for `rows` rows of `columns` values, in the store's
-/// placeholders.
-fn multi_row_insert(head: &str, columns: usize, rows: usize, tail: &str, sqlite: bool) -> String {
-    let dialect = if sqlite {
-        Dialect::Sqlite
-    } else {
-        Dialect::Postgres
-    };
+/// `{head} VALUES (..), (..) {tail}` for `rows` rows of `columns` values.
+fn multi_row_insert(
+    head: &str,
+    columns: usize,
+    rows: usize,
+    tail: &str,
+    dialect: Dialect,
+) -> String {
     format!("{head} VALUES {} {tail}", dialect.rows(rows, columns, 1))
 }
 
@@ -407,6 +407,15 @@ impl Store {
         }
     }
 
+    /// The placeholders and statement pieces of this store's database.
+    fn dialect(&self) -> Dialect {
+        if self.sqlite {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        }
+    }
+
     /// Applies events and records attempts in one transaction. Idempotent and order-proof:
     /// duplicates are ignored by id, a command only moves to a higher `seq`, and a terminal
     /// status is never left. A batch costs a few multi-row statements, not a few per event.
@@ -423,13 +432,13 @@ impl Store {
             attempts.iter().map(|a| self.protect_attempt(a)).collect();
         let (events, attempts) = (events.as_slice(), attempts.as_slice());
         let mut tx = self.begin().await?;
-        for chunk in chunks(events) {
+        for chunk in self.dialect().pieces(events) {
             let sql = multi_row_insert(
                 "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body)",
                 6,
                 chunk.len(),
                 "ON CONFLICT (event_id) DO NOTHING",
-                self.sqlite,
+                self.dialect(),
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for e in chunk {
@@ -444,14 +453,14 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         let latest = fold_by_command(events);
-        for chunk in chunks(&latest) {
+        for chunk in self.dialect().pieces(&latest) {
             let sql = multi_row_insert(
                 "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, \
                  provider_reference, result, error, metadata, created_at, updated_at, run)",
                 14,
                 chunk.len(),
                 &upsert_command_clause(),
-                self.sqlite,
+                self.dialect(),
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for c in chunk {
@@ -474,13 +483,13 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in chunks(attempts) {
+        for chunk in self.dialect().pieces(attempts) {
             let sql = multi_row_insert(
                 "INSERT INTO attempts (record_id, command_id, attempt, started_at, record, pruned)",
                 6,
                 chunk.len(),
                 "ON CONFLICT (record_id) DO NOTHING",
-                self.sqlite,
+                self.dialect(),
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for a in chunk {

@@ -177,6 +177,12 @@ pub const METRICS: &[Metric] = &[
         Unit::Count,
         "Journal operations written in one transaction (group commit).",
     ),
+    histogram(
+        "switchyard_journal_write_seconds",
+        &[],
+        Unit::Seconds,
+        "Time to write one journal batch, commit included: every command waits for it before its provider call and after it.",
+    ),
     // The ingress.
     counter(
         "switchyard_ingress_requests_total",

@@ -229,4 +229,6 @@ async fn slow_clients_cannot_hold_the_ingress() {
         opened.elapsed() >= Duration::from_millis(2500),
         "not closed before the configured timeout"
     );
+    // The fleet's vhost goes with it (without this, every run left one on the broker).
+    fleet.stop().await;
 }

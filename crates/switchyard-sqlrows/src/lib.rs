@@ -72,11 +72,14 @@ impl Dialect {
         }
     }
 
-    /// The mark of the `n`th value (1-based).
-    pub fn mark(self, n: usize) -> String {
-        let mut s = String::new();
-        self.push_mark(&mut s, n);
-        s
+    /// `n` marks numbered from `from`, separated by commas.
+    fn push_list(self, sql: &mut String, n: usize, from: usize) {
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.push_mark(sql, from + i);
+        }
     }
 
     /// `rows` tuples of `width` values, numbered from `from`: `($1, $2), ($3, $4)`.
@@ -87,12 +90,7 @@ impl Dialect {
                 sql.push_str(", ");
             }
             sql.push('(');
-            for c in 0..width {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                self.push_mark(&mut sql, from + r * width + c);
-            }
+            self.push_list(&mut sql, width, from + r * width);
             sql.push(')');
         }
         sql
@@ -101,17 +99,10 @@ impl Dialect {
     /// A list of `n` values numbered from `from`: `$1, $2, $3`.
     pub fn list(self, n: usize, from: usize) -> String {
         let mut sql = String::with_capacity(n * 6);
-        for i in 0..n {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            self.push_mark(&mut sql, from + i);
-        }
+        self.push_list(&mut sql, n, from);
         sql
     }
-}
 
-impl Dialect {
     /// Cuts `items` into the consecutive pieces written one statement each: on SQLite lengths
     /// that are powers of two up to [`SQLITE_MAX_ROWS`], largest first (every piece's text is
     /// one of seven); on PostgreSQL pieces of [`POSTGRES_MAX_ROWS`] and the rest.
@@ -141,8 +132,8 @@ mod tests {
     fn dialects_mark_their_own_way() {
         assert_eq!(Dialect::of_backend("SQLite"), Dialect::Sqlite);
         assert_eq!(Dialect::of_backend("PostgreSQL"), Dialect::Postgres);
-        assert_eq!(Dialect::Postgres.mark(7), "$7");
-        assert_eq!(Dialect::Sqlite.mark(7), "?");
+        assert_eq!(Dialect::Postgres.list(1, 7), "$7");
+        assert_eq!(Dialect::Sqlite.list(1, 7), "?");
         assert_eq!(Dialect::Postgres.rows(1, 3, 5), "($5, $6, $7)");
         assert_eq!(Dialect::Sqlite.list(2, 9), "?, ?");
         assert_eq!(Dialect::Postgres.list(0, 1), "");

@@ -135,6 +135,13 @@ impl Publisher {
     /// failure; a message that failed (or came after one) may or may not have been taken, as
     /// with any failed publish.
     pub async fn publish_in_order(&self, msgs: Vec<Outgoing<'_>>) -> Result<(), PublishError> {
+        // On the heap: the publish and confirm futures (lapin's, the timeouts', the spans')
+        // take about 4 KiB, which every caller's future would otherwise hold inline for its
+        // whole life: a worker keeps one such future per prefetched delivery.
+        Box::pin(self.publish_and_confirm(msgs)).await
+    }
+
+    async fn publish_and_confirm(&self, msgs: Vec<Outgoing<'_>>) -> Result<(), PublishError> {
         let started = Instant::now();
         let deadline = started + self.confirm_timeout;
         let mut sent = Vec::with_capacity(msgs.len());

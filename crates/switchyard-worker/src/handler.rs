@@ -1076,3 +1076,32 @@ fn expired_during_retry(info: &ErrorInfo) -> ErrorInfo {
     );
     info
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future a closure returns, without calling it.
+    fn future_size<A, F, Fut>(_: &F) -> usize
+    where
+        F: Fn(A) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// A worker holds one task per prefetched delivery (twice its concurrency), each as large
+    /// as the handler's future: its largest await, inline. The publisher's futures (about
+    /// 4 KiB, lapin's and the timeouts') live on the heap, so a delivery's task stays small.
+    #[test]
+    fn a_delivery_task_stays_small() {
+        let handle = future_size(&|(h, d): (Arc<Handler>, Delivery)| h.handle(d));
+        assert!(
+            handle <= 6 * 1024,
+            "the handler's future takes {handle} bytes"
+        );
+        let publish = future_size(&|(h, e): (Arc<Handler>, Event)| async move {
+            let _ = messages::publish_events(&h.publisher, &[&e], None).await;
+        });
+        assert!(publish <= 1024, "a publish's future takes {publish} bytes");
+    }
+}

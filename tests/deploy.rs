@@ -1030,9 +1030,22 @@ fn dockerfile_builds_every_binary_locked_and_runs_them_as_non_root() {
         "the first stage builds: {froms:?}"
     );
     assert!(
-        dockerfile.contains("cargo build --release --locked"),
-        "release build with the lock file"
+        dockerfile.contains("cargo build --profile fleet --locked"),
+        "the fleet profile's build, with the lock file"
     );
+    let manifest = read("Cargo.toml");
+    let fleet = manifest
+        .split("[profile.fleet]")
+        .nth(1)
+        .expect("Cargo.toml declares the fleet profile");
+    let fleet = fleet.split("\n[").next().unwrap_or(fleet);
+    for setting in [
+        "inherits = \"release\"",
+        "lto = \"fat\"",
+        "codegen-units = 1",
+    ] {
+        assert!(fleet.contains(setting), "the fleet profile lacks {setting}");
+    }
     let binaries = workspace_binaries();
     assert!(binaries.len() >= 7, "{binaries:?}");
     for bin in &binaries {

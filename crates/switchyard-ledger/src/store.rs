@@ -62,7 +62,8 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
-    sqlite: bool,
+    /// SQLite or PostgreSQL: the placeholders, the statement pieces and the write lock.
+    dialect: Dialect,
     /// Seals what must be kept whole (waiting commands).
     pub(crate) sealer: crate::seal::Sealer,
     /// Redacts what is kept readable.
@@ -377,7 +378,11 @@ impl Store {
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
             pool,
-            sqlite,
+            dialect: if sqlite {
+                Dialect::Sqlite
+            } else {
+                Dialect::Postgres
+            },
             sealer: crate::seal::Sealer::new(switchyard_config::DEV_RECORD_KEY),
             redactor: switchyard_redact::Redactor::default(),
         })
@@ -400,19 +405,10 @@ impl Store {
     /// before it writes fails with "database is locked" when another writer came in between,
     /// where an immediate one waits its turn.
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        if self.sqlite {
+        if self.dialect == Dialect::Sqlite {
             self.pool.begin_with("BEGIN IMMEDIATE").await
         } else {
             self.pool.begin().await
-        }
-    }
-
-    /// The placeholders and statement pieces of this store's database.
-    fn dialect(&self) -> Dialect {
-        if self.sqlite {
-            Dialect::Sqlite
-        } else {
-            Dialect::Postgres
         }
     }
 
@@ -432,13 +428,13 @@ impl Store {
             attempts.iter().map(|a| self.protect_attempt(a)).collect();
         let (events, attempts) = (events.as_slice(), attempts.as_slice());
         let mut tx = self.begin().await?;
-        for chunk in self.dialect().pieces(events) {
+        for chunk in self.dialect.pieces(events) {
             let sql = multi_row_insert(
                 "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body)",
                 6,
                 chunk.len(),
                 "ON CONFLICT (event_id) DO NOTHING",
-                self.dialect(),
+                self.dialect,
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for e in chunk {
@@ -453,14 +449,14 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         let latest = fold_by_command(events);
-        for chunk in self.dialect().pieces(&latest) {
+        for chunk in self.dialect.pieces(&latest) {
             let sql = multi_row_insert(
                 "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, \
                  provider_reference, result, error, metadata, created_at, updated_at, run)",
                 14,
                 chunk.len(),
                 &upsert_command_clause(),
-                self.dialect(),
+                self.dialect,
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for c in chunk {
@@ -483,13 +479,13 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in self.dialect().pieces(attempts) {
+        for chunk in self.dialect.pieces(attempts) {
             let sql = multi_row_insert(
                 "INSERT INTO attempts (record_id, command_id, attempt, started_at, record, pruned)",
                 6,
                 chunk.len(),
                 "ON CONFLICT (record_id) DO NOTHING",
-                self.dialect(),
+                self.dialect,
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for a in chunk {

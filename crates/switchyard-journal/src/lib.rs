@@ -1052,8 +1052,8 @@ mod tests {
     use super::*;
     use switchyard_testing::TestDatabase;
 
-    /// Every SQLite connection of the pool, the writer's and the pruner's, has the small
-    /// page cache, not SQLite's 2 MiB default.
+    /// Both connections of a SQLite journal's pool (held at once, so they are two) have the
+    /// small page cache, not SQLite's 2 MiB default.
     #[tokio::test]
     async fn sqlite_connections_keep_a_small_page_cache() {
         let db = TestDatabase::sqlite();

@@ -650,3 +650,94 @@ async fn an_operator_resolves_an_unknown_outcome_once() {
     let _ = std::fs::remove_file(config);
     fleet.stop().await;
 }
+
+/// A written batch is settled at once, one `multiple` ack per queue's channel (issue 15): over
+/// several batches of both ledger queues, every message the ledger wrote is acknowledged. One
+/// left unacknowledged would come back to its queue when the ledger's channels close, so after
+/// the ledger stops both queues must be empty.
+#[tokio::test]
+async fn every_message_the_ledger_wrote_is_acknowledged() {
+    use switchyard_amqp::lapin::options::QueueDeclareOptions;
+    use switchyard_amqp::messages::{publish_attempt, publish_event};
+    use switchyard_amqp::topology::{LEDGER_ATTEMPTS_QUEUE, LEDGER_EVENTS_QUEUE};
+    use switchyard_core::{AttemptRecord, Lifecycle, Name};
+
+    let fleet = TestFleet::start_with(switchyard_testing::TestFleetOptions {
+        in_process: false,
+        ..Default::default()
+    })
+    .await;
+    let mut config = fleet.config.clone();
+    // Batches of 40 messages at most: the 300 below take several of each queue.
+    config.ledger.batch_size = 40;
+    let ledger = switchyard_ledger::start(&config, CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(ledger.broker.wait_ready(Duration::from_secs(20)).await);
+
+    let now = chrono::Utc::now();
+    let commands: Vec<_> = (0..150).map(|_| fleet.charge()).collect();
+    for c in &commands {
+        publish_event(&fleet.publisher, &Lifecycle::of(c).pending(now), None)
+            .await
+            .unwrap();
+        let record = AttemptRecord {
+            record_id: uuid::Uuid::new_v4(),
+            command_id: c.id,
+            attempt: 1,
+            kind: Name::new("payment").unwrap(),
+            provider: c.provider.clone(),
+            operation: c.operation.clone(),
+            method: "POST".into(),
+            url: "https://provider.test/charges".into(),
+            status: Some(200),
+            duration_ms: 3,
+            started_at: now,
+            request_headers: Default::default(),
+            request_body: "{}".into(),
+            response_headers: Default::default(),
+            response_body: "{}".into(),
+            error_class: None,
+            error: None,
+        };
+        publish_attempt(&fleet.publisher, &record).await.unwrap();
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for c in &commands {
+        loop {
+            let view = ledger.store.command(c.id).await.unwrap();
+            if view.is_some_and(|v| v.summary.is_some() && v.attempts.len() == 1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} never written", c.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    ledger.stop().await;
+    // The broker returns a closed channel's unacknowledged deliveries to their queues.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let session = fleet.broker.session().await.unwrap();
+    let ch = session.connection.create_channel().await.unwrap();
+    for queue in [LEDGER_EVENTS_QUEUE, LEDGER_ATTEMPTS_QUEUE] {
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            q.message_count(),
+            0,
+            "{queue} got back messages the ledger wrote but never acknowledged"
+        );
+    }
+    drop(session);
+    fleet.stop().await;
+}

@@ -38,6 +38,44 @@ pub async fn consume<F, Fut>(
     F: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    run(broker, settings, shutdown, handler, Dispatch::Spawn).await;
+}
+
+/// Like [`consume`], but awaits `handler` for each delivery before taking the next, so the
+/// handler sees one channel's deliveries in the order the broker sent them (rising delivery
+/// tags). For a handler that only hands the delivery on (to a batch): no task per message, and
+/// a batch taken in order may be acknowledged at once up to its last tag (`multiple`).
+pub async fn consume_in_order<F, Fut>(
+    broker: Broker,
+    settings: ConsumeSettings,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    run(broker, settings, shutdown, handler, Dispatch::InOrder).await;
+}
+
+/// How a delivery reaches its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dispatch {
+    /// On a task of its own: deliveries are handled concurrently, up to the prefetch.
+    Spawn,
+    /// Awaited in the consumer loop, one after the other.
+    InOrder,
+}
+
+async fn run<F, Fut>(
+    broker: Broker,
+    settings: ConsumeSettings,
+    shutdown: CancellationToken,
+    handler: F,
+    dispatch: Dispatch,
+) where
+    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let handler = Arc::new(handler);
     let mut inflight: JoinSet<()> = JoinSet::new();
     let mut draining: Option<lapin::Channel> = None;
@@ -90,6 +128,13 @@ pub async fn consume<F, Fut>(
                     }
                 }
                 next = consumer.next() => match next {
+                    Some(Ok(delivery)) if dispatch == Dispatch::InOrder => {
+                        // Dropped unacknowledged on shutdown: closing the channel returns it.
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = handler(delivery) => {}
+                        }
+                    }
                     Some(Ok(delivery)) => {
                         let h = handler.clone();
                         inflight.spawn(async move { h(delivery).await });

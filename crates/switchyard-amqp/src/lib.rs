@@ -16,7 +16,7 @@ pub mod spans;
 pub mod topology;
 
 pub use broker::{Broker, BrokerSettings, Closed, InvalidUrl, Session};
-pub use consumer::{ConsumeSettings, consume};
+pub use consumer::{ConsumeSettings, consume, consume_in_order};
 pub use headers::{HeaderRead, Headers};
 pub use lapin;
 pub use lapin::message::Delivery;

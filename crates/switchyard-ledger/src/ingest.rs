@@ -15,7 +15,7 @@ use switchyard_amqp::lapin::options::{BasicAckOptions, BasicNackOptions};
 use switchyard_amqp::messages::{TRACEPARENT_HEADER, dead_letter_headers};
 use switchyard_amqp::topology::{DEAD_EXCHANGE, LEDGER_ATTEMPTS_QUEUE, LEDGER_EVENTS_QUEUE};
 use switchyard_amqp::{
-    Broker, ConsumeSettings, Delivery, HeaderRead, Headers, Outgoing, Publisher, consume,
+    Broker, ConsumeSettings, Delivery, HeaderRead, Headers, Outgoing, Publisher, consume_in_order,
 };
 use switchyard_core::{AttemptRecord, ErrorClass, ErrorInfo, Event};
 use tokio::sync::mpsc;
@@ -86,7 +86,9 @@ pub async fn run(
         grace: Duration::from_secs(5),
     };
     let events_tx = tx.clone();
-    let events = tokio::spawn(consume(
+    // In order: a batch then holds, per queue, every delivery up to its last tag that is not
+    // settled yet, so one `multiple` ack settles them all (see `ack_batch`).
+    let events = tokio::spawn(consume_in_order(
         broker.clone(),
         settings(LEDGER_EVENTS_QUEUE),
         shutdown.clone(),
@@ -97,7 +99,7 @@ pub async fn run(
             }
         },
     ));
-    let attempts = tokio::spawn(consume(
+    let attempts = tokio::spawn(consume_in_order(
         broker,
         settings(LEDGER_ATTEMPTS_QUEUE),
         shutdown.clone(),
@@ -236,6 +238,11 @@ impl Part {
 }
 
 impl Batch {
+    /// Whether `part` is the whole batch (the batch was written in one go).
+    fn is_whole(&self, part: &Part) -> bool {
+        part.events == (0..self.events.len()) && part.attempts == (0..self.attempts.len())
+    }
+
     fn deliveries(&self, part: &Part) -> impl Iterator<Item = (&Delivery, &'static str)> {
         self.event_deliveries[part.events.clone()]
             .iter()
@@ -290,14 +297,18 @@ async fn write(
                 // Written, not acknowledged: the redelivered batch is applied again, to no
                 // effect (applying is idempotent).
                 switchyard_faults::point("after_ledger_commit");
-                // All handed to the connection at once: one wake of its I/O loop for the
-                // batch, where awaiting each ack would take one per message.
-                futures::future::join_all(
-                    batch
-                        .deliveries(&part)
-                        .map(|(d, _)| d.acker.ack(BasicAckOptions::default())),
-                )
-                .await;
+                if batch.is_whole(&part) {
+                    ack_batch(&batch.event_deliveries, &batch.attempt_deliveries).await;
+                } else {
+                    // A part of a batch split by a refusal: its deliveries one by one, all
+                    // handed to the connection at once (one wake of its I/O loop).
+                    futures::future::join_all(
+                        batch
+                            .deliveries(&part)
+                            .map(|(d, _)| d.acker.ack(BasicAckOptions::default())),
+                    )
+                    .await;
+                }
                 metrics::counter!("switchyard_ledger_ingested_total", "kind" => "events")
                     .increment(events.len() as u64);
                 metrics::counter!("switchyard_ledger_ingested_total", "kind" => "attempts")
@@ -345,6 +356,34 @@ async fn write(
         }
     }
     metrics::histogram!("switchyard_ledger_batch_seconds").record(started.elapsed().as_secs_f64());
+}
+
+/// Acknowledges a whole written batch: per queue, one `multiple` ack of the last delivery of
+/// each channel, where a message each would cost the broker and the connection one frame per
+/// message. Sound because the queues are consumed in order and batches are settled one after
+/// the other: every delivery of that channel up to that tag is in this batch or was settled
+/// before it (written, dead-lettered or returned). Each slice is in arrival order; after a
+/// reconnect the tags start again from 1 on the new channel, so a tag not above the one
+/// before begins another channel's run. An ack on a channel that has closed does nothing: the
+/// broker has already returned those deliveries, and the redelivered copies are applied again
+/// to no effect.
+async fn ack_batch(events: &[Delivery], attempts: &[Delivery]) {
+    let multiple = BasicAckOptions { multiple: true };
+    futures::future::join_all(
+        last_of_each_channel(events)
+            .chain(last_of_each_channel(attempts))
+            .map(|d| d.acker.ack(multiple)),
+    )
+    .await;
+}
+
+/// The last delivery of each run of rising delivery tags (one channel's deliveries in order).
+fn last_of_each_channel(deliveries: &[Delivery]) -> impl Iterator<Item = &Delivery> {
+    deliveries.iter().enumerate().filter_map(|(i, d)| {
+        let next = deliveries.get(i + 1);
+        next.is_none_or(|n| n.delivery_tag <= d.delivery_tag)
+            .then_some(d)
+    })
 }
 
 /// Returns `d` to its queue (a redelivery, counted against the queue's delivery limit).
@@ -415,5 +454,38 @@ async fn dead_letter(publisher: &Publisher, d: &Delivery, queue: &'static str, e
             tokio::time::sleep(Duration::from_secs(1)).await;
             requeue(d).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(tags: &[u64]) -> Vec<Delivery> {
+        tags.iter()
+            .map(|&t| Delivery::mock(t, "".into(), "".into(), false, Vec::new()))
+            .collect()
+    }
+
+    fn acked(tags: &[u64]) -> Vec<u64> {
+        let deliveries = tagged(tags);
+        last_of_each_channel(&deliveries)
+            .map(|d| d.delivery_tag)
+            .collect()
+    }
+
+    #[test]
+    fn one_channel_is_settled_by_its_last_delivery() {
+        assert_eq!(acked(&[7, 8, 9, 12]), [12]);
+        assert_eq!(acked(&[1]), [1]);
+        assert!(acked(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_reconnect_mid_batch_settles_each_channel_by_its_own_last() {
+        // The old channel's 41 and 42, then the new channel's tags from 1.
+        assert_eq!(acked(&[41, 42, 1, 2, 3]), [42, 3]);
+        // A channel that delivered only tag 1, then another.
+        assert_eq!(acked(&[1, 1, 2]), [1, 2]);
     }
 }

@@ -475,19 +475,36 @@ async fn drive(
 
     let ledger = if opts.ledger_copies {
         let conn = Connection::connect(url, properties("switchyard-ceiling-ledger")).await?;
+        // As the ledger takes them: batches of at most `batch_size` deliveries, or what came
+        // within `batch_max_wait_ms` of the first, each settled by one `multiple` ack.
+        let ledger = switchyard_config::LedgerConfig::default();
+        let (size, max_wait) = (
+            ledger.batch_size,
+            Duration::from_millis(ledger.batch_max_wait_ms),
+        );
+        let prefetch = u16::try_from(size * 2).unwrap_or(u16::MAX);
         for q in [&names.ledger_events, &names.ledger_attempts] {
             let ch = conn.create_channel().await?;
-            let mut copies = consumer(&ch, q, 1000).await?;
+            let mut copies = consumer(&ch, q, prefetch).await?;
             let stop = stop.clone();
             tasks.spawn(async move {
+                let multiple = BasicAckOptions { multiple: true };
                 loop {
-                    tokio::select! {
+                    let mut last = tokio::select! {
                         _ = stop.cancelled() => break,
                         next = copies.next() => match next {
-                            Some(Ok(d)) => { let _ = d.acker.ack(BasicAckOptions::default()).await; }
+                            Some(Ok(d)) => d,
                             _ => break,
                         },
+                    };
+                    let deadline = tokio::time::Instant::now() + max_wait;
+                    for _ in 1..size {
+                        match tokio::time::timeout_at(deadline, copies.next()).await {
+                            Ok(Some(Ok(d))) => last = d,
+                            _ => break,
+                        }
                     }
+                    let _ = last.acker.ack(multiple).await;
                 }
             });
         }

@@ -76,7 +76,10 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-fn is_card_number(run: &[char]) -> bool {
+/// Whether the digit run `chars[start..end]` (see [`run_end`]) is a card number: 13 to 19
+/// digits, Luhn-valid, and not part of a UUID.
+fn is_card_number(chars: &[char], start: usize, end: usize) -> bool {
+    let run = &chars[start..end];
     // Counted first: most runs are too short or too long, and need no copy.
     let count = run.iter().filter(|c| c.is_ascii_digit()).count();
     if !(CARD_MIN_DIGITS..=CARD_MAX_DIGITS).contains(&count) {
@@ -87,7 +90,7 @@ fn is_card_number(run: &[char]) -> bool {
         .filter_map(|c| c.to_digit(10))
         .map(|d| d as u8)
         .collect();
-    luhn_valid(&digits)
+    luhn_valid(&digits) && !within_uuid(chars, start, end)
 }
 
 /// Fewer digits in all than a card number has, so no run in `text` can be one: the common
@@ -107,7 +110,7 @@ pub fn contains_card_number(text: &str) -> bool {
     while i < chars.len() {
         if chars[i].is_ascii_digit() {
             let end = run_end(&chars, i);
-            if is_card_number(&chars[i..end]) && !within_uuid(&chars, i, end) {
+            if is_card_number(&chars, i, end) {
                 return true;
             }
             i = end;
@@ -147,7 +150,7 @@ pub fn mask_card_numbers(text: &str) -> String {
         let end = run_end(&chars, i);
         let run = &chars[i..end];
         let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
-        if is_card_number(run) && !within_uuid(&chars, i, end) {
+        if is_card_number(&chars, i, end) {
             let mut seen = 0;
             for &c in run {
                 if c.is_ascii_digit() {
@@ -172,7 +175,7 @@ pub fn mask_card_numbers(text: &str) -> String {
 /// Whether the digit run `start..end` lies inside a UUID written `8-4-4-4-12` in hex. A
 /// UUID's digits, with the dashes between its groups, can look like a card number (13 to 19
 /// digits, Luhn-valid) one time in a few hundred; masked, a command id or a trace link would
-/// no longer name what it named. Only runs that already look like a card number are checked.
+/// no longer name what it named. Checked last, on runs that already look like a card number.
 fn within_uuid(chars: &[char], start: usize, end: usize) -> bool {
     const LEN: usize = 36;
     let first = end.saturating_sub(LEN);

@@ -114,26 +114,6 @@ async fn dead_letter(fleet: &TestFleet, commands: &[&Command]) {
     }
 }
 
-/// The messages ready in `queue` right now (a passive declare: exact, unlike the management
-/// API's periodic statistics).
-async fn ready(fleet: &TestFleet, queue: &str) -> u32 {
-    let session = fleet.broker.session().await.unwrap();
-    let ch = session.connection.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let _ = ch.close(200, "counted".into()).await;
-    q.message_count()
-}
-
 /// Declares a quorum queue, puts one message in, and peeks at it the naive way (get, then
 /// requeue) until it is gone: returns after how many peeks (None if still there after 5).
 async fn requeue_peeks_until_gone(fleet: &TestFleet, queue: &str) -> Option<u32> {
@@ -294,7 +274,7 @@ async fn dlq_list_and_show_read_without_losing_or_reordering_even_with_a_deliver
         );
     }
     assert_eq!(
-        ready(&fleet, "switchyard.dlq.payment").await,
+        fleet.ready("switchyard.dlq.payment").await,
         3,
         "nothing lost, nothing duplicated"
     );
@@ -369,7 +349,7 @@ async fn dlq_list_and_show_read_without_losing_or_reordering_even_with_a_deliver
 
     // After all that, still everything, in order.
     assert_eq!(cli.listed(&[]).await, ids);
-    assert_eq!(ready(&fleet, "switchyard.dlq.payment").await, 3);
+    assert_eq!(fleet.ready("switchyard.dlq.payment").await, 3);
     fleet.stop().await;
 }
 
@@ -398,7 +378,7 @@ async fn replay_keeps_the_id_and_idempotency_key_starts_a_new_run_and_purge_dele
         .ok();
     assert!(dry_one.stdout.contains("would replay"), "{dry_one:#?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(ready(&fleet, dlq).await, 3);
+    assert_eq!(fleet.ready(dlq).await, 3);
     assert_eq!(
         fleet.sandbox_view(a.id).await["requests"]
             .as_array()
@@ -503,7 +483,7 @@ async fn replay_keeps_the_id_and_idempotency_key_starts_a_new_run_and_purge_dele
     dead_letter(&fleet, &[&d, &e]).await;
     let refused = cli.run(&["dlq", "purge", "--class", "invalid"]).await;
     assert_eq!(refused.code, 2, "{refused:#?}");
-    assert_eq!(ready(&fleet, dlq).await, 2);
+    assert_eq!(fleet.ready(dlq).await, 2);
     let purged = cli
         .run(&["dlq", "purge", "--class", "invalid", "--yes", "--json"])
         .await
@@ -715,7 +695,7 @@ async fn next_message(
 async fn ready_becomes(fleet: &TestFleet, queue: &str, n: u32) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let now = ready(fleet, queue).await;
+        let now = fleet.ready(queue).await;
         if now == n {
             return;
         }
@@ -774,7 +754,7 @@ async fn an_unroutable_command_gets_a_failed_event_and_waits_in_the_unroutable_l
 
     // Both are parked, nothing is left behind in switchyard.unroutable.
     ready_becomes(&fleet, "switchyard.dlq.unroutable", 2).await;
-    assert_eq!(ready(&fleet, "switchyard.unroutable").await, 0);
+    assert_eq!(fleet.ready("switchyard.unroutable").await, 0);
 
     // `dlq list` (every lot by default) shows them.
     let listed = cli.run(&["dlq", "list", "--json"]).await.ok().json();
@@ -1044,7 +1024,7 @@ async fn the_callbacks_and_ledger_lots_are_listed_and_replayed_where_they_came_f
     assert_eq!(body, br#"{"event_id":"e1"}"#);
     assert_eq!(header_str(&headers, "x-switchyard-source-queue"), None);
     assert_eq!(header_str(&headers, "x-switchyard-error"), None);
-    assert_eq!(ready(&fleet, "switchyard.dlq.ledger").await, 0);
+    assert_eq!(fleet.ready("switchyard.dlq.ledger").await, 0);
     fleet.stop().await;
 }
 

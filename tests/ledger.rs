@@ -373,18 +373,7 @@ async fn one_message_cannot_stop_the_ledger() {
         "only the poison's three events are parked"
     );
     // Nothing left to loop on: the ledger's queue holds no message.
-    let queue = ch
-        .queue_declare(
-            LEDGER_EVENTS_QUEUE.into(),
-            switchyard_amqp::lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(queue.message_count(), 0);
+    assert_eq!(fleet.ready(LEDGER_EVENTS_QUEUE).await, 0);
     assert!(ledger.store.command(poison.id).await.unwrap().is_none());
 
     // Later commands still arrive.
@@ -657,7 +646,6 @@ async fn an_operator_resolves_an_unknown_outcome_once() {
 /// the ledger stops both queues must be empty.
 #[tokio::test]
 async fn every_message_the_ledger_wrote_is_acknowledged() {
-    use switchyard_amqp::lapin::options::QueueDeclareOptions;
     use switchyard_amqp::messages::{publish_attempt, publish_event};
     use switchyard_amqp::topology::{LEDGER_ATTEMPTS_QUEUE, LEDGER_EVENTS_QUEUE};
     use switchyard_core::{AttemptRecord, Lifecycle, Name};
@@ -718,26 +706,12 @@ async fn every_message_the_ledger_wrote_is_acknowledged() {
     // The broker returns a closed channel's unacknowledged deliveries to their queues.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let session = fleet.broker.session().await.unwrap();
-    let ch = session.connection.create_channel().await.unwrap();
     for queue in [LEDGER_EVENTS_QUEUE, LEDGER_ATTEMPTS_QUEUE] {
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .unwrap();
         assert_eq!(
-            q.message_count(),
+            fleet.ready(queue).await,
             0,
             "{queue} got back messages the ledger wrote but never acknowledged"
         );
     }
-    drop(session);
     fleet.stop().await;
 }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchyard_amqp::lapin::options::{BasicAckOptions, BasicGetOptions};
+use switchyard_amqp::lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use switchyard_amqp::lapin::types::FieldTable;
 use switchyard_amqp::messages::publish_command;
 use switchyard_amqp::{
     Broker, BrokerSettings, ConsumeSettings, HeaderRead, Headers, Outgoing, Publisher, Topology,
@@ -343,6 +344,27 @@ impl TestFleet {
             shutdown,
             _dir: tempfile_free::Dir(dir),
         }
+    }
+
+    /// The messages ready in `queue` right now (a passive declare: exact, unlike the
+    /// management API's periodic statistics of [`TestVhost::queue_messages`]). Unacknowledged
+    /// deliveries are not counted until their channel closes and returns them.
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let session = self.broker.session().await.unwrap();
+        let ch = session.connection.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = ch.close(200, "counted".into()).await;
+        q.message_count()
     }
 
     /// Waits until `queue` exists (a worker declared its topology); panics after 30 s.

@@ -463,6 +463,9 @@ pub struct OutboundConfig {
     pub allow_loopback: bool,
     /// Allow providers on private, link-local and similar addresses.
     pub allow_private: bool,
+    /// Offer HTTP/2 to providers. Off: each call in flight has its own HTTP/1.1 connection,
+    /// so `concurrency` calls really reach the provider at once.
+    pub http2: bool,
 }
 
 impl Default for OutboundConfig {
@@ -473,6 +476,7 @@ impl Default for OutboundConfig {
             max_response_bytes: 1024 * 1024,
             allow_loopback: false,
             allow_private: false,
+            http2: false,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct ProviderConfig {
     /// unlimited when unset.
     #[serde(default)]
     pub rate_limit_per_sec: Option<std::num::NonZeroU32>,
+    /// Offer HTTP/2 to this provider (one that requires it); defaults to `outbound.http2`.
+    #[serde(default)]
+    pub http2: Option<bool>,
     /// An extra trust root (PEM) for this provider's certificates.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,

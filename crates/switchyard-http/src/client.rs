@@ -163,8 +163,16 @@ impl OutboundClient {
             allow_loopback: settings.allow_loopback,
             allow_private: settings.allow_private,
         };
-        let tls = tls::client_config(&settings.ca_files, settings.client_identity.as_ref())?;
-        let http = reqwest::Client::builder()
+        let tls = tls::client_config(
+            &settings.ca_files,
+            settings.client_identity.as_ref(),
+            settings.http2,
+        )?;
+        let mut http = reqwest::Client::builder();
+        if !settings.http2 {
+            http = http.http1_only();
+        }
+        let http = http
             .tls_backend_preconfigured(tls)
             .https_only(true)
             .redirect(Policy::none())

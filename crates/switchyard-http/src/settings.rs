@@ -18,8 +18,14 @@ pub struct OutboundSettings {
     pub allow_private: bool,
     /// Extra trust roots (PEM files), added to the webpki roots.
     pub ca_files: Vec<PathBuf>,
-    /// Idle connections kept per host: reuse saves a TLS handshake per call.
+    /// Idle connections kept per host: reuse saves a TLS handshake per call. At least the
+    /// provider's concurrency, or a busy worker closes and reopens connections.
     pub pool_max_idle_per_host: usize,
+    /// Offer HTTP/2. Off by default: every call in flight then has its own HTTP/1.1
+    /// connection, so a provider's HTTP/2 stream limit cannot hold calls inside the client
+    /// (on the attempt's clock, past the worker's `concurrency`), and one connection's task
+    /// does not carry every call's framing and TLS.
+    pub http2: bool,
     /// A client certificate presented to providers that require one (mTLS).
     pub client_identity: Option<ClientIdentity>,
 }
@@ -43,6 +49,7 @@ impl Default for OutboundSettings {
             allow_private: false,
             ca_files: Vec::new(),
             pool_max_idle_per_host: 64,
+            http2: false,
             client_identity: None,
         }
     }

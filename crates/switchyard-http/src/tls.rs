@@ -19,10 +19,12 @@ pub fn install_crypto_provider() {
     let _ = ring::default_provider().install_default();
 }
 
-/// The client configuration: webpki roots plus each CA file, ring, HTTP/2 and HTTP/1.1.
+/// The client configuration: webpki roots plus each CA file, ring, HTTP/1.1 and, when
+/// `http2`, HTTP/2 first.
 pub(crate) fn client_config(
     ca_files: &[PathBuf],
     identity: Option<&ClientIdentity>,
+    http2: bool,
 ) -> Result<ClientConfig, BuildError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -47,8 +49,12 @@ pub(crate) fn client_config(
                 })?
         }
     };
-    // A preconfigured config gets no ALPN from reqwest; without it HTTP/2 is never used.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // A preconfigured config gets no ALPN from reqwest: the protocols offered are these.
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(config)
 }
 

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -54,6 +55,10 @@ impl Server {
 }
 
 const BIG: usize = 2 * 1024 * 1024;
+
+/// Requests `/held` is answering now, and the most it ever answered at once (one test uses it).
+static HELD: AtomicUsize = AtomicUsize::new(0);
+static MOST_HELD: AtomicUsize = AtomicUsize::new(0);
 
 fn app() -> Router {
     Router::new()
@@ -110,12 +115,35 @@ fn app() -> Router {
             }),
         )
         .route(
+            "/version",
+            get(
+                |request: axum::extract::Request| async move { format!("{:?}", request.version()) },
+            ),
+        )
+        .route(
+            "/held",
+            get(|| async {
+                let now = HELD.fetch_add(1, Ordering::SeqCst) + 1;
+                MOST_HELD.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                HELD.fetch_sub(1, Ordering::SeqCst);
+                "held"
+            }),
+        )
+        .route(
             "/peer",
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         )
 }
 
 async fn start() -> Server {
+    start_with(|_| {}).await
+}
+
+/// [`start`], with the server's HTTP settings adjusted first.
+async fn start_with(
+    tune: impl FnOnce(&mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>),
+) -> Server {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -156,9 +184,10 @@ async fn start() -> Server {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server =
+    let mut server =
         axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(Arc::new(config)))
             .unwrap();
+    tune(server.http_builder());
     tokio::spawn(server.serve(app().into_make_service_with_connect_info::<SocketAddr>()));
 
     Server {
@@ -409,6 +438,51 @@ async fn connections_are_reused() {
     assert_eq!(second.status, StatusCode::OK);
     // The server saw both requests come from the same client port: one connection.
     assert_eq!(first.body, second.body);
+}
+
+/// A worker's `concurrency` is the number of calls that reach the provider at once. Over one
+/// HTTP/2 connection, calls beyond the server's stream limit would wait inside the client, on
+/// the attempt's clock and unseen by the worker's own limit; each call has its own HTTP/1.1
+/// connection instead.
+#[tokio::test]
+async fn concurrent_calls_reach_the_provider_at_once_whatever_its_stream_limit() {
+    let server = start_with(|http| {
+        http.http2().max_concurrent_streams(2);
+    })
+    .await;
+    let client = server.client();
+    let calls = (0..6).map(|_| {
+        let client = client.clone();
+        let url = server.url("localhost", "/held");
+        async move { client.send(get_req(url)).await }
+    });
+    for answer in futures::future::join_all(calls).await {
+        assert_eq!(answer.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(
+        MOST_HELD.load(Ordering::SeqCst),
+        6,
+        "the provider should have seen all six calls at once"
+    );
+}
+
+#[tokio::test]
+async fn http2_is_used_only_when_enabled() {
+    let server = start().await;
+    let version = |settings: OutboundSettings| {
+        let url = server.url("localhost", "/version");
+        async move {
+            let client = OutboundClient::new(&settings).unwrap();
+            let answer = client.send(get_req(url)).await.unwrap();
+            String::from_utf8(answer.body.to_vec()).unwrap()
+        }
+    };
+    assert_eq!(version(server.settings()).await, "HTTP/1.1");
+    let h2 = OutboundSettings {
+        http2: true,
+        ..server.settings()
+    };
+    assert_eq!(version(h2).await, "HTTP/2.0");
 }
 
 #[test]

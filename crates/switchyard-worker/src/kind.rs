@@ -135,6 +135,12 @@ fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
         max_response_bytes: o.max_response_bytes,
         allow_loopback: o.allow_loopback,
         allow_private: o.allow_private,
+        http2: p.http2.unwrap_or(o.http2),
+        // Over HTTP/1.1 each call in flight holds a connection: keep as many idle, or every
+        // lull closes connections the next burst opens again with a TLS handshake each.
+        pool_max_idle_per_host: OutboundSettings::default()
+            .pool_max_idle_per_host
+            .max(p.concurrency.unwrap_or(config.worker.concurrency)),
         ca_files: p.ca_file.iter().cloned().collect(),
         client_identity: p
             .client_cert_file
@@ -144,7 +150,6 @@ fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
                 cert_file,
                 key_file,
             }),
-        ..OutboundSettings::default()
     }
 }
 
@@ -477,4 +482,57 @@ pub fn payload_validator<'a>(
         }
     }
     Ok(validator)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(toml: &str) -> Vec<OutboundSettings> {
+        let config = Config::from_toml_str(toml).unwrap();
+        config
+            .providers
+            .iter()
+            .map(|p| provider_context(&config, p).outbound)
+            .collect()
+    }
+
+    const PROVIDERS: &str = r#"
+[[providers]]
+name = "plain"
+kind = "payment"
+type = "http"
+base_url = "https://plain.example"
+operations = ["charge"]
+
+[[providers]]
+name = "busy"
+kind = "payment"
+type = "http"
+base_url = "https://busy.example"
+operations = ["charge"]
+concurrency = 200
+http2 = true
+"#;
+
+    #[test]
+    fn http2_is_off_unless_asked_and_a_provider_may_ask_alone() {
+        let o = outbound(PROVIDERS);
+        assert!(!o[0].http2);
+        assert!(o[1].http2);
+        let o = outbound(&format!("[outbound]\nhttp2 = true\n{PROVIDERS}"));
+        assert!(o[0].http2 && o[1].http2);
+    }
+
+    #[test]
+    fn a_provider_keeps_as_many_idle_connections_as_it_makes_calls_at_once() {
+        let o = outbound(&format!("[worker]\nconcurrency = 100\n{PROVIDERS}"));
+        assert_eq!(o[0].pool_max_idle_per_host, 100);
+        assert_eq!(o[1].pool_max_idle_per_host, 200);
+        let o = outbound(&format!("[worker]\nconcurrency = 8\n{PROVIDERS}"));
+        assert_eq!(
+            o[0].pool_max_idle_per_host, 64,
+            "never fewer than the default"
+        );
+    }
 }

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use switchyard_amqp::lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
-use switchyard_amqp::lapin::types::FieldTable;
+use switchyard_amqp::lapin::options::{BasicAckOptions, BasicGetOptions};
 use switchyard_amqp::messages::publish_command;
 use switchyard_amqp::{
     Broker, BrokerSettings, ConsumeSettings, HeaderRead, Headers, Outgoing, Publisher, Topology,
@@ -382,20 +381,10 @@ impl TestFleet {
     /// deliveries are not counted until their channel closes and returns them.
     pub async fn ready(&self, queue: &str) -> u32 {
         let session = self.broker.session().await.unwrap();
-        let ch = session.connection.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        switchyard_cli::dlq::ready_count(&session.connection, queue)
             .await
-            .unwrap();
-        let _ = ch.close(200, "counted".into()).await;
-        q.message_count()
+            .unwrap()
+            .unwrap_or_else(|| panic!("{queue} does not exist"))
     }
 
     /// Waits until `queue` exists (a worker declared its topology); panics after 30 s.

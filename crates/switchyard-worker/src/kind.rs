@@ -125,6 +125,11 @@ pub struct ProviderEntry {
     pub timeout: Duration,
 }
 
+/// Concurrent calls to provider `p`: its own `concurrency`, or the worker's.
+fn concurrency_of(config: &Config, p: &ProviderConfig) -> usize {
+    p.concurrency.unwrap_or(config.worker.concurrency)
+}
+
 fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
     let o = &config.outbound;
     OutboundSettings {
@@ -140,7 +145,7 @@ fn outbound_for(config: &Config, p: &ProviderConfig) -> OutboundSettings {
         // lull closes connections the next burst opens again with a TLS handshake each.
         pool_max_idle_per_host: OutboundSettings::default()
             .pool_max_idle_per_host
-            .max(p.concurrency.unwrap_or(config.worker.concurrency)),
+            .max(concurrency_of(config, p)),
         ca_files: p.ca_file.iter().cloned().collect(),
         client_identity: p
             .client_cert_file
@@ -200,7 +205,7 @@ pub fn build_providers(
             provider: built.provider,
             webhooks: built.webhooks,
             max_attempts: p.max_attempts.unwrap_or(config.retry.max_attempts),
-            concurrency: p.concurrency.unwrap_or(config.worker.concurrency),
+            concurrency: concurrency_of(config, p),
             rate_limit_per_sec: p.rate_limit_per_sec,
             timeout: ctx.outbound.timeout,
         });

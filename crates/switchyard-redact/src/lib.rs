@@ -77,8 +77,16 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 }
 
 /// Whether the digit run `chars[start..end]` (see [`run_end`]) is a card number: 13 to 19
-/// digits, Luhn-valid, and not part of a UUID.
+/// digits, Luhn-valid, not joined to a letter and not part of a UUID.
+///
+/// A run with a letter right before or after it is part of a token (a hex id, a digest, a
+/// provider's reference): one 32-digit hex token in about 600 holds a Luhn-valid run of 13
+/// to 19 digits between its letters. Card numbers are written apart from words.
 fn is_card_number(chars: &[char], start: usize, end: usize) -> bool {
+    let joined = |c: Option<&char>| c.is_some_and(|c| c.is_alphabetic());
+    if joined(start.checked_sub(1).and_then(|i| chars.get(i))) || joined(chars.get(end)) {
+        return false;
+    }
     let run = &chars[start..end];
     // Counted first: most runs are too short or too long, and need no copy.
     let count = run.iter().filter(|c| c.is_ascii_digit()).count();
@@ -678,7 +686,7 @@ mod tests {
         assert!(cut.ends_with('…'));
 
         // A number straddling the cut is masked before cutting.
-        let straddle = format!("{}4242424242424242", "y".repeat(195));
+        let straddle = format!("{} 4242424242424242", "y".repeat(194));
         let cut = body_excerpt(straddle.as_bytes(), 200);
         assert!(cut.ends_with("*****…"), "{cut}");
         assert_eq!(body_excerpt(b"", 200), "");
@@ -704,6 +712,35 @@ mod tests {
         );
     }
 
+    /// The defect: one hex token in about 600 (a UUID without its dashes, a digest) holds a
+    /// Luhn-valid run of 13 to 19 digits between its letters. A command carrying one was
+    /// refused as card data, and a provider reference holding one was masked in its event.
+    #[test]
+    fn digits_joined_to_letters_are_not_a_card_number() {
+        for token in [
+            "c3034515972939b0db43738610d5fe14",
+            "f5866403982355990f7265191ed14e6a",
+            "0572d077725f632cb1a5409831722549",
+            "ch_3a4242424242424242",
+            "4242424242424242x",
+        ] {
+            assert!(!contains_card_number(token), "{token}");
+            assert_eq!(mask_card_numbers(token), token);
+            let upper = token.to_uppercase();
+            assert_eq!(mask_card_numbers(&upper), upper);
+        }
+        // Beside punctuation, an underscore or a space, it still is one.
+        for (text, masked) in [
+            ("card:4242424242424242.", "card:************4242."),
+            ("pan_4242424242424242", "pan_************4242"),
+            ("\"4242424242424242\"", "\"************4242\""),
+            ("x 4242 4242 4242 4242 y", "x **** **** **** 4242 y"),
+        ] {
+            assert!(contains_card_number(text), "{text}");
+            assert_eq!(mask_card_numbers(text), masked);
+        }
+    }
+
     proptest::proptest! {
         /// No UUID, in any case or inside other text, is ever taken for a card number.
         #[test]
@@ -715,6 +752,15 @@ mod tests {
             proptest::prop_assert_eq!(mask_card_numbers(&id), id.clone());
             let text = format!("command {id} failed");
             proptest::prop_assert_eq!(mask_card_numbers(&text), text);
+        }
+
+        /// Nor any hex token: a UUID without its dashes, or two of them as a digest is long.
+        #[test]
+        fn no_hex_token_is_a_card_number(a: u128, b: u128, upper: bool, long: bool) {
+            let token = if long { format!("{a:032x}{b:032x}") } else { format!("{a:032x}") };
+            let token = if upper { token.to_uppercase() } else { token };
+            proptest::prop_assert!(!contains_card_number(&token), "{}", token);
+            proptest::prop_assert_eq!(mask_card_numbers(&token), token.clone());
         }
     }
 }

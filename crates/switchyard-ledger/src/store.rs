@@ -433,7 +433,8 @@ impl Store {
                 "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body)",
                 6,
                 chunk.len(),
-                "ON CONFLICT (event_id) DO NOTHING",
+                // The transition, not the random event_id, is the key (migration 0005).
+                "ON CONFLICT (command_id, seq, status) DO NOTHING",
                 self.dialect,
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));

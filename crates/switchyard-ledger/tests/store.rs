@@ -900,6 +900,107 @@ async fn an_existing_database_upgrades() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Runs the ledger's migrations up to `last` (a file name) on `url`, as an older ledger did.
+async fn migrate_up_to(url: &str, last: &str) {
+    sqlx::any::install_default_drivers();
+    let dir = std::env::temp_dir().join(format!("sy-ledger-old-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&all)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.as_str() <= last)
+        .collect();
+    files.sort();
+    for f in &files {
+        std::fs::copy(all.join(f), dir.join(f)).unwrap();
+    }
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 15: events are keyed by their transition instead of their random id. A ledger
+/// written before keeps every event, even one transition stored twice under two ids by a
+/// publisher outside the contract, and a redelivered event still changes nothing.
+async fn events_stored_before_they_were_keyed_by_transition_are_kept(
+    db: switchyard_testing::TestDatabase,
+) {
+    migrate_up_to(&db.url, "0004_sealed_waits.sql").await;
+    let c = command("payment");
+    let now = Utc::now();
+    let lc = Lifecycle::of(&c);
+    let (a, p) = lc.begin(1, now);
+    let events = vec![
+        lc.pending(now),
+        p,
+        a.complete(json!({"ok": true}), None, now),
+    ];
+    {
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let stray = Event {
+            event_id: Uuid::now_v7(),
+            ..events[2].clone()
+        };
+        for e in events.iter().chain([&stray]) {
+            sqlx::query(
+                "INSERT INTO events (event_id, command_id, seq, status, occurred_at, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(e.event_id.to_string())
+            .bind(e.command_id.to_string())
+            .bind(i64::try_from(e.seq).unwrap())
+            .bind(e.status.as_str())
+            .bind(e.occurred_at.timestamp_millis())
+            .bind(serde_json::to_string(e).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = Store::connect(&db.url).await.unwrap();
+    let statuses =
+        |v: &switchyard_ledger::CommandView| v.events.iter().map(|e| e.status).collect::<Vec<_>>();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    assert_eq!(
+        statuses(&view),
+        [Status::Pending, Status::Processing, Status::Completed]
+    );
+    assert_eq!(view.events[0], events[0]);
+    store.apply(&events, &[]).await.unwrap();
+    let view = store.command(c.id).await.unwrap().unwrap();
+    assert_eq!(
+        statuses(&view),
+        [Status::Pending, Status::Processing, Status::Completed]
+    );
+    assert_eq!(view.summary.unwrap().status, Status::Completed);
+    store.close().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn events_stored_before_they_were_keyed_by_transition_are_kept_on_sqlite() {
+    events_stored_before_they_were_keyed_by_transition_are_kept(
+        switchyard_testing::TestDatabase::sqlite(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn events_stored_before_they_were_keyed_by_transition_are_kept_on_postgres() {
+    events_stored_before_they_were_keyed_by_transition_are_kept(
+        switchyard_testing::TestDatabase::postgres().await,
+    )
+    .await;
+}
+
 /// Issue 12: a waiting command's secrets sat in clear in the waits table. The readable record
 /// is now redacted; the whole command is kept only sealed, and comes back whole for a
 /// dead letter.

@@ -714,7 +714,8 @@ mod tests {
 
     /// The defect: one hex token in about 600 (a UUID without its dashes, a digest) holds a
     /// Luhn-valid run of 13 to 19 digits between its letters. A command carrying one was
-    /// refused as card data, and a provider reference holding one was masked in its event.
+    /// refused as card data, and a provider's id holding one was masked in the result that
+    /// the `completed` event reports.
     #[test]
     fn digits_joined_to_letters_are_not_a_card_number() {
         for token in [

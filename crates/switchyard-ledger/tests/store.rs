@@ -849,28 +849,11 @@ async fn a_replayed_run_waits_again(store: &Store) {
 /// A database written before runs existed gains them on its next start, its rows in run 0.
 #[tokio::test]
 async fn an_existing_database_upgrades() {
-    sqlx::any::install_default_drivers();
-    let dir = std::env::temp_dir().join(format!("sy-ledger-up-{}", Uuid::new_v4().simple()));
-    let old = dir.join("migrations");
-    std::fs::create_dir_all(&old).unwrap();
-    for f in ["0001_ledger.sql", "0002_waits.sql"] {
-        std::fs::copy(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("migrations")
-                .join(f),
-            old.join(f),
-        )
-        .unwrap();
-    }
-    let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
+    let db = switchyard_testing::TestDatabase::sqlite();
+    let url = db.url.clone();
+    migrate_up_to(&url, "0002_waits.sql").await;
     {
         let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-        sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
         let c = command("payment");
         sqlx::query(
             "INSERT INTO commands (id, kind, provider, operation, status, seq, attempt, metadata, created_at, updated_at) \
@@ -897,7 +880,7 @@ async fn an_existing_database_upgrades() {
         (Status::Failed, 0)
     );
     store.close().await;
-    let _ = std::fs::remove_dir_all(dir);
+    db.cleanup().await;
 }
 
 /// Runs the ledger's migrations up to `last` (a file name) on `url`, as an older ledger did.

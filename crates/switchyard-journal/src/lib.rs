@@ -24,13 +24,14 @@ use std::time::Duration;
 use chrono::Utc;
 use sha2::Digest;
 use sqlx::any::AnyPoolOptions;
-// `AssertSqlSafe`: the batch statements splice in nothing but their own `$n` placeholders.
-use sqlx::{AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyPool, Row as _};
 use switchyard_core::{Command, Status};
-use switchyard_sqlrows::Dialect;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::warn;
 use uuid::Uuid;
+
+mod exec;
+use exec::{Arg, Exec, Row};
 
 /// A journal failure: the caller leaves its delivery for redelivery (or answers 503).
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub enum JournalError {
     /// The database refused or failed.
     #[error("journal database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The SQLite writer's connection refused or failed.
+    #[error("journal database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The journal's writers stopped (the process is shutting down).
     #[error("the journal is closed")]
     Closed,
@@ -181,9 +185,14 @@ impl Journal {
     pub async fn open(url: &str, retention: Retention) -> Result<Self, JournalError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
+        // SQLite: one writer, on a connection of its own (`exec`); the pool's one connection
+        // answers look-ups and prunes (and writes, for a database in memory).
         let writers = if sqlite { 1 } else { 4 };
         let pool = AnyPoolOptions::new()
-            .max_connections(writers + 1)
+            .max_connections(if sqlite { 1 } else { writers + 1 })
+            // SQLite runs in this process: there is no connection to find dead, and the
+            // check cost a round trip to the connection's thread before every batch.
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
@@ -228,8 +237,24 @@ impl Journal {
         }
         let (tx, rx) = mpsc::channel(MAX_BATCH * 8);
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..writers {
-            tokio::spawn(write_batches(pool.clone(), sqlite, rx.clone()));
+        match sqlite
+            .then(|| exec::sqlite_file(url))
+            .transpose()?
+            .flatten()
+        {
+            // A SQLite file: its one writer on a thread of its own (see `exec`).
+            Some(file) => {
+                let conn = exec::open_sqlite(&file)?;
+                std::thread::Builder::new()
+                    .name("journal-sqlite".into())
+                    .spawn(move || write_batches_sqlite(conn, rx))
+                    .map_err(|e| JournalError::Db(sqlx::Error::Io(e)))?;
+            }
+            None => {
+                for _ in 0..writers {
+                    tokio::spawn(write_batches(pool.clone(), sqlite, rx.clone()));
+                }
+            }
         }
         tokio::spawn(prune_periodically(pool.clone(), retention, tx.downgrade()));
         Ok(Self { ops: tx, pool })
@@ -392,7 +417,7 @@ const SCHEMA: [&str; 3] = [
 ];
 
 /// Takes what is queued (at least one operation, at most [`MAX_BATCH`]) and writes it in one
-/// transaction; every caller hears the outcome of its own operation.
+/// transaction of the pool; every caller hears the outcome of its own operation.
 async fn write_batches(pool: AnyPool, sqlite: bool, rx: Arc<Mutex<mpsc::Receiver<Op>>>) {
     loop {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -402,24 +427,92 @@ async fn write_batches(pool: AnyPool, sqlite: bool, rx: Arc<Mutex<mpsc::Receiver
                 Some(op) => batch.push(op),
                 None => return,
             }
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
+            take_queued(&mut rx, &mut batch);
         }
-        metrics::histogram!("switchyard_journal_batch_size").record(batch.len() as f64);
-        let started = std::time::Instant::now();
-        let written = write(&pool, sqlite, &mut batch).await;
-        metrics::histogram!("switchyard_journal_write_seconds")
-            .record(started.elapsed().as_secs_f64());
-        if let Err(e) = written {
+        let size = batch.len();
+        let written = async {
+            // SQLite: take the write lock up front. A deferred transaction that reads first
+            // and then writes fails at once with "database is locked" when another process
+            // wrote meanwhile, where an immediate one waits its turn (busy timeout).
+            let mut tx = if sqlite {
+                pool.begin_with("BEGIN IMMEDIATE").await?
+            } else {
+                pool.begin().await?
+            };
+            let answers = apply(&mut tx, &batch).await?;
+            tx.commit().await?;
+            Ok(answers)
+        };
+        let written = timed(size, written).await;
+        settle(&mut batch, written);
+    }
+}
+
+/// The SQLite writer: the journal's one writer of a SQLite file, on a thread of its own with
+/// a connection of its own (see [`exec`]). Runs until every sender is gone.
+fn write_batches_sqlite(mut conn: rusqlite::Connection, rx: Arc<Mutex<mpsc::Receiver<Op>>>) {
+    let mut rx = rx.blocking_lock();
+    while let Some(op) = rx.blocking_recv() {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        batch.push(op);
+        take_queued(&mut rx, &mut batch);
+        let written = async {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut tx = exec::SqliteTx(tx);
+            let answers = apply(&mut tx, &batch).await?;
+            tx.0.commit()?;
+            Ok(answers)
+        };
+        // Every statement of the SQLite writer completes at once: the future never waits.
+        let size = batch.len();
+        let written = futures::executor::block_on(timed(size, written));
+        settle(&mut batch, written);
+    }
+}
+
+/// Adds what is queued to `batch`, up to [`MAX_BATCH`].
+fn take_queued(rx: &mut mpsc::Receiver<Op>, batch: &mut Vec<Op>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Writes a batch, measured.
+async fn timed(
+    size: usize,
+    write: impl Future<Output = Result<Vec<Answer>, JournalError>>,
+) -> Result<Vec<Answer>, JournalError> {
+    metrics::histogram!("switchyard_journal_batch_size").record(size as f64);
+    let started = std::time::Instant::now();
+    let written = write.await;
+    metrics::histogram!("switchyard_journal_write_seconds").record(started.elapsed().as_secs_f64());
+    written
+}
+
+/// Answers every operation of a batch, once its transaction committed (or failed): nobody
+/// hears of a decision that might roll back.
+fn settle(batch: &mut Vec<Op>, written: Result<Vec<Answer>, JournalError>) {
+    let answers = match written {
+        Ok(answers) => answers,
+        Err(e) => {
             warn!(error = %e, ops = batch.len(), "journal batch failed");
             let text = e.to_string();
-            for op in batch {
+            for op in batch.drain(..) {
                 fail(op, &text);
             }
+            return;
+        }
+    };
+    for (op, answer) in batch.drain(..).zip(answers) {
+        match (op, answer) {
+            (Op::Admit { reply, .. }, Answer::Admit(a)) => drop(reply.send(Ok(a))),
+            (Op::Accept { reply, .. }, Answer::Accept) => drop(reply.send(Ok(()))),
+            (Op::Begin { reply, .. }, Answer::Begin(b)) => drop(reply.send(Ok(b))),
+            (Op::Decide { reply, .. }, Answer::Decide(d)) => drop(reply.send(Ok(d))),
+            _ => {}
         }
     }
 }
@@ -435,54 +528,12 @@ fn fail(op: Op, error: &str) {
     }
 }
 
-/// A reply kept until the transaction commits: nobody hears of a decision that might roll
-/// back.
-enum Pending {
-    Admit(oneshot::Sender<Result<Admission, JournalError>>, Admission),
-    Accept(oneshot::Sender<Result<(), JournalError>>),
-    Begin(oneshot::Sender<Result<Start, JournalError>>, Start),
-    Decide(oneshot::Sender<Result<Decided, JournalError>>, Decided),
-}
-
-async fn write(pool: &AnyPool, sqlite: bool, batch: &mut Vec<Op>) -> Result<(), sqlx::Error> {
-    // SQLite: take the write lock up front. A deferred transaction that reads first and then
-    // writes fails at once with "database is locked" when another process wrote meanwhile,
-    // where an immediate one waits its turn (busy timeout).
-    let mut tx = if sqlite {
-        pool.begin_with("BEGIN IMMEDIATE").await?
-    } else {
-        pool.begin().await?
-    };
-    let answers = apply(&mut tx, batch).await?;
-    tx.commit().await?;
-    let pending: Vec<Pending> = batch
-        .drain(..)
-        .zip(answers)
-        .filter_map(|(op, answer)| match (op, answer) {
-            (Op::Admit { reply, .. }, Answer::Admit(a)) => Some(Pending::Admit(reply, a)),
-            (Op::Accept { reply, .. }, Answer::Accept) => Some(Pending::Accept(reply)),
-            (Op::Begin { reply, .. }, Answer::Begin(b)) => Some(Pending::Begin(reply, b)),
-            (Op::Decide { reply, .. }, Answer::Decide(d)) => Some(Pending::Decide(reply, d)),
-            _ => None,
-        })
-        .collect();
-    for p in pending {
-        match p {
-            Pending::Admit(r, a) => drop(r.send(Ok(a))),
-            Pending::Accept(r) => drop(r.send(Ok(()))),
-            Pending::Begin(r, b) => drop(r.send(Ok(b))),
-            Pending::Decide(r, d) => drop(r.send(Ok(d))),
-        }
-    }
-    Ok(())
-}
-
 /// Applies a batch. Operations whose command and identity no other operation of the batch
 /// touches are applied together: one statement for all their identity look-ups, one for the
 /// new identities, one for the new steps, one for the decisions. Only what the usual case does
 /// not cover (a step begun before, a decision lost, two operations on one command) takes
 /// statements of its own, in arrival order, so two operations in one batch see each other.
-async fn apply(tx: &mut Tx<'_>, batch: &[Op]) -> Result<Vec<Answer>, sqlx::Error> {
+async fn apply<E: Exec>(tx: &mut E, batch: &[Op]) -> Result<Vec<Answer>, JournalError> {
     let alone = touched_alone(batch);
     let mut answers: Vec<Option<Answer>> = batch.iter().map(|_| None).collect();
 
@@ -562,10 +613,11 @@ async fn apply(tx: &mut Tx<'_>, batch: &[Op]) -> Result<Vec<Answer>, sqlx::Error
                 None => admit(tx, identity, *command_id, fingerprint, *accepted).await?,
             },
             Op::Accept { command_id, .. } => {
-                sqlx::query("UPDATE journal_identities SET accepted = 1 WHERE command_id = $1")
-                    .bind(command_id.to_string())
-                    .execute(&mut **tx)
-                    .await?;
+                tx.execute(
+                    "UPDATE journal_identities SET accepted = 1 WHERE command_id = $1",
+                    &[command_id.to_string().into()],
+                )
+                .await?;
                 Answer::Accept
             }
             Op::Begin {
@@ -650,19 +702,14 @@ struct Admit<'a> {
     accepted: bool,
 }
 
-/// The placeholders of the transaction's database.
-fn dialect(tx: &Tx<'_>) -> Dialect {
-    Dialect::of_backend(tx.backend_name())
-}
-
 /// Admits `wanted` (no two share an identity or a command) with one look-up and one insert
 /// per piece of the batch ([`Dialect::pieces`]).
-async fn admit_together(
-    tx: &mut Tx<'_>,
+async fn admit_together<E: Exec>(
+    tx: &mut E,
     wanted: &[Admit<'_>],
-) -> Result<HashMap<usize, Admission>, sqlx::Error> {
+) -> Result<HashMap<usize, Admission>, JournalError> {
     let mut found = HashMap::new();
-    let pieces = dialect(tx).pieces(wanted);
+    let pieces = tx.dialect().pieces(wanted);
     for piece in pieces {
         found.extend(admit_piece(tx, piece).await?);
     }
@@ -671,31 +718,30 @@ async fn admit_together(
 
 /// Admits a piece of a batch with one look-up and one insert; an identity another writer
 /// took between the two is looked at again on its own.
-async fn admit_piece(
-    tx: &mut Tx<'_>,
+async fn admit_piece<E: Exec>(
+    tx: &mut E,
     wanted: &[Admit<'_>],
-) -> Result<HashMap<usize, Admission>, sqlx::Error> {
+) -> Result<HashMap<usize, Admission>, JournalError> {
     let mut found = HashMap::new();
     let n = wanted.len();
+    let dialect = tx.dialect();
     let sql = format!(
         "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
          WHERE identity IN ({}) OR command_id IN ({})",
-        dialect(tx).list(n, 1),
-        dialect(tx).list(n, n + 1)
+        dialect.list(n, 1),
+        dialect.list(n, n + 1)
     );
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for w in wanted {
-        query = query.bind(w.identity);
-    }
-    for w in wanted {
-        query = query.bind(w.command_id.to_string());
-    }
+    let args: Vec<Arg<'_>> = wanted
+        .iter()
+        .map(|w| Arg::from(w.identity))
+        .chain(wanted.iter().map(|w| Arg::from(w.command_id.to_string())))
+        .collect();
     let mut by_identity = HashMap::new();
     let mut by_id = HashMap::new();
-    for row in query.fetch_all(&mut **tx).await? {
+    for row in tx.rows(&sql, &args).await? {
         let held = Held::from_row(&row)?;
         by_id.insert(held.command_id.clone(), held.clone());
-        by_identity.insert(row.try_get::<String, _>("identity")?, held);
+        by_identity.insert(row.text(0)?, held);
     }
     let mut new = Vec::new();
     for w in wanted {
@@ -722,23 +768,24 @@ async fn admit_piece(
     let sql = format!(
         "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
          VALUES {} ON CONFLICT DO NOTHING RETURNING identity",
-        dialect(tx).rows(new.len(), 5, 1)
+        dialect.rows(new.len(), 5, 1)
     );
     let now = ms_now();
-    let mut query = sqlx::query(AssertSqlSafe(sql));
+    let mut args = Vec::with_capacity(new.len() * 5);
     for w in &new {
-        query = query
-            .bind(w.identity)
-            .bind(w.command_id.to_string())
-            .bind(w.fingerprint)
-            .bind(i64::from(w.accepted))
-            .bind(now);
+        args.extend([
+            Arg::from(w.identity),
+            w.command_id.to_string().into(),
+            w.fingerprint.into(),
+            i64::from(w.accepted).into(),
+            now.into(),
+        ]);
     }
-    let inserted: HashSet<String> = query
-        .fetch_all(&mut **tx)
+    let inserted: HashSet<String> = tx
+        .rows(&sql, &args)
         .await?
         .iter()
-        .map(|row| row.try_get("identity"))
+        .map(|row| row.text(0))
         .collect::<Result<_, _>>()?;
     for w in new {
         if inserted.contains(w.identity) {
@@ -761,11 +808,12 @@ struct Held {
 }
 
 impl Held {
-    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+    /// From a row of `identity, command_id, fingerprint, accepted`.
+    fn from_row(row: &impl Row) -> Result<Self, JournalError> {
         Ok(Self {
-            command_id: row.try_get("command_id")?,
-            fingerprint: row.try_get("fingerprint")?,
-            accepted: row.try_get::<i64, _>("accepted")? != 0,
+            command_id: row.text(1)?,
+            fingerprint: row.text(2)?,
+            accepted: row.int(3)? != 0,
         })
     }
 
@@ -792,71 +840,72 @@ fn key(step: Step) -> StepKey {
     )
 }
 
-fn step_key(row: &sqlx::any::AnyRow) -> Result<StepKey, sqlx::Error> {
-    Ok((
-        row.try_get("command_id")?,
-        row.try_get("run")?,
-        row.try_get("attempt")?,
-    ))
+/// A step's key as its values: command id, run, attempt.
+fn key_args(step: Step) -> [Arg<'static>; 3] {
+    let (id, run, attempt) = key(step);
+    [id.into(), run.into(), attempt.into()]
 }
 
 /// The steps a statement ending in `RETURNING command_id, run, attempt` touched.
-async fn returned_steps(
-    query: sqlx::query::Query<'_, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>,
-    tx: &mut Tx<'_>,
-) -> Result<HashSet<StepKey>, sqlx::Error> {
-    query
-        .fetch_all(&mut **tx)
+async fn returned_steps<E: Exec>(
+    tx: &mut E,
+    sql: &str,
+    args: &[Arg<'_>],
+) -> Result<HashSet<StepKey>, JournalError> {
+    tx.rows(sql, args)
         .await?
         .iter()
-        .map(step_key)
+        .map(|row| Ok((row.text(0)?, row.int(1)?, row.int(2)?)))
         .collect()
 }
 
 /// Inserts the steps that are new, a statement per piece of the batch; returns those it
 /// inserted.
-async fn insert_steps(tx: &mut Tx<'_>, steps: &[Step]) -> Result<HashSet<StepKey>, sqlx::Error> {
+async fn insert_steps<E: Exec>(
+    tx: &mut E,
+    steps: &[Step],
+) -> Result<HashSet<StepKey>, JournalError> {
     let mut inserted = HashSet::new();
-    let pieces = dialect(tx).pieces(steps);
-    for piece in pieces {
+    let dialect = tx.dialect();
+    for piece in dialect.pieces(steps) {
         let sql = format!(
             "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES {} \
              ON CONFLICT DO NOTHING RETURNING command_id, run, attempt",
-            dialect(tx).rows(piece.len(), 4, 1)
+            dialect.rows(piece.len(), 4, 1)
         );
         let now = ms_now();
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut args = Vec::with_capacity(piece.len() * 4);
         for step in piece {
-            let (id, run, attempt) = key(*step);
-            query = query.bind(id).bind(run).bind(attempt).bind(now);
+            args.extend(key_args(*step));
+            args.push(now.into());
         }
-        inserted.extend(returned_steps(query, tx).await?);
+        inserted.extend(returned_steps(tx, &sql, &args).await?);
     }
     Ok(inserted)
 }
 
 /// Records the decisions of steps not decided yet, a statement per piece of the batch;
 /// returns those it won.
-async fn decide_together(
-    tx: &mut Tx<'_>,
+async fn decide_together<E: Exec>(
+    tx: &mut E,
     decisions: &[(Step, &str)],
-) -> Result<HashSet<StepKey>, sqlx::Error> {
+) -> Result<HashSet<StepKey>, JournalError> {
     let mut won = HashSet::new();
-    let pieces = dialect(tx).pieces(decisions);
-    for piece in pieces {
+    let dialect = tx.dialect();
+    for piece in dialect.pieces(decisions) {
         let sql = format!(
             "UPDATE journal_steps SET decision = v.column4 FROM (VALUES {}) AS v \
              WHERE journal_steps.command_id = v.column1 AND journal_steps.run = v.column2 \
              AND journal_steps.attempt = v.column3 AND journal_steps.decision IS NULL \
              RETURNING command_id, run, attempt",
-            dialect(tx).rows(piece.len(), 4, 1)
+            dialect.rows(piece.len(), 4, 1)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut args = Vec::with_capacity(piece.len() * 4);
         for (step, decision) in piece {
-            let (id, run, attempt) = key(*step);
-            query = query.bind(id).bind(run).bind(attempt).bind(*decision);
+            args.extend(key_args(*step));
+            args.push((*decision).into());
         }
-        won.extend(returned_steps(query, tx).await?);
+        won.extend(returned_steps(tx, &sql, &args).await?);
     }
     Ok(won)
 }
@@ -868,32 +917,29 @@ enum Answer {
     Decide(Decided),
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
-
-async fn admit(
-    tx: &mut Tx<'_>,
+async fn admit<E: Exec>(
+    tx: &mut E,
     identity: &str,
     command_id: Uuid,
     fingerprint: &str,
     accepted: bool,
-) -> Result<Answer, sqlx::Error> {
+) -> Result<Answer, JournalError> {
     let id = command_id.to_string();
     // One look for both: the identity's holder, and this id under another identity (sent
     // once with a key and once without, say), which is the same command only when it asks
     // for the same thing.
-    let rows = sqlx::query(
-        "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
-         WHERE identity = $1 OR command_id = $2 LIMIT 2",
-    )
-    .bind(identity)
-    .bind(&id)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = tx
+        .rows(
+            "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
+             WHERE identity = $1 OR command_id = $2 LIMIT 2",
+            &[identity.into(), id.as_str().into()],
+        )
+        .await?;
     let mut by_identity = None;
     let mut by_id = None;
     for row in rows {
         let held = Held::from_row(&row)?;
-        if row.try_get::<String, _>("identity")? == identity {
+        if row.text(0)? == identity {
             by_identity = Some(held);
         } else {
             by_id = Some(held);
@@ -909,111 +955,107 @@ async fn admit(
         };
         return Ok(Answer::Admit(held.judge(command_id, fingerprint)));
     }
-    let inserted = sqlx::query(
-        "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(identity)
-    .bind(&id)
-    .bind(fingerprint)
-    .bind(i64::from(accepted))
-    .bind(ms_now())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    let inserted = tx
+        .execute(
+            "INSERT INTO journal_identities \
+             (identity, command_id, fingerprint, accepted, first_seen) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[
+                identity.into(),
+                id.as_str().into(),
+                fingerprint.into(),
+                i64::from(accepted).into(),
+                ms_now().into(),
+            ],
+        )
+        .await?;
     if inserted == 1 {
         return Ok(Answer::Admit(Admission::New));
     }
     // Another writer admitted the identity between our look and our insert.
-    let row = sqlx::query(
-        "SELECT command_id, fingerprint, accepted FROM journal_identities WHERE identity = $1",
-    )
-    .bind(identity)
-    .fetch_one(&mut **tx)
-    .await?;
+    let rows = tx
+        .rows(
+            "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
+             WHERE identity = $1",
+            &[identity.into()],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or(JournalError::Db(sqlx::Error::RowNotFound))?;
     Ok(Answer::Admit(
-        Held::from_row(&row)?.judge(command_id, fingerprint),
+        Held::from_row(row)?.judge(command_id, fingerprint),
     ))
 }
 
-async fn begin(tx: &mut Tx<'_>, step: Step, redelivered: bool) -> Result<Begin, sqlx::Error> {
-    let id = step.command_id.to_string();
-    let (run, attempt) = (i64::from(step.run), i64::from(step.attempt));
+async fn begin<E: Exec>(tx: &mut E, step: Step, redelivered: bool) -> Result<Begin, JournalError> {
+    let [id, run, attempt] = key_args(step);
     // The usual case costs one statement: the step is new. A later step cannot exist without
     // this one (each is the copy its predecessor's decision published).
-    let inserted = sqlx::query(
-        "INSERT INTO journal_steps (command_id, run, attempt, started_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&id)
-    .bind(run)
-    .bind(attempt)
-    .bind(ms_now())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    let inserted = tx
+        .execute(
+            "INSERT INTO journal_steps (command_id, run, attempt, started_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[id.clone(), run.clone(), attempt.clone(), ms_now().into()],
+        )
+        .await?;
     if inserted == 1 {
         return Ok(Begin::Fresh);
     }
-    let later = sqlx::query(
-        "SELECT 1 AS later FROM journal_steps WHERE command_id = $1 \
-         AND (run > $2 OR (run = $2 AND attempt > $3)) LIMIT 1",
-    )
-    .bind(&id)
-    .bind(run)
-    .bind(attempt)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if later.is_some() {
+    let key = [id, run, attempt];
+    let later = tx
+        .rows(
+            "SELECT 1 AS later FROM journal_steps WHERE command_id = $1 \
+             AND (run > $2 OR (run = $2 AND attempt > $3)) LIMIT 1",
+            &key,
+        )
+        .await?;
+    if !later.is_empty() {
         return Ok(Begin::Superseded);
     }
     if !redelivered {
         return Ok(Begin::Repeated);
     }
-    let decision: Option<String> = sqlx::query(
-        "SELECT decision FROM journal_steps WHERE command_id = $1 AND run = $2 AND attempt = $3",
-    )
-    .bind(&id)
-    .bind(run)
-    .bind(attempt)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("decision")?;
-    Ok(match decision {
-        Some(d) => Begin::Decided(d),
-        None => Begin::InDoubt,
-    })
+    match step_decision(tx, &key).await? {
+        Some(Some(d)) => Ok(Begin::Decided(d)),
+        Some(None) => Ok(Begin::InDoubt),
+        None => Err(JournalError::Db(sqlx::Error::RowNotFound)),
+    }
 }
 
-async fn decide(tx: &mut Tx<'_>, step: Step, decision: &str) -> Result<Decided, sqlx::Error> {
-    let id = step.command_id.to_string();
-    let (run, attempt) = (i64::from(step.run), i64::from(step.attempt));
-    let won = sqlx::query(
-        "UPDATE journal_steps SET decision = $4 \
-         WHERE command_id = $1 AND run = $2 AND attempt = $3 AND decision IS NULL",
-    )
-    .bind(&id)
-    .bind(run)
-    .bind(attempt)
-    .bind(decision)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+/// A step's decision: `None` when the step is not known, `Some(None)` when it is undecided.
+async fn step_decision<E: Exec>(
+    tx: &mut E,
+    key: &[Arg<'_>; 3],
+) -> Result<Option<Option<String>>, JournalError> {
+    let rows = tx
+        .rows(
+            "SELECT decision FROM journal_steps WHERE command_id = $1 AND run = $2 \
+             AND attempt = $3",
+            key,
+        )
+        .await?;
+    rows.first().map(|row| row.opt_text(0)).transpose()
+}
+
+async fn decide<E: Exec>(tx: &mut E, step: Step, decision: &str) -> Result<Decided, JournalError> {
+    let key = key_args(step);
+    let won = tx
+        .execute(
+            "UPDATE journal_steps SET decision = $4 \
+             WHERE command_id = $1 AND run = $2 AND attempt = $3 AND decision IS NULL",
+            &[
+                key[0].clone(),
+                key[1].clone(),
+                key[2].clone(),
+                decision.into(),
+            ],
+        )
+        .await?;
     if won == 1 {
         return Ok(Decided::Won);
     }
-    let existing = sqlx::query(
-        "SELECT decision FROM journal_steps WHERE command_id = $1 AND run = $2 AND attempt = $3",
-    )
-    .bind(&id)
-    .bind(run)
-    .bind(attempt)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(Decided::Lost(match existing {
-        Some(row) => row.try_get("decision")?,
-        None => None,
-    }))
+    Ok(Decided::Lost(step_decision(tx, &key).await?.flatten()))
 }
 
 async fn prune(pool: &AnyPool, retention: Retention) -> Result<u64, JournalError> {
@@ -1052,8 +1094,8 @@ mod tests {
     use super::*;
     use switchyard_testing::TestDatabase;
 
-    /// Both connections of a SQLite journal's pool (held at once, so they are two) have the
-    /// small page cache, not SQLite's 2 MiB default.
+    /// Every connection of a SQLite journal, its pool's and its writer's, has the small page
+    /// cache (not SQLite's 2 MiB default), NORMAL syncing and a busy timeout.
     #[tokio::test]
     async fn sqlite_connections_keep_a_small_page_cache() {
         let db = TestDatabase::sqlite();
@@ -1062,17 +1104,29 @@ mod tests {
             steps: Duration::from_secs(3600),
         };
         let journal = Journal::open(&db.url, retention).await.unwrap();
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let mut conn = journal.pool.acquire().await.unwrap();
-            let size: i64 = sqlx::query_scalar("PRAGMA cache_size")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-            assert_eq!(size, -512);
-            held.push(conn);
-        }
-        drop(held);
+        let mut conn = journal.pool.acquire().await.unwrap();
+        let size: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(size, -512);
+        drop(conn);
+        let file = exec::sqlite_file(&db.url).unwrap().expect("a file");
+        let writer = exec::open_sqlite(&file).unwrap();
+        let pragma = |name: &str| -> i64 {
+            writer
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(pragma("cache_size"), -512);
+        assert_eq!(pragma("synchronous"), 1, "NORMAL");
+        assert_eq!(pragma("busy_timeout"), 5000);
+        assert_eq!(
+            writer
+                .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+                .unwrap(),
+            "wal"
+        );
         journal.close().await;
         db.cleanup().await;
     }

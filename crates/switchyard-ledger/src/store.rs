@@ -368,6 +368,9 @@ impl Store {
         let pool = AnyPoolOptions::new()
             // SQLite has one writer; more connections only contend for its lock.
             .max_connections(if sqlite { 1 } else { 8 })
+            // SQLite runs in this process: no connection to find dead, and the check cost a
+            // round trip to the connection's thread before every transaction.
+            .test_before_acquire(!sqlite)
             .connect(url)
             .await?;
         if sqlite {

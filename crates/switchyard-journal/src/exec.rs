@@ -1,0 +1,226 @@
+//! Where a batch's statements run: a transaction of the pool (PostgreSQL, and SQLite in
+//! memory), or the SQLite writer's own connection on a thread of its own.
+//!
+//! Why two: sqlx runs each SQLite connection on a thread of its own and hands it every
+//! statement through a channel, so a batch of six statements (begin, look-up, two inserts,
+//! commit, and the pool's check) crossed threads a dozen times. At a steady few hundred
+//! commands per second nothing coalesces, and those crossings were nearly a third of a
+//! worker's CPU (docs/performance.md). SQLite is a library in this process: the writer
+//! thread runs the whole batch, which crosses threads twice, there and back.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use rusqlite::types::Value;
+use sqlx::{AssertSqlSafe, Row as _};
+use switchyard_sqlrows::Dialect;
+
+use crate::JournalError;
+
+/// A statement's value.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(s: &'a str) -> Self {
+        Self::Text(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Arg<'_> {
+    fn from(s: String) -> Self {
+        Self::Text(Cow::Owned(s))
+    }
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(n: i64) -> Self {
+        Self::Int(n)
+    }
+}
+
+/// A row a statement returned, its columns read by position.
+pub(crate) trait Row {
+    fn text(&self, i: usize) -> Result<String, JournalError>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, JournalError>;
+    fn int(&self, i: usize) -> Result<i64, JournalError>;
+}
+
+/// The statements of one transaction.
+pub(crate) trait Exec {
+    type Row: Row;
+    fn dialect(&self) -> Dialect;
+    /// Runs `sql` and returns its rows.
+    async fn rows(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Self::Row>, JournalError>;
+    /// Runs `sql` and returns the rows it changed.
+    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, JournalError>;
+}
+
+/// A transaction of the pool.
+pub(crate) type PoolTx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+fn bind_all<'q>(
+    sql: &str,
+    args: &'q [Arg<'_>],
+) -> sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments> {
+    // `AssertSqlSafe`: the journal's statements splice in nothing but their own placeholders.
+    let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
+    for arg in args {
+        query = match arg {
+            Arg::Text(s) => query.bind(s.as_ref()),
+            Arg::Int(n) => query.bind(*n),
+        };
+    }
+    query
+}
+
+impl Exec for PoolTx<'_> {
+    type Row = sqlx::any::AnyRow;
+
+    fn dialect(&self) -> Dialect {
+        Dialect::of_backend(self.backend_name())
+    }
+
+    async fn rows(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Self::Row>, JournalError> {
+        Ok(bind_all(sql, args).fetch_all(&mut **self).await?)
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, JournalError> {
+        Ok(bind_all(sql, args)
+            .execute(&mut **self)
+            .await?
+            .rows_affected())
+    }
+}
+
+impl Row for sqlx::any::AnyRow {
+    fn text(&self, i: usize) -> Result<String, JournalError> {
+        Ok(self.try_get(i)?)
+    }
+
+    fn opt_text(&self, i: usize) -> Result<Option<String>, JournalError> {
+        Ok(self.try_get(i)?)
+    }
+
+    fn int(&self, i: usize) -> Result<i64, JournalError> {
+        Ok(self.try_get(i)?)
+    }
+}
+
+/// The SQLite writer's transaction.
+pub(crate) struct SqliteTx<'c>(pub(crate) rusqlite::Transaction<'c>);
+
+/// A row of the SQLite writer, copied out of its statement.
+pub(crate) struct SqliteRow(Vec<Value>);
+
+fn wrong_type(i: usize, want: &str) -> JournalError {
+    JournalError::Sqlite(rusqlite::Error::InvalidColumnType(
+        i,
+        want.to_owned(),
+        rusqlite::types::Type::Null,
+    ))
+}
+
+impl Row for SqliteRow {
+    fn text(&self, i: usize) -> Result<String, JournalError> {
+        self.opt_text(i)?.ok_or_else(|| wrong_type(i, "text"))
+    }
+
+    fn opt_text(&self, i: usize) -> Result<Option<String>, JournalError> {
+        match self.0.get(i) {
+            Some(Value::Text(s)) => Ok(Some(s.clone())),
+            Some(Value::Null) => Ok(None),
+            _ => Err(wrong_type(i, "text")),
+        }
+    }
+
+    fn int(&self, i: usize) -> Result<i64, JournalError> {
+        match self.0.get(i) {
+            Some(Value::Integer(n)) => Ok(*n),
+            _ => Err(wrong_type(i, "integer")),
+        }
+    }
+}
+
+/// Binds `args` to `stmt`: `$n` to the n-th argument (SQLite numbers named parameters by
+/// first appearance, not by their digits), anonymous `?` in order.
+fn bind_sqlite(stmt: &mut rusqlite::CachedStatement<'_>, args: &[Arg<'_>]) -> rusqlite::Result<()> {
+    for index in 1..=stmt.parameter_count() {
+        let arg = match stmt.parameter_name(index) {
+            Some(name) => name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| args.get(n.checked_sub(1)?)),
+            None => args.get(index - 1),
+        }
+        .ok_or(rusqlite::Error::InvalidParameterCount(
+            args.len(),
+            stmt.parameter_count(),
+        ))?;
+        match arg {
+            Arg::Text(s) => stmt.raw_bind_parameter(index, s.as_ref())?,
+            Arg::Int(n) => stmt.raw_bind_parameter(index, n)?,
+        }
+    }
+    Ok(())
+}
+
+impl Exec for SqliteTx<'_> {
+    type Row = SqliteRow;
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn rows(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Self::Row>, JournalError> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        bind_sqlite(&mut stmt, args)?;
+        let width = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(row.get::<_, Value>(i)?);
+            }
+            out.push(SqliteRow(values));
+        }
+        Ok(out)
+    }
+
+    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, JournalError> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        bind_sqlite(&mut stmt, args)?;
+        Ok(stmt.raw_execute()? as u64)
+    }
+}
+
+/// The file of a `sqlite:` URL, unless the database lives in memory (where a connection of
+/// its own would be another database).
+pub(crate) fn sqlite_file(url: &str) -> Result<Option<PathBuf>, JournalError> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let file = options.get_filename();
+    let name = file.to_string_lossy();
+    if name.is_empty() || name == ":memory:" || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    Ok(Some(file.to_path_buf()))
+}
+
+/// Opens the SQLite writer's connection, set as the pool's are.
+pub(crate) fn open_sqlite(file: &std::path::Path) -> Result<rusqlite::Connection, JournalError> {
+    let conn = rusqlite::Connection::open(file)?;
+    // What sqlx sets on its connections: wait for another writer's lock rather than fail.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous=NORMAL; {}",
+        crate::SQLITE_CACHE_PRAGMA
+    ))?;
+    // Every piece of every batch statement, with room: each is prepared once.
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}

@@ -205,7 +205,9 @@ pub(crate) fn sqlite_file(url: &str) -> Result<Option<PathBuf>, JournalError> {
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
     let file = options.get_filename();
     let name = file.to_string_lossy();
-    if name.is_empty() || name == ":memory:" || url.contains("mode=memory") {
+    // sqlx names an in-memory database `file:sqlx-in-memory-N`.
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if in_memory || name.is_empty() || name.starts_with("file:") {
         return Ok(None);
     }
     Ok(Some(file.to_path_buf()))
@@ -223,4 +225,53 @@ pub(crate) fn open_sqlite(file: &std::path::Path) -> Result<rusqlite::Connection
     // Every piece of every batch statement, with room: each is prepared once.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn one_text(conn: &mut rusqlite::Connection, sql: &str, args: &[Arg<'_>]) -> String {
+        let tx = conn.transaction().unwrap();
+        let mut tx = SqliteTx(tx);
+        let rows = futures::executor::block_on(tx.rows(sql, args)).unwrap();
+        rows[0].text(0).unwrap()
+    }
+
+    /// `$n` takes the n-th value wherever it first appears (SQLite would number it by
+    /// appearance: `decide` names `$4` first), and may appear twice; `?` takes them in order.
+    #[test]
+    fn numbered_marks_take_their_own_value_and_anonymous_ones_take_the_next() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        let args = [Arg::from("a"), Arg::from("b".to_owned()), Arg::from(7)];
+        assert_eq!(
+            one_text(&mut conn, "SELECT $3 || $1 || $2 || $3", &args),
+            "7ab7"
+        );
+        assert_eq!(one_text(&mut conn, "SELECT ? || ? || ?", &args), "ab7");
+    }
+
+    /// A statement asking for more values than it was given is refused, not run with NULLs.
+    #[test]
+    fn missing_values_are_an_error() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut tx = SqliteTx(conn.transaction().unwrap());
+        let asked = futures::executor::block_on(tx.rows("SELECT $1, $2", &[Arg::from(1)]));
+        assert!(asked.is_err());
+        let asked = futures::executor::block_on(tx.execute("SELECT ?, ?", &[Arg::from(1)]));
+        assert!(asked.is_err());
+    }
+
+    /// The SQLite writer is only for files: a database in memory is the pool's own.
+    #[test]
+    fn only_files_get_a_writer_of_their_own() {
+        assert!(sqlite_file("sqlite::memory:").unwrap().is_none());
+        assert!(sqlite_file("sqlite://x.db?mode=memory").unwrap().is_none());
+        assert_eq!(
+            sqlite_file("sqlite:///tmp/x/journal.db?mode=rwc").unwrap(),
+            Some(PathBuf::from("/tmp/x/journal.db"))
+        );
+    }
 }

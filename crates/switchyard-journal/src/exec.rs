@@ -116,31 +116,33 @@ pub(crate) struct SqliteTx<'c>(pub(crate) rusqlite::Transaction<'c>);
 /// A row of the SQLite writer, copied out of its statement.
 pub(crate) struct SqliteRow(Vec<Value>);
 
-fn wrong_type(i: usize, want: &str) -> JournalError {
+/// A column that is missing or holds another type than the journal wrote there.
+fn wrong_type(i: usize, want: &str, found: Option<&Value>) -> JournalError {
     JournalError::Sqlite(rusqlite::Error::InvalidColumnType(
         i,
         want.to_owned(),
-        rusqlite::types::Type::Null,
+        found.map_or(rusqlite::types::Type::Null, Value::data_type),
     ))
 }
 
 impl Row for SqliteRow {
     fn text(&self, i: usize) -> Result<String, JournalError> {
-        self.opt_text(i)?.ok_or_else(|| wrong_type(i, "text"))
+        self.opt_text(i)?
+            .ok_or_else(|| wrong_type(i, "text", self.0.get(i)))
     }
 
     fn opt_text(&self, i: usize) -> Result<Option<String>, JournalError> {
         match self.0.get(i) {
             Some(Value::Text(s)) => Ok(Some(s.clone())),
             Some(Value::Null) => Ok(None),
-            _ => Err(wrong_type(i, "text")),
+            other => Err(wrong_type(i, "text", other)),
         }
     }
 
     fn int(&self, i: usize) -> Result<i64, JournalError> {
         match self.0.get(i) {
             Some(Value::Integer(n)) => Ok(*n),
-            _ => Err(wrong_type(i, "integer")),
+            other => Err(wrong_type(i, "integer", other)),
         }
     }
 }

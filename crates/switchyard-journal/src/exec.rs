@@ -220,10 +220,9 @@ pub(crate) fn open_sqlite(file: &std::path::Path) -> Result<rusqlite::Connection
     let conn = rusqlite::Connection::open(file)?;
     // What sqlx sets on its connections: wait for another writer's lock rather than fail.
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous=NORMAL; {}",
-        crate::SQLITE_CACHE_PRAGMA
-    ))?;
+    for pragma in crate::SQLITE_PRAGMAS {
+        conn.execute_batch(pragma)?;
+    }
     // Every piece of every batch statement, with room: each is prepared once.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)

@@ -166,8 +166,15 @@ pub struct Journal {
 /// Most operations written in one transaction.
 const MAX_BATCH: usize = 256;
 
-/// Each SQLite connection's page cache: 512 KiB (a negative size is in KiB).
-const SQLITE_CACHE_PRAGMA: &str = "PRAGMA cache_size=-512";
+/// What every SQLite connection of the journal is set to, the pool's and the writer's:
+/// - WAL with NORMAL syncing: a commit survives any crash of the process (what the journal
+///   must outlive); only a power loss can take the last commits, and production runs on
+///   PostgreSQL.
+/// - A small page cache, 512 KiB (a negative size is in KiB): the journal writes rows with
+///   random keys (digests) and reads them back rarely, so SQLite's default 2 MiB per
+///   connection was resident memory buying almost no hits; a page it misses comes from the
+///   kernel's page cache.
+const SQLITE_PRAGMAS: [&str; 2] = ["PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-512"];
 
 fn ms_now() -> i64 {
     Utc::now().timestamp_millis()
@@ -196,17 +203,9 @@ impl Journal {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
-                        // WAL with NORMAL syncing: a commit survives any crash of the process
-                        // (what the journal must outlive); only a power loss can take the last
-                        // commits, and production runs on PostgreSQL.
-                        sqlx::query("PRAGMA synchronous=NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        // A small page cache: the journal writes rows with random keys (digests)
-                        // and reads them back rarely, so SQLite's default 2 MiB per connection
-                        // was resident memory buying almost no hits; a page it misses comes from
-                        // the kernel's page cache.
-                        sqlx::query(SQLITE_CACHE_PRAGMA).execute(&mut *conn).await?;
+                        for pragma in SQLITE_PRAGMAS {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
                     }
                     Ok(())
                 })

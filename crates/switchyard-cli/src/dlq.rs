@@ -335,7 +335,7 @@ impl DeadLetter {
         // Shown redacted: the queue keeps the original, byte for byte, for replay.
         let redactor = switchyard_http::Redactor::new(&[], usize::MAX);
         let command = match serde_json::from_slice::<serde_json::Value>(&delivery.data) {
-            Ok(body) => redactor.json(&body),
+            Ok(body) => redactor.redacted(body),
             Err(_) => {
                 serde_json::Value::String(redactor.text(&String::from_utf8_lossy(&delivery.data)))
             }
@@ -413,7 +413,7 @@ impl DeadLetter {
             traceparent: headers.header_str(TRACEPARENT_HEADER),
             headers: headers
                 .as_ref()
-                .map(|t| match redactor.json(&table_json(t)) {
+                .map(|t| match redactor.redacted(table_json(t)) {
                     serde_json::Value::Object(m) => m.into_iter().collect(),
                     _ => BTreeMap::new(),
                 })

@@ -512,7 +512,7 @@ impl Store {
     /// never touched.
     fn protect_event(&self, e: &Event) -> Event {
         let mut e = e.clone();
-        e.result = e.result.map(|r| self.redactor.json(&r));
+        e.result = e.result.map(|r| self.redactor.redacted(r));
         if let Some(error) = &mut e.error {
             error.message = self.redactor.text(&error.message);
         }

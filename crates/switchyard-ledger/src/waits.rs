@@ -133,7 +133,7 @@ impl Store {
         let mut r = w.clone();
         if let serde_json::Value::Object(payload) =
             self.redactor
-                .json(&serde_json::Value::Object(std::mem::take(
+                .redacted(serde_json::Value::Object(std::mem::take(
                     &mut r.command.payload,
                 )))
         {

@@ -23,8 +23,12 @@ const SENSITIVE_NAMES: &[&str] = &[
 /// Whether a header's value must never be recorded: the credential headers, any name the
 /// secret-name rule catches ([`is_secret_name`]), and any name with `key` in it.
 pub fn is_sensitive_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SENSITIVE_NAMES.contains(&lower.as_str()) || lower.contains("key") || is_secret_name(name)
+    SENSITIVE_NAMES.iter().any(|s| s.eq_ignore_ascii_case(name))
+        || name
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"key"))
+        || is_secret_name(name)
 }
 
 /// Headers as they may be recorded: lowercase names, credentials replaced by `[REDACTED]`,
@@ -104,7 +108,11 @@ fn is_card_number(chars: &[char], start: usize, end: usize) -> bool {
 /// Fewer digits in all than a card number has, so no run in `text` can be one: the common
 /// case (header values, ids, most strings of a body), answered without copying the text.
 fn too_few_digits(text: &str) -> bool {
-    text.bytes().filter(u8::is_ascii_digit).count() < CARD_MIN_DIGITS
+    text.bytes()
+        .filter(u8::is_ascii_digit)
+        .take(CARD_MIN_DIGITS)
+        .count()
+        < CARD_MIN_DIGITS
 }
 
 /// Whether `text` holds a card number (a Luhn-valid run of 13 to 19 digits, single spaces or
@@ -277,13 +285,49 @@ pub fn normalise_name(name: &str) -> String {
 
 /// Whether a value under `name` is secret by the built-in list.
 pub fn is_secret_name(name: &str) -> bool {
-    is_secret_normalised(&normalise_name(name))
+    with_normalised(name, is_secret_normalised)
+}
+
+/// Calls `f` with `name` through [`normalise_name`], without allocating for the usual names
+/// (ASCII, at most 64 bytes): every field of every body the worker records is looked up.
+fn with_normalised<R>(name: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 64];
+    if !name.is_ascii() || name.len() > buf.len() {
+        return f(&normalise_name(name));
+    }
+    let rest = match name.as_bytes() {
+        [x, b'-' | b'_', ..] if x.eq_ignore_ascii_case(&b'x') => &name[2..],
+        _ => name,
+    };
+    let mut len = 0;
+    for b in rest
+        .bytes()
+        .filter(|b| !matches!(b, b'-' | b'_' | b'.' | b' '))
+    {
+        buf[len] = b.to_ascii_lowercase();
+        len += 1;
+    }
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(n) => f(n),
+        // Not reached: ASCII in, ASCII out.
+        Err(_) => f(&normalise_name(name)),
+    }
 }
 
 /// [`is_secret_name`] of a name already through [`normalise_name`].
 fn is_secret_normalised(n: &str) -> bool {
-    SECRET_NAME_PARTS.iter().any(|p| n.contains(p)) || SECRET_NAMES.contains(&n)
+    let has_part = match &*SECRET_PARTS {
+        Some(parts) => parts.is_match(n),
+        None => SECRET_NAME_PARTS.iter().any(|p| n.contains(p)),
+    };
+    has_part || SECRET_NAMES.contains(&n)
 }
+
+/// [`SECRET_NAME_PARTS`] searched together, in one pass over a name instead of one each.
+/// Built from a fixed list of short words, it does not fail; if it did, the parts are
+/// searched one by one.
+static SECRET_PARTS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+    std::sync::LazyLock::new(|| aho_corasick::AhoCorasick::new(SECRET_NAME_PARTS).ok());
 
 /// Masks secret fields and card numbers in JSON, form and text bodies, and caps their size.
 #[derive(Debug, Clone)]
@@ -310,37 +354,58 @@ impl Redactor {
 
     /// Whether the value of a field called `name` must never be written down.
     pub fn is_secret_field(&self, name: &str) -> bool {
-        let n = normalise_name(name);
-        is_secret_normalised(&n) || self.extra_fields.contains(&n)
+        with_normalised(name, |n| {
+            is_secret_normalised(n) || self.extra_fields.iter().any(|f| f == n)
+        })
     }
 
     /// A JSON value with secret fields replaced, card numbers masked wherever they stand (in
     /// strings, as integers, in keys) and credentials cut out of URLs.
     pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
+        self.redacted(value.clone())
+    }
+
+    /// [`Redactor::json`] of a value the caller owns: redacted where it stands, so only
+    /// what changes is built anew.
+    pub fn redacted(&self, mut value: serde_json::Value) -> serde_json::Value {
+        self.redact_in_place(&mut value);
+        value
+    }
+
+    fn redact_in_place(&self, value: &mut serde_json::Value) {
         use serde_json::Value;
         match value {
-            Value::String(s) => Value::String(redact_string(s)),
-            // A card number sent as a JSON number is still a card number; masked, it is text.
-            Value::Number(n)
-                if n.as_u64()
-                    .is_some_and(|d| contains_card_number(&d.to_string())) =>
-            {
-                Value::String(mask_card_numbers(&n.to_string()))
+            Value::String(s) => {
+                if may_hold_something(s) {
+                    *s = redact_string(s);
+                }
             }
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.json(v)).collect()),
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| {
-                        let v = if self.is_secret_field(k) && !v.is_null() {
-                            Value::String(REDACTED.to_owned())
-                        } else {
-                            self.json(v)
-                        };
-                        (mask_card_numbers(k), v)
-                    })
-                    .collect(),
-            ),
-            other => other.clone(),
+            // A card number sent as a JSON number is still a card number; masked, it is text.
+            Value::Number(n) => {
+                if let Some(d) = n.as_u64().filter(|d| *d >= CARD_MIN_VALUE)
+                    && contains_card_number(&d.to_string())
+                {
+                    *value = Value::String(mask_card_numbers(&d.to_string()));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_in_place(v)),
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if self.is_secret_field(k) && !v.is_null() {
+                        *v = Value::String(REDACTED.to_owned());
+                    } else {
+                        self.redact_in_place(v);
+                    }
+                }
+                // Keys are rebuilt only when one holds a card number (a map cannot rename).
+                if map.keys().any(|k| contains_card_number(k)) {
+                    *map = std::mem::take(map)
+                        .into_iter()
+                        .map(|(k, v)| (mask_card_numbers(&k), v))
+                        .collect();
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
         }
     }
 
@@ -381,8 +446,12 @@ impl Redactor {
     /// A body as it may be recorded: JSON and form bodies field by field, anything else as
     /// text with card numbers masked; capped at the configured size.
     pub fn body(&self, bytes: &[u8]) -> String {
-        let redacted = match serde_json::from_slice::<serde_json::Value>(bytes) {
-            Ok(v) => self.json(&v).to_string(),
+        let mut redacted = match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(mut v) => {
+                self.redact_in_place(&mut v);
+                // Written straight into a buffer; `Display` would go through the formatter.
+                serde_json::to_string(&v).unwrap_or_else(|_| v.to_string())
+            }
             Err(_) => {
                 let text = String::from_utf8_lossy(bytes);
                 if text.contains('=') && !text.contains(char::is_whitespace) {
@@ -392,13 +461,25 @@ impl Redactor {
                 }
             }
         };
-        cap(&redacted, self.max_body)
+        cap_in_place(&mut redacted, self.max_body);
+        redacted
     }
 
     /// Free text (error messages, log fields): card numbers masked, capped.
     pub fn text(&self, text: &str) -> String {
-        cap(&mask_card_numbers(text), self.max_body)
+        let mut masked = mask_card_numbers(text);
+        cap_in_place(&mut masked, self.max_body);
+        masked
     }
+}
+
+/// The smallest integer with 13 digits: a JSON number below it cannot be a card number.
+const CARD_MIN_VALUE: u64 = 1_000_000_000_000;
+
+/// Whether [`redact_string`] could change `s`: it may be a URL with credentials, or has the
+/// digits of a card number. Most strings of a body are neither, and are kept as they are.
+fn may_hold_something(s: &str) -> bool {
+    (s.contains('@') && s.contains("://")) || !too_few_digits(s)
 }
 
 /// A string as it may be written down: card numbers masked, and, when it is a URL, its
@@ -434,14 +515,22 @@ pub fn recordable_url(url: &url::Url) -> String {
 
 /// `s` cut to at most `max` bytes on a character boundary, with `…` when it was cut.
 pub fn cap(s: &str, max: usize) -> String {
+    let mut s = s.to_owned();
+    cap_in_place(&mut s, max);
+    s
+}
+
+/// [`cap`] of a string the caller owns, without copying it.
+fn cap_in_place(s: &mut String, max: usize) {
     if s.len() <= max {
-        return s.to_owned();
+        return;
     }
     let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &s[..end])
+    s.truncate(end);
+    s.push('…');
 }
 
 #[cfg(test)]
@@ -572,6 +661,8 @@ mod tests {
             "PIN",
             "auth",
             "x-auth",
+            "X-Pin",
+            "X_OTP",
             "client_secret",
             "refresh-token",
         ] {
@@ -590,11 +681,17 @@ mod tests {
         let v = serde_json::json!({
             "card_number": 4111111111111111_u64,
             "cards": {"5555555555554444": {"ok": true}},
-            "list": [4000056655665556_u64, 1732500000000_u64],
+            // The shortest card numbers have 13 digits, like this Visa test number.
+            "list": [4000056655665556_u64, 1732500000000_u64, 4222222222222_u64],
             "amount": 100
         });
         let text = r.json(&v).to_string();
-        for canary in ["4111111111111111", "5555555555554444", "4000056655665556"] {
+        for canary in [
+            "4111111111111111",
+            "5555555555554444",
+            "4000056655665556",
+            "4222222222222",
+        ] {
             assert!(!text.contains(canary), "{canary}: {text}");
         }
         assert!(
@@ -743,6 +840,16 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The normalising without allocation is the written one, for any name: with or
+        /// without an `x-` prefix in either case, separators, non-ASCII, too long for its
+        /// buffer.
+        #[test]
+        fn normalising_in_place_is_normalising(
+            name in "([xX][-_])?[a-zA-Z0-9_. -]{0,70}|.{0,80}",
+        ) {
+            proptest::prop_assert_eq!(with_normalised(&name, str::to_owned), normalise_name(&name));
+        }
+
         /// No UUID, in any case or inside other text, is ever taken for a card number.
         #[test]
         fn no_uuid_is_a_card_number(bits: u128, upper: bool) {

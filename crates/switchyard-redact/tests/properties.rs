@@ -9,7 +9,8 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use switchyard_redact::{
-    Redactor, body_excerpt, contains_card_number, luhn_valid, mask_card_numbers,
+    Redactor, body_excerpt, contains_card_number, is_secret_name, is_sensitive_header, luhn_valid,
+    mask_card_numbers, normalise_name,
 };
 
 /// A Luhn-valid card number of 13 to 19 digits: random digits, then the one check digit
@@ -72,6 +73,51 @@ proptest! {
         let r = Redactor::new(&[], 512);
         let _ = r.body(&body);
         let _ = r.text(&String::from_utf8_lossy(&body));
+    }
+
+    /// The look-up of a field name without allocating agrees with the written definition:
+    /// normalise (lowercase, `x-` dropped, separators removed), then search the list.
+    #[test]
+    fn a_field_name_is_judged_as_its_normalised_form(
+        name in "(x|X)?[-_. ]?[a-zA-Z_. -]{0,24}|.{0,80}",
+        extra in "[a-z_]{1,12}",
+    ) {
+        let r = Redactor::new(std::slice::from_ref(&extra), 1024);
+        let n = normalise_name(&name);
+        let parts = ["password", "passwd", "passphrase", "secret", "token", "apikey",
+            "accesskey", "privatekey", "authorization", "credential", "signature", "cookie",
+            "cvv", "cvc", "securitycode"];
+        let written = parts.iter().any(|p| n.contains(p))
+            || ["pin", "pincode", "auth", "otp"].contains(&n.as_str());
+        prop_assert_eq!(is_secret_name(&name), written, "{:?} -> {:?}", name, n);
+        prop_assert_eq!(
+            r.is_secret_field(&name),
+            written || normalise_name(&extra) == n,
+            "{:?} -> {:?}", name, n
+        );
+        let lower = name.to_ascii_lowercase();
+        let header = ["authorization", "proxy-authorization", "cookie", "set-cookie"]
+            .contains(&lower.as_str())
+            || lower.contains("key")
+            || written;
+        prop_assert_eq!(is_sensitive_header(&name), header, "{:?}", name);
+    }
+
+    /// Redacting a value in place gives what redacting a copy gives, and a body comes out as
+    /// its value redacted and written compactly.
+    #[test]
+    fn owned_borrowed_and_body_redaction_agree(text in ".{0,60}", card in card(), key in "[a-zA-Z_-]{1,12}") {
+        let r = Redactor::default();
+        let v = json!({
+            key: text.clone(),
+            "password": "hunter2",
+            "n": card.parse::<u64>().unwrap_or(0),
+            "list": [text, format!("https://user:pw@host/{card}")],
+            card: {"ok": true},
+        });
+        let borrowed = r.json(&v);
+        prop_assert_eq!(&r.redacted(v.clone()), &borrowed);
+        prop_assert_eq!(r.body(&serde_json::to_vec(&v).unwrap()), borrowed.to_string());
     }
 
     #[test]

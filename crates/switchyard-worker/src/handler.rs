@@ -340,7 +340,7 @@ impl Handler {
         let now = Utc::now();
         let plan = match outcome {
             Ok(ProviderOutcome::Completed { result, reference }) => Plan::Report {
-                event: attempt.complete(self.redactor.json(&result), reference, now),
+                event: attempt.complete(self.redactor.redacted(result), reference, now),
             },
             Ok(ProviderOutcome::Waiting { reference }) => {
                 let expires_at = command.deadline.unwrap_or_else(|| {

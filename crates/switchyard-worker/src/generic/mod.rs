@@ -120,7 +120,7 @@ pub fn parse_report(
     let report: Report = serde_json::from_slice(raw)?;
     let outcome = match report.status {
         ReportStatus::Succeeded => CallbackOutcome::Succeeded {
-            result: redactor.json(&report.result.unwrap_or(Value::Null)),
+            result: redactor.redacted(report.result.unwrap_or(Value::Null)),
         },
         ReportStatus::Failed => CallbackOutcome::Failed {
             error: ErrorInfo::new(
@@ -569,7 +569,7 @@ impl Provider for GenericHttpProvider {
             .map_err(|e| invalid_response(format!("status answer is not JSON: {e}")))?;
         Ok(match shape.reading(&json)? {
             Some(Reading::Succeeded) => CallbackOutcome::Succeeded {
-                result: self.redactor.json(&shape.result(&json)),
+                result: self.redactor.redacted(shape.result(&json)),
             },
             Some(Reading::Failed) => CallbackOutcome::Failed {
                 error: ErrorInfo::new(

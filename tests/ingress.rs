@@ -99,6 +99,13 @@ async fn the_ingress_refuses_bad_input_with_problem_details() {
         !p.to_string().contains("4242424242424242"),
         "no card data echoed: {p}"
     );
+    // At the start of a line: written as JSON text the line break is `\n`, and the check
+    // that read that text took the digits for part of a word and let the card through.
+    let mut c = charge();
+    c["payload"]["description"] = "first line\n4242424242424242".into();
+    let p = problem(fleet.post(&c).await, 422).await;
+    assert_eq!(p["field"], "payload", "{p}");
+    assert!(!p.to_string().contains("4242424242424242"), "{p}");
     // Outside the payload too: in metadata, as an idempotency key.
     let mut c = charge();
     c["metadata"] = serde_json::json!({"note": "card 4000056655665556"});

@@ -347,14 +347,14 @@ async fn accept(
         })?;
     // Switchyard stays out of card-data scope: payments travel as provider tokens.
     if let Some(field) = switchyard_http::field_with_card_number(&[
-        ("payload", Value::Object(draft.payload.clone())),
+        ("payload", &Value::Object(draft.payload.clone())),
         (
             "metadata",
-            serde_json::to_value(&draft.metadata).unwrap_or_default(),
+            &serde_json::to_value(&draft.metadata).unwrap_or_default(),
         ),
         (
             "idempotency_key",
-            serde_json::to_value(&draft.idempotency_key).unwrap_or_default(),
+            &serde_json::to_value(&draft.idempotency_key).unwrap_or_default(),
         ),
     ]) {
         return Err(Problem::invalid(format!(

@@ -140,11 +140,30 @@ pub fn contains_card_number(text: &str) -> bool {
 /// The first of `fields` (a name and its JSON) that holds a card number anywhere: in a
 /// string, as a number or in a key. Commands carrying one are refused at every door, so
 /// Switchyard stays out of card-data scope.
-pub fn field_with_card_number<'a>(fields: &[(&'a str, serde_json::Value)]) -> Option<&'a str> {
+pub fn field_with_card_number<'a>(fields: &[(&'a str, &serde_json::Value)]) -> Option<&'a str> {
     fields
         .iter()
-        .find(|(_, value)| contains_card_number(&value.to_string()))
+        .find(|(_, value)| holds_card_number(value))
         .map(|(name, _)| *name)
+}
+
+/// Whether a card number stands anywhere in `value`: in a string, as a number or in a key.
+/// Each is read as it is, not as JSON text: written out, a string's line break becomes `\n`,
+/// and a card number right after it would be joined to the `n`.
+pub fn holds_card_number(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => contains_card_number(s),
+        Value::Number(n) => match n.as_u64() {
+            Some(d) => d >= CARD_MIN_VALUE && contains_card_number(&d.to_string()),
+            None => contains_card_number(&n.to_string()),
+        },
+        Value::Array(items) => items.iter().any(holds_card_number),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| contains_card_number(k) || holds_card_number(v)),
+        Value::Null | Value::Bool(_) => false,
+    }
 }
 
 /// Masks every card number (a Luhn-valid run of 13 to 19 digits, single spaces or dashes
@@ -699,6 +718,36 @@ mod tests {
             "a timestamp is kept: {text}"
         );
         assert!(text.contains("\"amount\":100"), "{text}");
+    }
+
+    /// Reported: a card number at the start of a line of a multi-line string passed the
+    /// refusal at every door. The check read the payload as JSON text, where the line break
+    /// is written `\n`, and took the digits for part of a word.
+    #[test]
+    fn a_card_number_after_a_line_break_is_found() {
+        let card = "4242424242424242";
+        for text in [
+            format!("first line\n{card}"),
+            format!("tab\t{card}"),
+            format!("\u{1}{card}"),
+        ] {
+            let payload = serde_json::json!({ "note": text.clone() });
+            assert!(
+                !contains_card_number(&payload.to_string()),
+                "written as JSON text it hides: {payload}"
+            );
+            assert_eq!(
+                field_with_card_number(&[("payload", &payload)]),
+                Some("payload"),
+                "{text:?}"
+            );
+            assert!(
+                !Redactor::default()
+                    .json(&payload)
+                    .to_string()
+                    .contains(card)
+            );
+        }
     }
 
     #[test]

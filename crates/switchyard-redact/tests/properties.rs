@@ -9,8 +9,8 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use switchyard_redact::{
-    Redactor, body_excerpt, contains_card_number, is_secret_name, is_sensitive_header, luhn_valid,
-    mask_card_numbers, normalise_name,
+    Redactor, body_excerpt, contains_card_number, holds_card_number, is_secret_name,
+    is_sensitive_header, luhn_valid, mask_card_numbers, normalise_name,
 };
 
 /// A Luhn-valid card number of 13 to 19 digits: random digits, then the one check digit
@@ -34,7 +34,55 @@ fn around() -> impl Strategy<Value = String> {
     "[a-z :,;=/]{0,20}"
 }
 
+/// Any JSON value, with strings, numbers and keys that hold card numbers now and then.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        card().prop_map(|c| json!(c.parse::<u64>().unwrap_or(0))),
+        "[0-9 a-f\\-\"\\\\\n\t]{0,40}".prop_map(Value::String),
+        (around(), card(), around()).prop_map(|(a, c, b)| Value::String(format!("{a}{c}{b}"))),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[0-9a-z -]{0,20}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Whether any string of `value` (or key) holds a character JSON text writes escaped.
+fn has_escaped_characters(value: &Value) -> bool {
+    let escaped = |s: &str| s.chars().any(|c| c.is_control() || c == '"' || c == '\\');
+    match value {
+        Value::String(s) => escaped(s),
+        Value::Array(items) => items.iter().any(has_escaped_characters),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| escaped(k) || has_escaped_characters(v)),
+        _ => false,
+    }
+}
+
 proptest! {
+    /// Reading a value part by part finds every card number its JSON text shows, and, where
+    /// no character needs escaping, exactly those.
+    #[test]
+    fn a_value_holds_a_card_number_as_its_text_does(value in json_value()) {
+        let in_text = contains_card_number(&value.to_string());
+        let held = holds_card_number(&value);
+        prop_assert!(!in_text || held, "{}", value);
+        if !has_escaped_characters(&value) {
+            prop_assert_eq!(held, in_text, "{}", value);
+        }
+    }
+
     #[test]
     fn a_card_number_survives_in_no_form(card in card(), before in around(), after in around()) {
         prop_assert!(contains_card_number(&card));

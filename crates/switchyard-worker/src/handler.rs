@@ -680,30 +680,50 @@ impl Handler {
                 ),
             ));
         }
+        // The payload is checked as a JSON value, lent for the checks rather than copied.
+        let mut command = command;
+        let payload = serde_json::Value::Object(std::mem::take(&mut command.payload));
+        let checked = self.check_payload(&command, &payload);
+        if let serde_json::Value::Object(map) = payload {
+            command.payload = map;
+        }
+        checked?;
+        // Metadata only ever goes into events: its secrets never enter one (the delivery's
+        // bytes, kept for retries and dead letters, stay as sent).
+        if let Some(clean) = messages::redacted_metadata(&command.metadata, &self.redactor) {
+            command.metadata = clean;
+        }
+        Ok((command, slot))
+    }
+
+    /// A command's payload against its operation's schema, then the command against card
+    /// numbers: Switchyard stays out of card-data scope, payment details travel as provider
+    /// tokens.
+    fn check_payload(
+        &self,
+        command: &Command,
+        payload: &serde_json::Value,
+    ) -> Result<(), switchyard_core::InvalidCommand> {
         self.validator
             .validate(
                 &command.kind,
                 &command.provider,
                 &command.operation,
-                &serde_json::Value::Object(command.payload.clone()),
+                payload,
             )
             .map_err(|mut e| {
                 e.id = Some(command.id);
                 e
             })?;
-        // Switchyard stays out of card-data scope: payment details travel as provider tokens.
         if let Some(field) = field_with_card_number(&[
-            (
-                "payload",
-                serde_json::Value::Object(command.payload.clone()),
-            ),
+            ("payload", payload),
             (
                 "metadata",
-                serde_json::to_value(&command.metadata).unwrap_or_default(),
+                &serde_json::to_value(&command.metadata).unwrap_or_default(),
             ),
             (
                 "idempotency_key",
-                serde_json::to_value(&command.idempotency_key).unwrap_or_default(),
+                &serde_json::to_value(&command.idempotency_key).unwrap_or_default(),
             ),
         ]) {
             return Err(switchyard_core::InvalidCommand::field(
@@ -712,13 +732,7 @@ impl Handler {
                 "holds a card number: send the provider's payment-method token instead",
             ));
         }
-        // Metadata only ever goes into events: its secrets never enter one (the delivery's
-        // bytes, kept for retries and dead letters, stay as sent).
-        let mut command = command;
-        if let Some(clean) = messages::redacted_metadata(&command.metadata, &self.redactor) {
-            command.metadata = clean;
-        }
-        Ok((command, slot))
+        Ok(())
     }
 
     async fn finish(&self, event: &Event, tp: Option<&str>) -> Disposition {

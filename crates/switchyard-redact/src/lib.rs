@@ -267,7 +267,7 @@ pub fn body_excerpt(body: &[u8], max_chars: usize) -> String {
 }
 
 /// Names whose values are secret wherever they appear in a (normalised) field or header
-/// name. The one list: documented in docs/security.md.
+/// name. The one list: documented in docs/ledger.md, "Redaction".
 const SECRET_NAME_PARTS: &[&str] = &[
     "password",
     "passwd",

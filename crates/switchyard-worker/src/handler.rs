@@ -164,7 +164,7 @@ impl Handler {
     /// the provider), which the journal treats as a redelivery.
     async fn process(&self, delivery: &Delivery, again: bool) -> Disposition {
         let redelivered = delivery.redelivered || again;
-        let headers = &delivery.properties.headers().clone();
+        let headers = delivery.properties.headers();
         let previous = u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(0)).unwrap_or(0);
         // Events and retries carry this delivery's span; without traces, what came in.
         let traceparent = switchyard_telemetry::traceparent(&tracing::Span::current())

@@ -334,20 +334,17 @@ async fn accept(
         .catalog
         .check(&draft.kind, &draft.provider, &draft.operation)
         .map_err(|e| Problem::invalid(e.to_string()).with_field(Some(e.field().into())))?;
+    // One JSON value of the payload serves the schema and the card check.
+    let payload = Value::Object(draft.payload.clone());
     state
         .validator
-        .validate(
-            &draft.kind,
-            &draft.provider,
-            &draft.operation,
-            &Value::Object(draft.payload.clone()),
-        )
+        .validate(&draft.kind, &draft.provider, &draft.operation, &payload)
         .map_err(|e| {
             Problem::invalid(switchyard_http::mask_card_numbers(&e.message)).with_field(e.field)
         })?;
     // Switchyard stays out of card-data scope: payments travel as provider tokens.
     if let Some(field) = switchyard_http::field_with_card_number(&[
-        ("payload", &Value::Object(draft.payload.clone())),
+        ("payload", &payload),
         (
             "metadata",
             &serde_json::to_value(&draft.metadata).unwrap_or_default(),

@@ -401,10 +401,13 @@ impl Redactor {
             }
             // A card number sent as a JSON number is still a card number; masked, it is text.
             Value::Number(n) => {
-                if let Some(d) = n.as_u64().filter(|d| *d >= CARD_MIN_VALUE)
-                    && contains_card_number(&d.to_string())
+                if let Some(digits) = n
+                    .as_u64()
+                    .filter(|d| *d >= CARD_MIN_VALUE)
+                    .map(|d| d.to_string())
+                    && contains_card_number(&digits)
                 {
-                    *value = Value::String(mask_card_numbers(&d.to_string()));
+                    *value = Value::String(mask_card_numbers(&digits));
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|v| self.redact_in_place(v)),

@@ -8,23 +8,41 @@
 //! of its `[[providers]]` at start ([`register_config`]); a name that is not registered (a
 //! routing key of a command nobody serves, a forged event) is counted as [`OTHER`].
 
-use std::collections::BTreeSet;
-use std::sync::{OnceLock, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
+use metrics::SharedString;
 use switchyard_config::Config;
 
 /// The label value of a kind or provider that is not configured here.
 pub const OTHER: &str = "other";
 
-fn known() -> &'static RwLock<BTreeSet<(String, String)>> {
-    static KNOWN: OnceLock<RwLock<BTreeSet<(String, String)>>> = OnceLock::new();
+/// A registered kind: its label value and those of its providers. Label values are shared
+/// strings, so a lookup on the hot path (every event published) copies nothing.
+#[derive(Default)]
+struct Kind {
+    label: Option<SharedString>,
+    providers: BTreeMap<String, SharedString>,
+}
+
+fn known() -> &'static RwLock<BTreeMap<String, Kind>> {
+    static KNOWN: OnceLock<RwLock<BTreeMap<String, Kind>>> = OnceLock::new();
     KNOWN.get_or_init(Default::default)
+}
+
+fn shared(value: &str) -> SharedString {
+    SharedString::from_shared(Arc::<str>::from(value))
 }
 
 /// Registers `provider` of `kind` as a label value.
 pub fn register(kind: &str, provider: &str) {
     if let Ok(mut set) = known().write() {
-        set.insert((kind.to_owned(), provider.to_owned()));
+        let entry = set.entry(kind.to_owned()).or_default();
+        entry.label.get_or_insert_with(|| shared(kind));
+        entry
+            .providers
+            .entry(provider.to_owned())
+            .or_insert_with(|| shared(provider));
     }
 }
 
@@ -40,16 +58,20 @@ pub fn register_config(config: &Config) {
 
 /// The `kind` and `provider` label values of `kind` and `provider`: as they are when
 /// registered, else [`OTHER`] for what is unknown.
-pub fn kind_provider(kind: &str, provider: &str) -> (String, String) {
+pub fn kind_provider(kind: &str, provider: &str) -> (SharedString, SharedString) {
+    let other = || SharedString::const_str(OTHER);
     let Ok(set) = known().read() else {
-        return (OTHER.to_owned(), OTHER.to_owned());
+        return (other(), other());
     };
-    if set.contains(&(kind.to_owned(), provider.to_owned())) {
-        (kind.to_owned(), provider.to_owned())
-    } else if set.iter().any(|(k, _)| k == kind) {
-        (kind.to_owned(), OTHER.to_owned())
-    } else {
-        (OTHER.to_owned(), OTHER.to_owned())
+    match set.get(kind) {
+        Some(Kind {
+            label: Some(label),
+            providers,
+        }) => (
+            label.clone(),
+            providers.get(provider).cloned().unwrap_or_else(other),
+        ),
+        _ => (other(), other()),
     }
 }
 
@@ -71,6 +93,10 @@ mod tests {
     #[test]
     fn unregistered_names_are_counted_as_other() {
         register("payment", "stripe-labels-test");
+        let kind_provider = |kind, provider| {
+            let (kind, provider) = kind_provider(kind, provider);
+            (kind.to_string(), provider.to_string())
+        };
         assert_eq!(
             kind_provider("payment", "stripe-labels-test"),
             ("payment".to_owned(), "stripe-labels-test".to_owned())

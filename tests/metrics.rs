@@ -543,6 +543,38 @@ async fn metrics_say_what_the_operators_guide_says_with_bounded_labels_from_the_
             ]
         ) >= 1.0
     );
+    // The series a worker looks up once and keeps (not per delivery) still count each one; a
+    // histogram's count is its `+Inf` bucket.
+    let payment = [("kind", "payment"), ("provider", "sandbox")];
+    for (metric, with) in [
+        ("switchyard_attempts_total", &payment[..]),
+        ("switchyard_events_published_total", &payment[..]),
+        (
+            "switchyard_attempt_duration_seconds",
+            &[payment[0], payment[1], ("le", "+Inf")][..],
+        ),
+        (
+            "switchyard_delivery_duration_seconds",
+            &[payment[0], ("le", "+Inf")][..],
+        ),
+    ] {
+        assert!(
+            after.sum(metric, with) >= 3.0,
+            "{metric}: {:#?}",
+            after.find(metric, with)
+        );
+    }
+    assert!(
+        after.sum(
+            "switchyard_attempts_total",
+            &[
+                ("kind", "payment"),
+                ("provider", "sandbox"),
+                ("outcome", "ok")
+            ]
+        ) >= 3.0
+    );
+    assert_eq!(after.sum("switchyard_inflight", &payment[..1]), 0.0);
     assert!(after.sum("switchyard_webhooks_total", &[("outcome", "queued")]) >= 1.0);
     assert!(after.sum("switchyard_webhooks_total", &[("outcome", "ignored")]) >= 1.0);
     assert!(after.sum("switchyard_webhooks_total", &[("outcome", "bad_signature")]) >= 1.0);

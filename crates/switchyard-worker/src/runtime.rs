@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::handler::{Handler, Slot};
+use crate::handler::{Handler, Slot, SlotMeters, WorkerMeters};
 use crate::kind::{Kind, build_providers};
 use crate::retry::RetrySchedule;
 use crate::stack::{StackSettings, provider_stack};
@@ -137,11 +137,13 @@ pub async fn start(
                 provider: e.provider.clone(),
                 operations: e.provider.operations().to_vec(),
                 max_attempts: e.max_attempts,
+                meters: SlotMeters::new(&spec.name, e.provider.name(), e.provider.operations()),
             };
             Ok((e.provider.name().clone(), slot))
         })
         .collect::<Result<HashMap<_, _>, CircuitBreakerConfigError>>()?;
     let handler = Arc::new(Handler {
+        meters: WorkerMeters::new(&spec.name),
         kind: spec.name.clone(),
         providers,
         validator: crate::kind::payload_validator([&spec], config)?,

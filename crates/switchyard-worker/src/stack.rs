@@ -566,6 +566,32 @@ mod tests {
         lines
     }
 
+    /// What a call through the stack costs as the circuit's window fills: the breaker keeps a
+    /// record per call of the last `window_ms` and counts them all again on every call, so
+    /// the cost grows with the calls in the window (the rate times `window_ms`). Prints
+    /// microseconds per call; run it with
+    /// `cargo test --release -p switchyard-worker --lib breaker_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, not a check: it prints figures"]
+    async fn breaker_cost_grows_with_the_calls_in_its_window() {
+        const MEASURED: u32 = 2_000;
+        for in_window in [0_u32, 2_000, 8_000, 16_000, 32_000] {
+            let stack = provider_stack(provider(vec![], false), &settings()).unwrap();
+            for _ in 0..in_window {
+                stack.clone().oneshot(call()).await.unwrap();
+            }
+            let started = std::time::Instant::now();
+            for _ in 0..MEASURED {
+                stack.clone().oneshot(call()).await.unwrap();
+            }
+            let per_call = started.elapsed() / MEASURED;
+            println!(
+                "{in_window:>6} calls in the window: {:>7.2} us per call",
+                per_call.as_secs_f64() * 1e6
+            );
+        }
+    }
+
     #[tokio::test]
     async fn the_circuit_gauge_is_a_state_set_with_one_series_per_state() {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();

@@ -19,9 +19,8 @@ pub const OTHER: &str = "other";
 
 /// A registered kind: its label value and those of its providers. Label values are shared
 /// strings, so a lookup on the hot path (every event published) copies nothing.
-#[derive(Default)]
 struct Kind {
-    label: Option<SharedString>,
+    label: SharedString,
     providers: BTreeMap<String, SharedString>,
 }
 
@@ -37,8 +36,10 @@ fn shared(value: &str) -> SharedString {
 /// Registers `provider` of `kind` as a label value.
 pub fn register(kind: &str, provider: &str) {
     if let Ok(mut set) = known().write() {
-        let entry = set.entry(kind.to_owned()).or_default();
-        entry.label.get_or_insert_with(|| shared(kind));
+        let entry = set.entry(kind.to_owned()).or_insert_with(|| Kind {
+            label: shared(kind),
+            providers: BTreeMap::new(),
+        });
         entry
             .providers
             .entry(provider.to_owned())
@@ -64,14 +65,11 @@ pub fn kind_provider(kind: &str, provider: &str) -> (SharedString, SharedString)
         return (other(), other());
     };
     match set.get(kind) {
-        Some(Kind {
-            label: Some(label),
-            providers,
-        }) => (
-            label.clone(),
-            providers.get(provider).cloned().unwrap_or_else(other),
+        Some(known) => (
+            known.label.clone(),
+            known.providers.get(provider).cloned().unwrap_or_else(other),
         ),
-        _ => (other(), other()),
+        None => (other(), other()),
     }
 }
 

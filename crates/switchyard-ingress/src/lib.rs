@@ -342,18 +342,11 @@ async fn accept(
         .map_err(|e| {
             Problem::invalid(switchyard_http::mask_card_numbers(&e.message)).with_field(e.field)
         })?;
-    // Switchyard stays out of card-data scope: payments travel as provider tokens.
-    if let Some(field) = switchyard_http::field_with_card_number(&[
-        ("payload", &payload),
-        (
-            "metadata",
-            &serde_json::to_value(&draft.metadata).unwrap_or_default(),
-        ),
-        (
-            "idempotency_key",
-            &serde_json::to_value(&draft.idempotency_key).unwrap_or_default(),
-        ),
-    ]) {
+    if let Some(field) = switchyard_http::command_part_with_card_number(
+        &payload,
+        &draft.metadata,
+        draft.idempotency_key.as_ref(),
+    ) {
         return Err(Problem::invalid(format!(
             "the {field} holds a card number: send the provider's payment-method token instead"
         ))

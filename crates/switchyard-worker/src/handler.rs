@@ -24,9 +24,7 @@ use switchyard_core::{
     ProviderOutcome, Recorder, RoutingKey, Status,
 };
 use switchyard_faults::point;
-use switchyard_http::{
-    Redactor, cap, contains_card_number, field_with_card_number, mask_card_numbers,
-};
+use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
 use switchyard_journal::{Admission, Begin, Decided, Journal, JournalError, Start, Step};
 use switchyard_telemetry::catalog::COMMANDS_TOTAL;
 use switchyard_telemetry::labels::{OTHER, zero_counter};
@@ -773,17 +771,11 @@ impl Handler {
                 e.id = Some(command.id);
                 e
             })?;
-        if let Some(field) = field_with_card_number(&[
-            ("payload", payload),
-            (
-                "metadata",
-                &serde_json::to_value(&command.metadata).unwrap_or_default(),
-            ),
-            (
-                "idempotency_key",
-                &serde_json::to_value(&command.idempotency_key).unwrap_or_default(),
-            ),
-        ]) {
+        if let Some(field) = switchyard_http::command_part_with_card_number(
+            payload,
+            &command.metadata,
+            command.idempotency_key.as_ref(),
+        ) {
             return Err(switchyard_core::InvalidCommand::field(
                 Some(command.id),
                 field,

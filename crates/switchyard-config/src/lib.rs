@@ -360,10 +360,9 @@ pub struct CircuitConfig {
     /// … among the calls of the last `window_ms`, once there are at least `min_calls`.
     pub min_calls: usize,
     /// The sliding window. Ten seconds by default, as Hystrix's rolling window: long enough
-    /// to judge a provider by `min_calls`, short enough to notice an outage soon. The circuit
-    /// breaker keeps one record per call in it and reads them all at every call, so its cost
-    /// per call grows with the rate times the window (a 60-s window cost the worker over 4% of its
-    /// CPU at 1,300 calls/s).
+    /// to judge a provider by `min_calls`, short enough to notice an outage soon. It is kept
+    /// as ten counter pairs, so its length costs nothing per call; a call counts for at least
+    /// the window and at most a tenth longer (docs/design/0007).
     pub window_ms: u64,
     /// How long the circuit stays open before letting a few trial calls through.
     pub open_ms: u64,

@@ -10,6 +10,7 @@
 //! It owns no vendor knowledge: providers written in code live in their kind's crate; the
 //! generic `type = "http"` provider of the contract lives here because every kind can use it.
 
+mod circuit;
 mod entry;
 pub mod generic;
 mod handler;

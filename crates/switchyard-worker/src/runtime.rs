@@ -19,7 +19,6 @@ use crate::kind::{Kind, build_providers};
 use crate::retry::RetrySchedule;
 use crate::stack::{StackSettings, provider_stack};
 use switchyard_journal::{Journal, Retention};
-use tower_resilience_circuitbreaker::CircuitBreakerConfigError;
 
 /// How long the journal remembers identities and steps: `worker.idempotency_window`, but
 /// never less than the longest retry schedule the config allows (every attempt waiting in the
@@ -131,7 +130,7 @@ pub async fn start(
                     circuit: (&config.worker.circuit).into(),
                     kind: spec.name.to_string(),
                 },
-            )?;
+            );
             let slot = Slot {
                 stack,
                 provider: e.provider.clone(),
@@ -139,9 +138,9 @@ pub async fn start(
                 max_attempts: e.max_attempts,
                 meters: SlotMeters::new(&spec.name, e.provider.name(), e.provider.operations()),
             };
-            Ok((e.provider.name().clone(), slot))
+            (e.provider.name().clone(), slot)
         })
-        .collect::<Result<HashMap<_, _>, CircuitBreakerConfigError>>()?;
+        .collect::<HashMap<_, _>>();
     let handler = Arc::new(Handler {
         meters: WorkerMeters::new(&spec.name),
         kind: spec.name.clone(),

@@ -14,11 +14,9 @@ use switchyard_core::{ErrorClass, Provider, ProviderCall, ProviderError, Provide
 use tower::retry::Policy;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder};
-use tower_resilience_circuitbreaker::{
-    CircuitBreakerConfigError, CircuitBreakerError, CircuitBreakerLayer, CircuitState,
-    SlidingWindowType,
-};
 use tracing::warn;
+
+use crate::circuit::{Breaker, CircuitState};
 
 /// A provider wrapped in its stack; clone it freely (clones share the concurrency limit).
 pub type ProviderStack = BoxCloneSyncService<ProviderCall, ProviderOutcome, ProviderError>;
@@ -112,21 +110,58 @@ fn provider_failed(result: &Result<ProviderOutcome, ProviderError>) -> bool {
     matches!(result, Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Timeout))
 }
 
-fn circuit_open(
+/// What an open circuit answers instead of calling: transient, never sent, and asking to
+/// wait the open time (in a delay tier, not on the provider).
+fn circuit_open(open: Duration) -> ProviderError {
+    let mut e = ProviderError::new(
+        ErrorClass::Transient,
+        "circuit_open",
+        "the provider failed too often lately: its circuit is open, no call was made",
+    )
+    .before_sending();
+    e.retry_after = Some(open);
+    e
+}
+
+/// Lets calls through the provider's [`Breaker`] and reports their outcomes to it.
+#[derive(Clone)]
+struct Guarded<S> {
+    inner: S,
+    breaker: Breaker,
     open: Duration,
-) -> impl Fn(CircuitBreakerError<ProviderError>) -> ProviderError + Clone {
-    move |e| match e {
-        CircuitBreakerError::Inner(e) => e,
-        CircuitBreakerError::OpenCircuit => {
-            let mut e = ProviderError::new(
-                ErrorClass::Transient,
-                "circuit_open",
-                "the provider failed too often lately: its circuit is open, no call was made",
-            )
-            .before_sending();
-            e.retry_after = Some(open);
-            e
-        }
+}
+
+impl<S> Service<ProviderCall> for Guarded<S>
+where
+    S: Service<ProviderCall, Response = ProviderOutcome, Error = ProviderError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = ProviderOutcome;
+    type Error = ProviderError;
+    type Future = BoxFuture<'static, Result<ProviderOutcome, ProviderError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ProviderCall) -> Self::Future {
+        let Some(permit) = self.breaker.admit(std::time::Instant::now()) else {
+            return Box::pin(std::future::ready(Err(circuit_open(self.open))));
+        };
+        // The readied inner service goes with this call; the clone stays for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let result = inner.call(req).await;
+            permit.record(provider_failed(&result), std::time::Instant::now());
+            result
+        })
     }
 }
 
@@ -239,34 +274,28 @@ fn classify_box(e: BoxError) -> ProviderError {
     }
 }
 
-/// Wraps `provider` in its stack. Fails only on circuit settings out of range, which
-/// configuration validation already refuses.
-pub fn provider_stack(
-    provider: Arc<dyn Provider>,
-    settings: &StackSettings,
-) -> Result<ProviderStack, CircuitBreakerConfigError> {
+/// Wraps `provider` in its stack (configuration validation has checked the settings).
+pub fn provider_stack(provider: Arc<dyn Provider>, settings: &StackSettings) -> ProviderStack {
     let circuit = &settings.circuit;
     let gauge = CircuitGauge::new(&settings.kind, provider.name().as_str());
     gauge.set(CircuitState::Closed);
     let (kind, name) = (settings.kind.clone(), provider.name().to_string());
-    let breaker = CircuitBreakerLayer::builder()
-        .name(format!("{kind}.{name}"))
-        .failure_rate_threshold(circuit.failure_rate)
-        .sliding_window_type(SlidingWindowType::TimeBased)
-        .sliding_window_duration(circuit.window)
-        .minimum_number_of_calls(circuit.min_calls)
-        .wait_duration_in_open(circuit.open)
-        .permitted_calls_in_half_open(circuit.half_open_calls)
-        .failure_classifier(provider_failed)
-        .on_state_transition(move |from, to| {
+    let breaker = Breaker::new(
+        circuit.clone(),
+        std::time::Instant::now(),
+        move |from, to| {
             gauge.set(to);
             warn!(kind = %kind, provider = %name, ?from, ?to, "provider circuit changed");
-        })
-        .build()?;
+        },
+    );
+    let open = circuit.open;
     let svc = ServiceBuilder::new()
         .concurrency_limit(settings.concurrency.max(1))
-        .map_err(circuit_open(circuit.open))
-        .layer(breaker)
+        .layer_fn(|inner| Guarded {
+            inner,
+            breaker: breaker.clone(),
+            open,
+        })
         .retry(QuickRetry {
             left: settings.quick_retries,
             delay: settings.quick_retry_delay,
@@ -283,7 +312,7 @@ pub fn provider_stack(
         })
         .timeout(settings.timeout)
         .service(Call(provider));
-    Ok(BoxCloneSyncService::new(svc))
+    BoxCloneSyncService::new(svc)
 }
 
 #[cfg(test)]
@@ -382,7 +411,6 @@ mod tests {
         };
         let p = keyless(reset.clone());
         let e = provider_stack(p.clone(), &settings())
-            .unwrap()
             .oneshot(call())
             .await
             .unwrap_err();
@@ -392,7 +420,6 @@ mod tests {
         let p = keyless(refused);
         assert!(
             provider_stack(p.clone(), &settings())
-                .unwrap()
                 .oneshot(call())
                 .await
                 .is_ok()
@@ -402,7 +429,6 @@ mod tests {
         let p = provider(vec![Err(reset)], false);
         assert!(
             provider_stack(p.clone(), &settings())
-                .unwrap()
                 .oneshot(call())
                 .await
                 .is_ok()
@@ -414,18 +440,12 @@ mod tests {
     async fn a_fast_transient_failure_is_retried_once_in_process() {
         let e503 = ProviderError::new(ErrorClass::Transient, "http_503", "x");
         let p = provider(vec![Err(e503.clone())], false);
-        let out = provider_stack(p.clone(), &settings())
-            .unwrap()
-            .oneshot(call())
-            .await;
+        let out = provider_stack(p.clone(), &settings()).oneshot(call()).await;
         assert!(out.is_ok());
         assert_eq!(p.calls.load(Ordering::SeqCst), 2);
 
         let p = provider(vec![Err(e503.clone()), Err(e503)], false);
-        let out = provider_stack(p.clone(), &settings())
-            .unwrap()
-            .oneshot(call())
-            .await;
+        let out = provider_stack(p.clone(), &settings()).oneshot(call()).await;
         assert_eq!(out.unwrap_err().code, "http_503");
         assert_eq!(p.calls.load(Ordering::SeqCst), 2);
     }
@@ -436,7 +456,6 @@ mod tests {
         let p = provider(vec![Err(perm)], false);
         assert!(
             provider_stack(p.clone(), &settings())
-                .unwrap()
                 .oneshot(call())
                 .await
                 .is_err()
@@ -448,7 +467,6 @@ mod tests {
         let p = provider(vec![Err(slow)], false);
         assert!(
             provider_stack(p.clone(), &settings())
-                .unwrap()
                 .oneshot(call())
                 .await
                 .is_err()
@@ -461,7 +479,6 @@ mod tests {
         let p = provider(vec![], true);
         let started = std::time::Instant::now();
         let e = provider_stack(p.clone(), &settings())
-            .unwrap()
             .oneshot(call())
             .await
             .unwrap_err();
@@ -483,8 +500,7 @@ mod tests {
                 rate_limit_per_sec: std::num::NonZeroU32::new(10),
                 ..settings()
             },
-        )
-        .unwrap();
+        );
         let started = std::time::Instant::now();
         let calls: Vec<_> = (0..25)
             .map(|_| tokio::spawn(stack.clone().oneshot(call())))
@@ -522,8 +538,7 @@ mod tests {
                 },
                 ..settings()
             },
-        )
-        .unwrap();
+        );
         for _ in 0..6 {
             let e = stack.clone().oneshot(call()).await.unwrap_err();
             assert_ne!(e.code, "circuit_open");
@@ -566,17 +581,17 @@ mod tests {
         lines
     }
 
-    /// What a call through the stack costs as the circuit's window fills: the breaker keeps a
-    /// record per call of the last `window_ms` and counts them all again on every call, so
-    /// the cost grows with the calls in the window (the rate times `window_ms`). Prints
-    /// microseconds per call; run it with
+    /// What a call through the stack costs as the circuit's window fills. The breaker of
+    /// `tower-resilience-circuitbreaker` counted every call of the window again on each call
+    /// (3.4 µs at 0 calls in it, 24.5 µs at 32,000); ours keeps counters, so the figures
+    /// should stay flat (docs/design/0007). Prints microseconds per call; run it with
     /// `cargo test --release -p switchyard-worker --lib breaker_cost -- --ignored --nocapture`.
     #[tokio::test]
     #[ignore = "a measurement, not a check: it prints figures"]
-    async fn breaker_cost_grows_with_the_calls_in_its_window() {
+    async fn breaker_cost_as_its_window_fills() {
         const MEASURED: u32 = 2_000;
         for in_window in [0_u32, 2_000, 8_000, 16_000, 32_000] {
-            let stack = provider_stack(provider(vec![], false), &settings()).unwrap();
+            let stack = provider_stack(provider(vec![], false), &settings());
             for _ in 0..in_window {
                 stack.clone().oneshot(call()).await.unwrap();
             }
@@ -610,8 +625,7 @@ mod tests {
             ..settings()
         };
         // The gauges are bound to the recorder that is current when the stack is built.
-        let stack =
-            metrics::with_local_recorder(&recorder, || provider_stack(p, &settings)).unwrap();
+        let stack = metrics::with_local_recorder(&recorder, || provider_stack(p, &settings));
         assert_eq!(
             circuit_series(&handle.render()),
             ["closed=1", "half_open=0", "open=0"]

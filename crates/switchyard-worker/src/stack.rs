@@ -123,6 +123,13 @@ fn circuit_open(open: Duration) -> ProviderError {
     e
 }
 
+/// The readied service, to move into a call's future; a fresh clone stays for the next
+/// `poll_ready` (the readied one holds what readiness reserved).
+fn take_readied<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
 /// Lets calls through the provider's [`Breaker`] and reports their outcomes to it.
 #[derive(Clone)]
 struct Guarded<S> {
@@ -154,9 +161,7 @@ where
         let Some(permit) = self.breaker.admit(std::time::Instant::now()) else {
             return Box::pin(std::future::ready(Err(circuit_open(self.open))));
         };
-        // The readied inner service goes with this call; the clone stays for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_readied(&mut self.inner);
         Box::pin(async move {
             let result = inner.call(req).await;
             permit.record(provider_failed(&result), std::time::Instant::now());
@@ -192,9 +197,7 @@ where
     }
 
     fn call(&mut self, req: ProviderCall) -> Self::Future {
-        // The readied inner service goes with this call; the clone stays for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_readied(&mut self.inner);
         let limiter = self.limiter.clone();
         Box::pin(async move {
             if let Some(limiter) = limiter {

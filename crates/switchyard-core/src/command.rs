@@ -267,10 +267,9 @@ impl Command {
             h.update(part.as_str().as_bytes());
             h.update([0]);
         }
-        let mut canonical = Vec::new();
-        write_canonical(&Value::Object(self.payload.clone()), &mut canonical);
-        h.update(&canonical);
-        Fingerprint(format!("{:x}", h.finalize()))
+        let mut sink = DigestWriter(h);
+        write_canonical_object(&self.payload, &mut sink);
+        Fingerprint(format!("{:x}", sink.0.finalize()))
     }
 }
 
@@ -301,6 +300,11 @@ impl Fingerprint {
         &self.0
     }
 
+    /// The hex digest, owned (to store it).
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// A fingerprint read back from storage.
     pub fn from_stored(hex: String) -> Self {
         Self(hex)
@@ -308,36 +312,62 @@ impl Fingerprint {
 }
 
 /// Canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace, strings and numbers
-/// as serde_json writes them. Independent of the map's own order.
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+/// as serde_json writes them. Independent of the map's own order. Written straight into the
+/// digest: a command's payload is neither copied nor rendered into a buffer first.
+fn write_canonical(v: &Value, out: &mut DigestWriter) {
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(&Value::String(k.clone()), out);
-                out.push(b':');
-                if let Some(x) = m.get(k) {
-                    write_canonical(x, out);
-                }
-            }
-            out.push(b'}');
-        }
+        Value::Object(m) => write_canonical_object(m, out),
         Value::Array(a) => {
-            out.push(b'[');
+            out.bytes(b"[");
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.bytes(b",");
                 }
                 write_canonical(x, out);
             }
-            out.push(b']');
+            out.bytes(b"]");
         }
-        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+        scalar => out.json(scalar),
+    }
+}
+
+fn write_canonical_object(m: &serde_json::Map<String, Value>, out: &mut DigestWriter) {
+    let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.bytes(b"{");
+    for (i, (k, x)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.bytes(b",");
+        }
+        out.json(k);
+        out.bytes(b":");
+        write_canonical(x, out);
+    }
+    out.bytes(b"}");
+}
+
+/// Feeds what serde_json writes to a SHA-256.
+struct DigestWriter(sha2::Sha256);
+
+impl DigestWriter {
+    fn bytes(&mut self, b: &[u8]) {
+        sha2::Digest::update(&mut self.0, b);
+    }
+
+    /// A string or a scalar as JSON. Writing plain data into a digest cannot fail.
+    fn json<T: serde::Serialize + ?Sized>(&mut self, v: &T) {
+        let _ = serde_json::to_writer(&mut *self, v);
+    }
+}
+
+impl std::io::Write for DigestWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -377,6 +407,22 @@ mod tests {
         let mut f = a.clone();
         f.operation = "refund".parse().unwrap();
         assert_ne!(a.fingerprint(), f.fingerprint());
+    }
+
+    /// Fingerprints are stored by the journal and compared with every redelivery: a change
+    /// of their bytes would turn a redelivered command into a conflicting one. Pinned.
+    #[test]
+    fn the_fingerprint_of_a_payload_is_stable() {
+        let mut c: Command = serde_json::from_value(body()).unwrap();
+        c.payload = serde_json::from_str(
+            r#"{"z":[1.5,-2,1e300,true,null,{}],"\u00e9\"\n":"\u20ac \\ \t\u0001","amount":100,
+                "nested":{"b":[],"a":{"k":"v","K":"V"}},"":"empty"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.fingerprint().as_str(),
+            "7623a1df3c4ba76a599cbc543e9b46d5d76e7306fb7f0e914e931ee81430c2f8"
+        );
     }
 
     #[test]

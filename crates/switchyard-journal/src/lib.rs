@@ -280,7 +280,7 @@ impl Journal {
         accepted: bool,
     ) -> Result<Admission, JournalError> {
         let identity = identity_digest(command);
-        let fingerprint = command.fingerprint().as_str().to_owned();
+        let fingerprint = command.fingerprint().into_string();
         let command_id = command.id;
         self.call(|reply| Op::Admit {
             identity,
@@ -320,7 +320,7 @@ impl Journal {
     ) -> Result<Start, JournalError> {
         let admit = Some((
             identity_digest(command),
-            command.fingerprint().as_str().to_owned(),
+            command.fingerprint().into_string(),
         ));
         self.call(|reply| Op::Begin {
             admit,

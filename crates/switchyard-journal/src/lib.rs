@@ -1094,7 +1094,7 @@ mod tests {
     use switchyard_testing::TestDatabase;
 
     /// Every connection of a SQLite journal, its pool's and its writer's, has the small page
-    /// cache (not SQLite's 2 MiB default), NORMAL syncing and a busy timeout.
+    /// cache (not SQLite's 2 MiB default) and NORMAL syncing.
     #[tokio::test]
     async fn sqlite_connections_keep_a_small_page_cache() {
         let db = TestDatabase::sqlite();
@@ -1119,7 +1119,6 @@ mod tests {
         };
         assert_eq!(pragma("cache_size"), -512);
         assert_eq!(pragma("synchronous"), 1, "NORMAL");
-        assert_eq!(pragma("busy_timeout"), 5000);
         assert_eq!(
             writer
                 .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
@@ -1128,5 +1127,47 @@ mod tests {
         );
         journal.close().await;
         db.cleanup().await;
+    }
+
+    /// The writer takes another process's write lock (the ledger's) soon after its release.
+    /// SQLite's own busy timeout tries again 1, 3, 8, 18, 33, 53 and 78 ms after the first
+    /// try: a lock held for 60 ms came free 18 ms before the waiter looked again. Held five
+    /// times, the writer's best delay past the release must be well under that.
+    #[test]
+    fn the_writer_takes_a_released_lock_at_once() {
+        let db = TestDatabase::sqlite();
+        let file = exec::sqlite_file(&db.url).unwrap().expect("a file");
+        let mut holder = rusqlite::Connection::open(&file).unwrap();
+        holder.execute_batch("PRAGMA journal_mode=WAL").unwrap();
+        let mut writer = exec::open_sqlite(&file).unwrap();
+        let mut best = Duration::MAX;
+        for _ in 0..5 {
+            let (locked, held) = std::sync::mpsc::channel();
+            let released = std::thread::scope(|s| {
+                let holding = s.spawn(|| {
+                    let tx = holder
+                        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                        .unwrap();
+                    locked.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(60));
+                    tx.commit().unwrap();
+                    std::time::Instant::now()
+                });
+                held.recv().unwrap();
+                let tx = writer
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .expect("the writer waits for the lock rather than fail");
+                let taken = std::time::Instant::now();
+                tx.commit().unwrap();
+                let released = holding.join().unwrap();
+                taken.saturating_duration_since(released)
+            });
+            best = best.min(released);
+        }
+        assert!(
+            best < Duration::from_millis(10),
+            "the writer took the lock {best:?} after its release at best"
+        );
+        futures::executor::block_on(db.cleanup());
     }
 }

@@ -348,23 +348,37 @@ impl Handler {
             traceparent: switchyard_telemetry::traceparent(&call_span).or(traceparent.clone()),
             recorder: recorder.clone(),
         };
-        // Report `processing` while the provider works: both must be done before the outcome.
+        // Report `processing` while the provider works, and send the attempt records as soon
+        // as it answered: all reach the broker (and so the ledger) before the outcome is
+        // decided, and none waits for another's confirm. With the ledger's queues quorum
+        // queues, each confirm is a replicated write; waited for one after the other, they
+        // were two of them on every command's path to its outcome.
         // `pending` and `processing` go out in order and are confirmed together.
         let pending = first_sight.then(|| lifecycle.pending(now));
         let report = async {
             let events: Vec<&Event> = pending.iter().chain([&processing]).collect();
             messages::publish_events(&self.publisher, &events, tp).await
         };
-        let call_started = Instant::now();
-        let (reported, outcome) = tokio::join!(
-            report,
-            slot.stack.clone().oneshot(call).instrument(call_span)
-        );
-        point("after_provider_answer");
+        let called = async {
+            let call_started = Instant::now();
+            let outcome = slot.stack.clone().oneshot(call).instrument(call_span).await;
+            let took = call_started.elapsed();
+            point("after_provider_answer");
+            // A crash after this point replays the records with the same record ids.
+            let records = recorder.take();
+            let recorded = futures::future::try_join_all(
+                records
+                    .iter()
+                    .map(|r| messages::publish_attempt(&self.publisher, r)),
+            )
+            .await;
+            (outcome, took, recorded)
+        };
+        let (reported, (outcome, took, recorded)) = tokio::join!(report, called);
         // `decode` found the operation among the slot's.
         let meters = slot.meters.operations.get(&command.operation);
         if let Some((duration, _)) = meters {
-            duration.record(call_started.elapsed().as_secs_f64());
+            duration.record(took.as_secs_f64());
         }
         let outcome_label = match &outcome {
             Ok(_) => "ok",
@@ -380,15 +394,6 @@ impl Handler {
             outcome = outcome_label,
             "provider answered"
         );
-        // The attempt records reach the broker (and so the ledger) before the delivery is
-        // settled: a crash after this point replays them with the same record ids.
-        let records = recorder.take();
-        let recorded = futures::future::try_join_all(
-            records
-                .iter()
-                .map(|r| messages::publish_attempt(&self.publisher, r)),
-        )
-        .await;
         if let Err(e) = reported.and(recorded.map(|_| ())) {
             return Disposition::from(e);
         }

@@ -220,6 +220,16 @@ pub async fn publish_attempt(
         .await
 }
 
+/// Publishes the attempt records of one provider call, awaiting their confirms together.
+pub async fn publish_attempts(
+    publisher: &Publisher,
+    records: &[AttemptRecord],
+) -> Result<(), PublishError> {
+    futures::future::try_join_all(records.iter().map(|r| publish_attempt(publisher, r)))
+        .await
+        .map(|_| ())
+}
+
 /// Publishes a message for the resolver on `switchyard.callbacks` (persistent, mandatory,
 /// confirmed). With `delay`, it waits in that delay tier first.
 pub async fn publish_callback_message(

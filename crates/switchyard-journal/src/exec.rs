@@ -237,9 +237,9 @@ const LOCK_PAUSES: [(i32, std::time::Duration); 2] = [
 /// SQLite's busy handler for the journal's writer: waits for another writer's lock rather
 /// than fail, for about 5 s, as sqlx's connections do. SQLite's own busy timeout sleeps
 /// 1, 2, 5, 10, 15, 20 and 25 ms between tries, so a lock held for 4 ms cost the journal
-/// 8 ms, one held for 9 ms 18 ms: every command's journal write waited out the ledger's
-/// batches that way. Trying every 100 µs for the first 10 ms or so, the journal gets the
-/// lock within a fraction of a millisecond of its release; the pauses cost a wake-up each.
+/// 8 ms, one held for 9 ms 18 ms: a journal write behind one of the ledger's batches waited
+/// that way. Trying every 100 µs for the first 10 ms or so, the journal gets the lock within
+/// a fraction of a millisecond of its release; the pauses cost a wake-up each.
 fn wait_for_the_write_lock(tries: i32) -> bool {
     match LOCK_PAUSES.iter().find(|(until, _)| tries < *until) {
         Some((_, pause)) => {

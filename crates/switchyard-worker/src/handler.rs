@@ -365,13 +365,7 @@ impl Handler {
             let took = call_started.elapsed();
             point("after_provider_answer");
             // A crash after this point replays the records with the same record ids.
-            let records = recorder.take();
-            let recorded = futures::future::try_join_all(
-                records
-                    .iter()
-                    .map(|r| messages::publish_attempt(&self.publisher, r)),
-            )
-            .await;
+            let recorded = messages::publish_attempts(&self.publisher, &recorder.take()).await;
             (outcome, took, recorded)
         };
         let (reported, (outcome, took, recorded)) = tokio::join!(report, called);
@@ -394,7 +388,7 @@ impl Handler {
             outcome = outcome_label,
             "provider answered"
         );
-        if let Err(e) = reported.and(recorded.map(|_| ())) {
+        if let Err(e) = reported.and(recorded) {
             return Disposition::from(e);
         }
 
@@ -1008,14 +1002,7 @@ impl Handler {
             Err(e) => e.class.as_str(),
         };
         metrics::counter!("switchyard_status_checks_total", "kind" => self.kind.to_string(), "provider" => command.provider.to_string(), "outcome" => label).increment(1);
-        let recorded = futures::future::try_join_all(
-            recorder
-                .take()
-                .iter()
-                .map(|r| messages::publish_attempt(&self.publisher, r)),
-        )
-        .await;
-        if let Err(e) = recorded {
+        if let Err(e) = messages::publish_attempts(&self.publisher, &recorder.take()).await {
             return Disposition::from(e);
         }
         let now = Utc::now();

@@ -540,8 +540,9 @@ async fn probe_on(
         if !record && (key.ends_with(".failed") || key.ends_with(".retrying")) {
             bail!("the probe command was not completed at once: {key}");
         }
-        let after_records = messages.iter().any(|m| m.step == Step::Record);
-        let step = match (record, after_records || terminal) {
+        // By what the message is, not by when it arrived: the worker publishes its attempt
+        // records while `processing` is still being confirmed, so either may come first.
+        let step = match (record, terminal) {
             (true, _) => Step::Record,
             (false, true) => Step::Outcome,
             (false, false) => Step::Report,
@@ -560,6 +561,8 @@ async fn probe_on(
     }
     let _ = ch.queue_delete(name, QueueDeleteOptions::default()).await;
     let _ = ch.close(200, "done".into()).await;
+    // The worker's order: reports, records, outcome (stable, so `pending` stays first).
+    messages.sort_by_key(|m| m.step);
     Ok(Pattern {
         command_routing_key: command.routing_key().to_string(),
         command_properties: command_properties(command, Headers::default()),

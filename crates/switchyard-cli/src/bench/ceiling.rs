@@ -38,14 +38,16 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Where in the worker's sequence a message is published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
     /// Before the provider's answer is used (`pending`, `processing`): in order on the
-    /// channel, confirmed together.
+    /// channel, confirmed together, while the provider is called.
     Report,
-    /// The attempt records, published together once the provider answered.
+    /// The attempt records, published together as soon as the provider answered (while the
+    /// reports may still be unconfirmed).
     Record,
-    /// After the records (the outcome event), one after the other; then the ack.
+    /// After the reports and the records are confirmed (the outcome event), one after the
+    /// other; then the ack.
     Outcome,
 }
 
@@ -76,7 +78,7 @@ pub struct Pattern {
     pub command_properties: BasicProperties,
     /// The command's body.
     pub command_body: Vec<u8>,
-    /// The worker's messages, in the order it publishes them.
+    /// The worker's messages by step: reports, records, outcome.
     pub messages: Vec<Message>,
 }
 
@@ -358,14 +360,15 @@ async fn work(
         }
         Ok::<_, anyhow::Error>(())
     };
-    let answer = async {
+    let answered = async {
         if !answer_after.is_zero() {
             tokio::time::sleep(answer_after).await;
         }
+        futures::future::try_join_all(at(Step::Record).map(|o| publish(&ch, o, id.as_ref()))).await
     };
-    let (reported, ()) = tokio::join!(report, answer);
+    let (reported, recorded) = tokio::join!(report, answered);
     reported?;
-    futures::future::try_join_all(at(Step::Record).map(|o| publish(&ch, o, id.as_ref()))).await?;
+    recorded?;
     for o in at(Step::Outcome) {
         publish(&ch, o, id.as_ref()).await?;
     }

@@ -45,7 +45,7 @@ use uuid::Uuid;
 
 use crate::say;
 use crate::up::{BROKER_HELP, amqp_url, broker_reachable};
-use ceiling::{CeilingOptions, CeilingRun, Message, Pattern, Step};
+use ceiling::{CeilingOptions, CeilingRun, Message, Pattern};
 pub use procstat::{peak_rss_kib, rss_kib};
 
 /// Options of `switchyard bench`.
@@ -534,40 +534,31 @@ async fn probe_on(
         if !d.data.windows(id.len()).any(|w| w == id.as_bytes()) {
             continue;
         }
-        let record = d.exchange.as_str() == ATTEMPTS_EXCHANGE;
-        let key = d.routing_key.to_string();
-        let terminal = !record && key.ends_with(".completed");
-        if !record && (key.ends_with(".failed") || key.ends_with(".retrying")) {
+        let key = d.routing_key.as_str();
+        if d.exchange.as_str() != ATTEMPTS_EXCHANGE
+            && (key.ends_with(".failed") || key.ends_with(".retrying"))
+        {
             bail!("the probe command was not completed at once: {key}");
         }
-        // By what the message is, not by when it arrived: the worker publishes its attempt
-        // records while `processing` is still being confirmed, so either may come first.
-        let step = match (record, terminal) {
-            (true, _) => Step::Record,
-            (false, true) => Step::Outcome,
-            (false, false) => Step::Report,
-        };
-        messages.push(Message {
-            exchange: d.exchange.to_string(),
-            routing_key: key,
-            properties: d.properties.clone(),
-            body: d.data.clone(),
-            step,
-            terminal,
-        });
+        let message = Message::filed(
+            d.exchange.to_string(),
+            key.to_owned(),
+            d.properties.clone(),
+            d.data.clone(),
+        );
+        let terminal = message.terminal;
+        messages.push(message);
         if terminal {
             break;
         }
     }
     let _ = ch.queue_delete(name, QueueDeleteOptions::default()).await;
     let _ = ch.close(200, "done".into()).await;
-    // The worker's order: reports, records, outcome (stable, so `pending` stays first).
-    messages.sort_by_key(|m| m.step);
     Ok(Pattern {
         command_routing_key: command.routing_key().to_string(),
         command_properties: command_properties(command, Headers::default()),
         command_body: command.to_bytes(),
-        messages,
+        messages: ceiling::in_worker_order(messages),
     })
 }
 

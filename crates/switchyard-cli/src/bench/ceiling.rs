@@ -69,6 +69,41 @@ pub struct Message {
     pub terminal: bool,
 }
 
+impl Message {
+    /// A message the probe saw, filed by what it is, not by when it arrived: the worker
+    /// publishes its attempt records while `processing` is still being confirmed, so either
+    /// may reach the broker first.
+    pub fn filed(
+        exchange: String,
+        routing_key: String,
+        properties: BasicProperties,
+        body: Vec<u8>,
+    ) -> Self {
+        let record = exchange == ATTEMPTS_EXCHANGE;
+        let terminal = !record && routing_key.ends_with(".completed");
+        let step = match (record, terminal) {
+            (true, _) => Step::Record,
+            (false, true) => Step::Outcome,
+            (false, false) => Step::Report,
+        };
+        Self {
+            exchange,
+            routing_key,
+            properties,
+            body,
+            step,
+            terminal,
+        }
+    }
+}
+
+/// The probe's messages in the worker's order: reports, records, outcome (a stable sort, so
+/// `pending` stays before `processing`, as they arrived on the worker's one channel).
+pub fn in_worker_order(mut messages: Vec<Message>) -> Vec<Message> {
+    messages.sort_by_key(|m| m.step);
+    messages
+}
+
 /// What one command costs on the broker: the command itself and what the worker publishes.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -645,4 +680,47 @@ async fn drive(
         elapsed: last.duration_since(started).as_secs_f64().max(1e-9),
         hist,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use switchyard_amqp::topology::EVENTS_EXCHANGE;
+
+    fn arrived(exchange: &str, key: &str) -> Message {
+        Message::filed(
+            exchange.into(),
+            key.into(),
+            BasicProperties::default(),
+            Vec::new(),
+        )
+    }
+
+    /// The arrival order CI met once: the attempt record before `processing`. The pattern is
+    /// still the worker's: `processing` a report confirmed with `pending`, the record after,
+    /// `completed` the outcome the ceiling times.
+    #[test]
+    fn a_record_arriving_before_processing_is_still_a_record() {
+        let messages = in_worker_order(vec![
+            arrived(EVENTS_EXCHANGE, "payment.bench.pending"),
+            arrived(ATTEMPTS_EXCHANGE, "payment.bench"),
+            arrived(EVENTS_EXCHANGE, "payment.bench.processing"),
+            arrived(EVENTS_EXCHANGE, "payment.bench.completed"),
+        ]);
+        let filed: Vec<(&str, Step, bool)> = messages
+            .iter()
+            .map(|m| (m.routing_key.as_str(), m.step, m.terminal))
+            .collect();
+        assert_eq!(
+            filed,
+            [
+                ("payment.bench.pending", Step::Report, false),
+                ("payment.bench.processing", Step::Report, false),
+                ("payment.bench", Step::Record, false),
+                ("payment.bench.completed", Step::Outcome, true),
+            ]
+        );
+    }
 }

@@ -11,6 +11,7 @@
 
 mod ceiling;
 mod procstat;
+mod timings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -272,6 +273,8 @@ struct Phase {
     waiting_rss: Vec<(usize, u64, usize, Duration)>,
     cpu: BTreeMap<&'static str, f64>,
     ledger_lag: Option<Result<Duration, String>>,
+    /// Means of the worker's own histograms over the phase (`timings`).
+    worker_means: BTreeMap<&'static str, f64>,
 }
 
 impl Phase {
@@ -327,6 +330,7 @@ fn phase_json(p: &Phase) -> serde_json::Value {
         "throughput_per_s": round(p.throughput(), 1),
         "latency_ms": latency_json(&p.hist),
         "cpu_s_per_1000": cpu_json(&p.cpu),
+        "worker_means": cpu_json(&p.worker_means),
         "ledger_catch_up_s": match &p.ledger_lag {
             Some(Ok(lag)) => json!(round(lag.as_secs_f64(), 3)),
             _ => serde_json::Value::Null,
@@ -344,6 +348,9 @@ struct Driver<'a> {
     sent: Arc<Mutex<HashMap<Uuid, Instant>>>,
     rx: mpsc::UnboundedReceiver<(Uuid, Status, Instant)>,
     worker_pid: Option<u32>,
+    /// The worker's `/metrics`, read before and after each phase.
+    worker_metrics: String,
+    http: reqwest::Client,
 }
 
 impl Driver<'_> {
@@ -380,6 +387,7 @@ impl Driver<'_> {
         let marks = [commands / 10, commands];
         let mut waiting = 0usize;
         let window = Arc::new(Semaphore::new(self.opts.window.max(1)));
+        let totals_before = self.worker_totals().await;
         let started = Instant::now();
         let publishing = {
             let mut batch = Vec::with_capacity(commands);
@@ -455,6 +463,10 @@ impl Driver<'_> {
             last = at;
         }
         let publish_failures = publishing.await.unwrap_or(commands);
+        let worker_means = match (totals_before, self.worker_totals().await) {
+            (Some(before), Some(after)) => after.means_since(&before),
+            _ => BTreeMap::new(),
+        };
         // What never came back must not be matched by a later run.
         if let Ok(mut s) = self.sent.lock() {
             s.clear();
@@ -470,7 +482,20 @@ impl Driver<'_> {
             waiting_rss,
             cpu: BTreeMap::new(),
             ledger_lag: None,
+            worker_means,
         })
+    }
+
+    /// The worker's histogram totals now; `None` (with a note) when its `/metrics` cannot
+    /// be read, so the phase's other figures still stand.
+    async fn worker_totals(&self) -> Option<timings::Totals> {
+        match timings::scrape(&self.http, &self.worker_metrics).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                note(format!("bench: note: no worker timings: {e:#}"));
+                None
+            }
+        }
     }
 }
 
@@ -779,6 +804,8 @@ async fn sitting(
         sent: Arc::new(Mutex::new(HashMap::with_capacity(opts.commands))),
         rx,
         worker_pid: processes.pid("worker"),
+        worker_metrics: format!("http://127.0.0.1:{worker_port}/metrics"),
+        http: reqwest::Client::builder().build()?,
     };
     note(format!(
         "bench: {} commands at {}, {} B payloads, window {}, worker concurrency {}, ledger {}{}{}",
@@ -1118,6 +1145,12 @@ fn report_phase(label: &str, p: &Phase, waiting: bool) {
         "bench: {label}: CPU s per 1,000 commands: {}",
         cpu_line(&p.cpu)
     ));
+    if !p.worker_means.is_empty() {
+        note(format!(
+            "bench: {label}: worker means: {}",
+            timings::line(&p.worker_means)
+        ));
+    }
 }
 
 async fn delete_queue(url: &str, queue: &str) {

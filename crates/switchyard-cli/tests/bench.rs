@@ -156,6 +156,21 @@ async fn bench_with_the_ceiling_prints_its_figures_as_json() {
     assert!(num("/switchyard/cpu_s_per_1000/bench") >= 0.0);
     assert!(num("/peak_rss_mib/worker") > 0.0);
     assert!(num("/peak_rss_mib/sandbox") > 0.0);
+    // Where the worker's deliveries spent their time, from its own /metrics: a delivery
+    // holds its provider call and its journal batches, and waits for confirms.
+    let (delivery, call, batch, confirm) = (
+        num("/switchyard/worker_means/delivery_ms"),
+        num("/switchyard/worker_means/provider_call_ms"),
+        num("/switchyard/worker_means/journal_batch_ms"),
+        num("/switchyard/worker_means/publish_confirm_ms"),
+    );
+    assert!(
+        0.0 < call && call < delivery && 0.0 < batch && batch < delivery && 0.0 < confirm,
+        "{:#}",
+        doc["switchyard"]["worker_means"]
+    );
+    assert!(num("/switchyard/worker_means/journal_ops_per_batch") >= 1.0);
+    assert!(stderr.contains("worker means: delivery "), "{stderr}");
 
     // The ceiling ran before and after, with the messages the worker publishes per command.
     let runs = doc["ceiling"]["runs"].as_array().unwrap();

@@ -305,8 +305,10 @@ fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
-fn cpu_json(cpu: &BTreeMap<&'static str, f64>) -> serde_json::Value {
-    cpu.iter()
+/// A map of figures as a JSON object, each rounded to three places.
+fn figures_json(figures: &BTreeMap<&'static str, f64>) -> serde_json::Value {
+    figures
+        .iter()
         .map(|(k, v)| ((*k).to_owned(), json!(round(*v, 3))))
         .collect::<serde_json::Map<_, _>>()
         .into()
@@ -329,8 +331,8 @@ fn phase_json(p: &Phase) -> serde_json::Value {
         "elapsed_s": round(p.elapsed, 3),
         "throughput_per_s": round(p.throughput(), 1),
         "latency_ms": latency_json(&p.hist),
-        "cpu_s_per_1000": cpu_json(&p.cpu),
-        "worker_means": cpu_json(&p.worker_means),
+        "cpu_s_per_1000": figures_json(&p.cpu),
+        "worker_means": figures_json(&p.worker_means),
         "ledger_catch_up_s": match &p.ledger_lag {
             Some(Ok(lag)) => json!(round(lag.as_secs_f64(), 3)),
             _ => serde_json::Value::Null,
@@ -1032,7 +1034,7 @@ async fn sitting(
                 "throughput_per_s": round(run.completed as f64 / run.elapsed, 1),
                 "elapsed_s": round(run.elapsed, 3),
                 "latency_ms": latency_json(&run.hist),
-                "cpu_s_per_1000": cpu_json(c),
+                "cpu_s_per_1000": figures_json(c),
             })).collect::<Vec<_>>(),
             "messages_per_command": pattern.messages.len() + 1,
             "worker_messages": pattern.messages.iter().map(|m| json!({
@@ -1041,7 +1043,7 @@ async fn sitting(
             })).collect::<Vec<_>>(),
             "throughput_per_s": round(throughput, 1),
             "latency_ms": latency_json(&merged),
-            "cpu_s_per_1000": cpu_json(&cpu),
+            "cpu_s_per_1000": figures_json(&cpu),
             "ratios": ratios,
         });
     }
@@ -1076,7 +1078,7 @@ async fn sitting(
             doc["half_rate"]["ceiling"] = json!({
                 "throughput_per_s": round(run.completed as f64 / run.elapsed, 1),
                 "latency_ms": latency_json(&run.hist),
-                "cpu_s_per_1000": cpu_json(cpu),
+                "cpu_s_per_1000": figures_json(cpu),
                 "ratios": { "p50": slower(0.5), "p99": slower(0.99) },
             });
         }

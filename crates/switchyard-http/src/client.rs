@@ -179,7 +179,7 @@ impl OutboundClient {
             .no_proxy()
             .connect_timeout(settings.connect_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .dns_resolver(GuardedResolver { policy })
+            .dns_resolver(GuardedResolver::new(policy))
             .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(BuildError::Client)?;

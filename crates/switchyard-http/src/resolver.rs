@@ -1,9 +1,13 @@
 //! Destination policy (S2): which addresses a provider call may reach, enforced where names
 //! become addresses so that a DNS answer cannot smuggle a call into the private network.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// A range of addresses that is not the public internet.
@@ -191,19 +195,93 @@ pub struct DestinationRefused {
     pub range: AddressRange,
 }
 
+/// A system lookup of one host name, shared by every caller that asked for it while it ran.
+type SharedLookup = Shared<BoxFuture<'static, Result<Arc<[SocketAddr]>, Arc<io::Error>>>>;
+
+/// How a name becomes addresses: the system's resolver, or a counted stand-in in tests.
+type LookupFn = fn(String) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>>;
+
+fn system_lookup(host: String) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+    Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.collect()) })
+}
+
 /// A resolver that asks the system (through tokio) and then applies the [`AddressPolicy`].
-#[derive(Debug, Clone, Copy)]
+///
+/// Lookups of one name that overlap share one system lookup. A burst of new connections to a
+/// provider (a worker starting with a backlog, or after an idle spell closed its connections)
+/// would otherwise make as many `getaddrinfo` calls at once, each on a blocking thread of its
+/// own: 128 calls in flight made 57 threads. Only lookups in flight are shared; every new
+/// connection after one has finished asks the system again, so DNS answers are never kept
+/// past what the system's own resolver keeps.
+#[derive(Clone)]
 pub(crate) struct GuardedResolver {
-    pub(crate) policy: AddressPolicy,
+    policy: AddressPolicy,
+    lookup: LookupFn,
+    in_flight: Arc<Mutex<HashMap<String, SharedLookup>>>,
+}
+
+impl GuardedResolver {
+    pub(crate) fn new(policy: AddressPolicy) -> Self {
+        Self::with_lookup(policy, system_lookup)
+    }
+
+    fn with_lookup(policy: AddressPolicy, lookup: LookupFn) -> Self {
+        Self {
+            policy,
+            lookup,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// The lookup in flight for `host`, or a new one. A poisoned map (a panic while it was
+    /// held) is still a consistent map: entries are inserted and removed whole.
+    fn shared_lookup(&self, host: &str) -> SharedLookup {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(lookup) = in_flight.get(host) {
+            return lookup.clone();
+        }
+        let lookup = (self.lookup)(host.to_owned())
+            .map(|found| found.map(Arc::from).map_err(Arc::new))
+            .boxed()
+            .shared();
+        in_flight.insert(host.to_owned(), lookup.clone());
+        lookup
+    }
+
+    /// Whoever sees the lookup finish removes it, so the next connection asks again. Callers
+    /// that gave up before it finished leave it in place for the next caller to finish.
+    fn finished(&self, host: &str, lookup: &SharedLookup) {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if in_flight.get(host).is_some_and(|l| l.ptr_eq(lookup)) {
+            in_flight.remove(host);
+        }
+    }
+}
+
+impl fmt::Debug for GuardedResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedResolver")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy;
+        let resolver = self.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let kept = policy.filter(&host, found)?;
+            let lookup = resolver.shared_lookup(&host);
+            let found = lookup.clone().await;
+            resolver.finished(&host, &lookup);
+            let found = found?;
+            let kept = resolver.policy.filter(&host, found.iter().copied())?;
             if kept.is_empty() {
                 return Err(format!("no address found for {host}").into());
             }
@@ -325,7 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn resolver_refuses_localhost_unless_allowed() {
-        let strict = GuardedResolver { policy: STRICT };
+        let strict = GuardedResolver::new(STRICT);
         let err = strict
             .resolve("localhost".parse().unwrap())
             .await
@@ -334,7 +412,7 @@ mod tests {
         let refused = err.downcast_ref::<DestinationRefused>().unwrap();
         assert_eq!(refused.range, AddressRange::Loopback);
 
-        let loose = GuardedResolver { policy: LOOPBACK };
+        let loose = GuardedResolver::new(LOOPBACK);
         let addrs: Vec<_> = loose
             .resolve("localhost".parse().unwrap())
             .await
@@ -343,5 +421,111 @@ mod tests {
             .collect();
         assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
         assert!(!addrs.is_empty());
+    }
+
+    /// Lookups made by [`counted_lookup`]; one counter for the tests below, which run one at a
+    /// time through [`COUNTED`].
+    static LOOKUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static COUNTED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// A lookup that takes 50 ms, counts itself and answers with a public address.
+    fn counted_lookup(_host: String) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move {
+            LOOKUPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Ok(vec![SocketAddr::new(ip("93.184.216.34"), 0)])
+        })
+    }
+
+    fn lookups() -> usize {
+        LOOKUPS.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn overlapping_lookups_of_one_name_make_one_system_lookup() {
+        let _one_at_a_time = COUNTED.lock().await;
+        let resolver = GuardedResolver::with_lookup(STRICT, counted_lookup);
+        let before = lookups();
+        let answers = futures::future::join_all(
+            (0..128).map(|_| resolver.resolve("api.provider.example".parse().unwrap())),
+        )
+        .await;
+        assert_eq!(lookups() - before, 1, "128 connections at once, one lookup");
+        for answer in answers {
+            let addrs: Vec<_> = answer.ok().unwrap().collect();
+            assert_eq!(addrs, vec![SocketAddr::new(ip("93.184.216.34"), 0)]);
+        }
+
+        let _ = resolver.resolve("other.example".parse().unwrap()).await;
+        assert_eq!(lookups() - before, 2, "another name is its own lookup");
+    }
+
+    #[tokio::test]
+    async fn a_finished_lookup_is_not_kept() {
+        let _one_at_a_time = COUNTED.lock().await;
+        let resolver = GuardedResolver::with_lookup(STRICT, counted_lookup);
+        let before = lookups();
+        for _ in 0..3 {
+            assert!(
+                resolver
+                    .resolve("api.provider.example".parse().unwrap())
+                    .await
+                    .is_ok()
+            );
+        }
+        assert_eq!(
+            lookups() - before,
+            3,
+            "each new connection after the last asks again"
+        );
+        assert!(resolver.in_flight.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lookup_whose_caller_gave_up_is_finished_by_the_next() {
+        let _one_at_a_time = COUNTED.lock().await;
+        let resolver = GuardedResolver::with_lookup(STRICT, counted_lookup);
+        let before = lookups();
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            resolver.resolve("api.provider.example".parse().unwrap()),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the first caller gave up");
+        assert!(
+            resolver
+                .resolve("api.provider.example".parse().unwrap())
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            lookups() - before,
+            1,
+            "the second caller joined the first lookup"
+        );
+        assert!(resolver.in_flight.lock().unwrap().is_empty());
+        assert!(
+            resolver
+                .resolve("api.provider.example".parse().unwrap())
+                .await
+                .is_ok()
+        );
+        assert_eq!(lookups() - before, 2);
+    }
+
+    #[tokio::test]
+    async fn every_caller_of_a_shared_lookup_gets_the_policy_check() {
+        let resolver = GuardedResolver::with_lookup(STRICT, |_| {
+            Box::pin(async { Ok(vec![SocketAddr::new("10.0.0.5".parse().unwrap(), 0)]) })
+        });
+        let answers = futures::future::join_all(
+            (0..4).map(|_| resolver.resolve("internal.example".parse().unwrap())),
+        )
+        .await;
+        for answer in answers {
+            let err = answer.err().unwrap();
+            let refused = err.downcast_ref::<DestinationRefused>().unwrap();
+            assert_eq!(refused.range, AddressRange::Private);
+        }
     }
 }

@@ -44,6 +44,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::ports::free_port;
 use crate::say;
 use crate::up::{BROKER_HELP, amqp_url, broker_reachable};
 use ceiling::{CeilingOptions, CeilingRun, Message, Pattern};
@@ -109,12 +110,6 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 async fn wait_for_file(path: &Path, timeout: Duration) -> bool {

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod fleet;
 pub mod local_broker;
 pub mod output;
+pub mod ports;
 pub mod resolve;
 pub mod schemas;
 pub mod status;

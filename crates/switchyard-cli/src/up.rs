@@ -384,9 +384,9 @@ fn with_fixed_port(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
     if listen.port() != 0 {
         return Ok(listen);
     }
-    let probe = std::net::TcpListener::bind(listen)
+    let port = crate::ports::free_port_on(listen.ip())
         .with_context(|| format!("finding a free port on {}", listen.ip()))?;
-    Ok(probe.local_addr()?)
+    Ok(SocketAddr::new(listen.ip(), port))
 }
 
 /// An address this machine can connect to for `listen` (a wildcard becomes loopback).

@@ -68,44 +68,10 @@ impl Default for TestFleetOptions {
     }
 }
 
-/// A port for a server a test starts later, on 127.0.0.1.
-///
-/// Picked outside the kernel's ephemeral range, from which outgoing connections take their
-/// local ports: a port found free by binding port 0 and then released could be handed to one
-/// of a worker's connections to the sandbox (one per call in flight) before the server binds
-/// it. Never the same port twice in one test process.
+/// A port for a server a test starts later, on 127.0.0.1: outside the kernel's ephemeral
+/// range and never the same twice in one test process (`switchyard_cli::ports`).
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let (low, high) = ephemeral_ports();
-    let outside = if high < 65_000 {
-        high + 1..=65_535
-    } else {
-        10_000..=low.saturating_sub(1).max(10_000)
-    };
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    for _ in 0..1_000 {
-        let port = rand::random_range(outside.clone());
-        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
-            return port;
-        }
-    }
-    panic!(
-        "no free port between {} and {}",
-        outside.start(),
-        outside.end()
-    );
-}
-
-/// The kernel's ephemeral port range (Linux), or the usual default where it cannot be read.
-fn ephemeral_ports() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32_768, 60_999))
+    switchyard_cli::ports::free_port().expect("a free port on 127.0.0.1")
 }
 
 /// Every event the test's subscriber received, by command.

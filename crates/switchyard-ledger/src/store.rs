@@ -371,6 +371,19 @@ impl Store {
             // SQLite runs in this process: no connection to find dead, and the check cost a
             // round trip to the connection's thread before every transaction.
             .test_before_acquire(!sqlite)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // A batch's multi-row statements keep the old pages they change (to
+                        // undo one statement alone); past 64 KiB SQLite spilled them to a new
+                        // file in /var/tmp for each statement. In memory, no file is made.
+                        sqlx::query("PRAGMA temp_store=MEMORY")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         if sqlite {
@@ -753,6 +766,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ledger's SQLite connections keep temporary storage (statement journals) in memory.
+    #[tokio::test]
+    async fn sqlite_keeps_its_temporary_storage_in_memory() {
+        let dir = std::env::temp_dir().join(format!("switchyard-store-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let temp: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(temp, 2, "MEMORY");
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

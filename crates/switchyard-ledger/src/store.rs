@@ -770,17 +770,15 @@ mod tests {
     /// The ledger's SQLite connections keep temporary storage (statement journals) in memory.
     #[tokio::test]
     async fn sqlite_keeps_its_temporary_storage_in_memory() {
-        let dir = std::env::temp_dir().join(format!("switchyard-store-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("ledger.db").display());
-        let store = Store::connect(&url).await.unwrap();
+        let db = switchyard_testing::TestDatabase::sqlite();
+        let store = Store::connect(&db.url).await.unwrap();
         let temp: i64 = sqlx::query_scalar("PRAGMA temp_store")
             .fetch_one(&store.pool)
             .await
             .unwrap();
         assert_eq!(temp, 2, "MEMORY");
         store.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+        db.cleanup().await;
     }
 
     #[test]

@@ -711,7 +711,17 @@ async fn sitting(
     } else {
         note("bench: note: no local RabbitMQ (beam.smp) process found; no broker CPU or RSS");
     }
-    let processes = procstat::Processes::new(pids);
+    let mut processes = procstat::Processes::new(pids);
+    if database.kind() == "postgres" {
+        // The journal's and the ledger's statements run in the server's processes: a run's
+        // cost includes them when the server is on this machine.
+        match procstat::database_pid(&database.url) {
+            Some(pid) => processes = processes.with_tree("database", pid),
+            None => note(
+                "bench: note: the PostgreSQL server is not a local process; its CPU is not counted",
+            ),
+        }
+    }
     let broker_rss = broker_pid.map(procstat::RssSampler::start);
 
     let kind: Name = "payment".parse()?;

@@ -5,6 +5,7 @@
 //! Linux every figure is absent, never wrong.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,20 +28,64 @@ pub fn clock_ticks_per_second() -> f64 {
 
 /// User plus system CPU seconds a process has used so far.
 pub fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_cpu_ticks(&stat).map(|t| t as f64 / ticks_per_second)
+    let stat = Stat::read(pid)?;
+    Some(stat.own as f64 / ticks_per_second)
 }
 
-/// `utime + stime` from a `/proc/<pid>/stat` line. The command name (field 2) is in
-/// parentheses and may itself hold spaces or parentheses, so fields are counted from the
-/// last `)`: after it come field 3 (state) onwards, making utime and stime (fields 14 and
-/// 15) the 12th and 13th.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+/// CPU seconds used so far by a process and every process it started, live or ended: a
+/// server that forks a process per connection (PostgreSQL) is measured whole. An ended
+/// child's time is in its parent's `cutime + cstime` once the parent has waited for it,
+/// which a server does; a live one's is in its own stat, so nothing is counted twice.
+pub fn tree_cpu_seconds(root: u32, ticks_per_second: f64) -> Option<f64> {
+    let stats: Vec<(u32, Stat)> = pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, Stat::read(pid)?)))
+        .collect();
+    let mut tree = vec![root];
+    let mut ticks = 0;
+    let mut found_root = false;
+    while let Some(pid) = tree.pop() {
+        for (child, stat) in &stats {
+            if *child == pid {
+                found_root |= pid == root;
+                ticks += stat.own + stat.reaped_children;
+            } else if stat.parent == pid {
+                tree.push(*child);
+            }
+        }
+    }
+    found_root.then(|| ticks as f64 / ticks_per_second)
+}
+
+/// The figures of a `/proc/<pid>/stat` line this module uses, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    parent: u32,
+    /// `utime + stime`.
+    own: u64,
+    /// `cutime + cstime`: the children this process has waited for.
+    reaped_children: u64,
+}
+
+impl Stat {
+    fn read(pid: u32) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// The command name (field 2) is in parentheses and may itself hold spaces or
+    /// parentheses, so fields are counted from the last `)`: after it come field 3 (state)
+    /// onwards, making the parent (field 4) the 2nd, and utime, stime, cutime and cstime
+    /// (fields 14 to 17) the 12th to 15th.
+    fn parse(stat: &str) -> Option<Self> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().take(15).collect();
+        let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+        Some(Self {
+            parent: fields.get(1)?.parse().ok()?,
+            own: number(11)? + number(12)?,
+            reaped_children: number(13)? + number(14)?,
+        })
+    }
 }
 
 /// Resident set size of a process now, in KiB.
@@ -110,6 +155,63 @@ fn listener_pid(port: u16) -> Option<u32> {
     None
 }
 
+/// The local PostgreSQL server a `postgres://` URL names: its postmaster, the process that
+/// listens on the URL's port (5432 when none is given), or the only postmaster when the
+/// listener's owner cannot be read. None for a remote server, whose CPU this machine
+/// cannot see.
+pub fn database_pid(url: &str) -> Option<u32> {
+    let port = local_postgres_port(url)?;
+    let postmaster = |pid: u32| {
+        // A backend forked a moment ago may still hold the listening socket: go up to the
+        // first process whose parent is not PostgreSQL.
+        let mut pid = pid;
+        while let Some(parent) = Stat::read(pid).map(|s| s.parent)
+            && comm(parent).as_deref() == Some("postgres")
+        {
+            pid = parent;
+        }
+        pid
+    };
+    listener_pid(port).map(postmaster).or_else(|| {
+        let roots: Vec<u32> = pids()
+            .into_iter()
+            .filter(|pid| comm(*pid).as_deref() == Some("postgres"))
+            .filter(|pid| {
+                Stat::read(*pid).is_some_and(|s| comm(s.parent).as_deref() != Some("postgres"))
+            })
+            .collect();
+        match roots.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    })
+}
+
+/// The port of a `postgres://` URL that names this machine (a loopback address,
+/// `localhost`, or no host: a Unix socket), 5432 when it names none.
+fn local_postgres_port(url: &str) -> Option<u16> {
+    let url = url::Url::parse(url).ok()?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return None;
+    }
+    let local = match url.host() {
+        None => true,
+        // A URL of another scheme than http's family keeps an IPv4 host as a name.
+        Some(url::Host::Domain(name)) => {
+            name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+    };
+    local.then(|| url.port().unwrap_or(5432))
+}
+
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_owned())
+}
+
 fn pids() -> Vec<u32> {
     std::fs::read_dir("/proc")
         .map(|d| {
@@ -123,10 +225,7 @@ fn pids() -> Vec<u32> {
 fn lone_beam() -> Option<u32> {
     let beams: Vec<u32> = pids()
         .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "beam.smp")
-        })
+        .filter(|pid| comm(*pid).as_deref() == Some("beam.smp"))
         .collect();
     match beams.as_slice() {
         [one] => Some(*one),
@@ -138,6 +237,8 @@ fn lone_beam() -> Option<u32> {
 #[derive(Debug, Clone)]
 pub struct Processes {
     pids: Vec<(&'static str, u32)>,
+    /// Measured with every process they start (`tree_cpu_seconds`).
+    trees: Vec<(&'static str, u32)>,
     ticks: f64,
 }
 
@@ -146,8 +247,15 @@ impl Processes {
     pub fn new(pids: Vec<(&'static str, u32)>) -> Self {
         Self {
             pids,
+            trees: Vec::new(),
             ticks: clock_ticks_per_second(),
         }
+    }
+
+    /// Also watches `root` and every process it starts, as `name`.
+    pub fn with_tree(mut self, name: &'static str, root: u32) -> Self {
+        self.trees.push((name, root));
+        self
     }
 
     /// The pid of `name`, when watched.
@@ -157,10 +265,15 @@ impl Processes {
 
     /// CPU seconds used so far by each watched process that /proc shows.
     pub fn cpu(&self) -> BTreeMap<&'static str, f64> {
-        self.pids
+        let processes = self
+            .pids
             .iter()
-            .filter_map(|(name, pid)| Some((*name, cpu_seconds(*pid, self.ticks)?)))
-            .collect()
+            .filter_map(|(name, pid)| Some((*name, cpu_seconds(*pid, self.ticks)?)));
+        let trees = self
+            .trees
+            .iter()
+            .filter_map(|(name, pid)| Some((*name, tree_cpu_seconds(*pid, self.ticks)?)));
+        processes.chain(trees).collect()
     }
 }
 
@@ -227,9 +340,66 @@ mod tests {
 
     #[test]
     fn cpu_ticks_are_counted_after_the_command_name() {
-        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 1000 50";
-        assert_eq!(parse_cpu_ticks(stat), Some(10));
-        assert_eq!(parse_cpu_ticks("42 (x) S 1"), None);
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 5 4 20 0 1 0 5 1000 50";
+        assert_eq!(
+            Stat::parse(stat),
+            Some(Stat {
+                parent: 1,
+                own: 10,
+                reaped_children: 9
+            })
+        );
+        assert_eq!(Stat::parse("42 (x) S 1"), None);
+    }
+
+    /// A shell that keeps a CPU busy for `secs` seconds of wall time.
+    fn busy(secs: u32) -> std::process::Child {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "end=$(( $(date +%s) + {secs} )); while [ $(date +%s) -lt $end ]; do :; done"
+            ))
+            .spawn()
+            .expect("sh")
+    }
+
+    #[test]
+    fn a_tree_counts_its_live_and_its_ended_children() {
+        let ticks = clock_ticks_per_second();
+        let me = std::process::id();
+        let own = || cpu_seconds(me, ticks).expect("own");
+        let tree = || tree_cpu_seconds(me, ticks).expect("tree");
+        let (own_before, tree_before) = (own(), tree());
+
+        let mut live = busy(3);
+        std::thread::sleep(Duration::from_millis(1500));
+        let while_live = tree() - tree_before - (own() - own_before);
+        assert!(while_live > 0.3, "a live child's CPU: {while_live} s");
+
+        live.wait().expect("wait");
+        let after_it_ended = tree() - tree_before - (own() - own_before);
+        assert!(
+            after_it_ended >= while_live,
+            "an ended child's CPU is still counted: {after_it_ended} s, {while_live} s while it ran"
+        );
+        assert!(tree_cpu_seconds(u32::MAX, ticks).is_none());
+    }
+
+    #[test]
+    fn only_a_local_postgresql_server_is_looked_for() {
+        for (url, port) in [
+            ("postgres://u@127.0.0.1:5433/x", Some(5433)),
+            ("postgres://u@localhost/x", Some(5432)),
+            ("postgresql://u@[::1]:6000/x", Some(6000)),
+            ("postgres:///x?host=/var/run/postgresql", Some(5432)),
+            ("postgres://u@db.example.com:5432/x", None),
+            ("postgres://u@10.1.2.3/x", None),
+            ("sqlite:///tmp/x.db", None),
+            ("not a url", None),
+        ] {
+            assert_eq!(local_postgres_port(url), port, "{url}");
+        }
+        assert_eq!(database_pid("postgres://u@db.example.com/x"), None);
     }
 
     #[test]

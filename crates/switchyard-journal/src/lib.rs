@@ -381,10 +381,11 @@ async fn create_schema(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> 
     if sqlite {
         // One statement at a time: a deferred transaction that reads the schema and then
         // writes would fail at once, not wait, when another process wrote meanwhile.
+        let mut conn = pool.acquire().await?;
         for statement in SCHEMA {
-            sqlx::query(statement).execute(pool).await?;
+            sqlx::query(statement).execute(&mut *conn).await?;
         }
-        return Ok(());
+        return unique_command_ids(&mut conn, true).await;
     }
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -394,7 +395,59 @@ async fn create_schema(pool: &AnyPool, sqlite: bool) -> Result<(), sqlx::Error> 
     for statement in SCHEMA {
         sqlx::query(statement).execute(&mut *tx).await?;
     }
+    unique_command_ids(&mut tx, false).await?;
     tx.commit().await
+}
+
+/// Makes `command_id` unique in `journal_identities`, once. Journals before it had a plain
+/// index there, and two writers admitting one id under two identities at once (a command
+/// sent with a key and without, to two workers or two writers of one worker on PostgreSQL)
+/// could each find nothing and both insert, both answering "new". Such pairs are repaired
+/// here: the identity seen first keeps the id, as it would have had the writers been
+/// serialised, and the others are deleted (a later copy of theirs is then judged against
+/// the first). Counted in a warning; SQLite's single writer never made any.
+async fn unique_command_ids(
+    conn: &mut sqlx::AnyConnection,
+    sqlite: bool,
+) -> Result<(), sqlx::Error> {
+    let exists = if sqlite {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = $1"
+    } else {
+        "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1"
+    };
+    let (found,): (i64,) = sqlx::query_as(exists)
+        .bind("journal_identities_command")
+        .fetch_one(&mut *conn)
+        .await?;
+    if found > 0 {
+        return Ok(());
+    }
+    let repaired = sqlx::query(
+        "DELETE FROM journal_identities WHERE EXISTS (\
+            SELECT 1 FROM journal_identities AS earlier \
+            WHERE earlier.command_id = journal_identities.command_id \
+            AND (earlier.first_seen < journal_identities.first_seen \
+                OR (earlier.first_seen = journal_identities.first_seen \
+                    AND earlier.identity < journal_identities.identity)))",
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if repaired > 0 {
+        warn!(
+            repaired,
+            "journal: ids held under more than one identity, each admitted as new by writers \
+             racing; kept the identity seen first for each"
+        );
+    }
+    for statement in [
+        "CREATE UNIQUE INDEX IF NOT EXISTS journal_identities_command \
+         ON journal_identities (command_id)",
+        "DROP INDEX IF EXISTS journal_identities_by_command",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Whether SQLite refused because another connection holds the file (`SQLITE_BUSY`,
@@ -406,14 +459,18 @@ fn is_locked(e: &sqlx::Error) -> bool {
 /// The advisory lock key under which the journal's schema is created ("sy-jrnl" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0073_792d_6a72_6e6c;
 
-const SCHEMA: [&str; 3] = [
+/// An id is held under one identity at most (`journal_identities_command`, unique): a
+/// writer that admits an id another writer holds, under another identity, finds its insert
+/// refused and judges against that holder, even while the holder's transaction is still
+/// open (PostgreSQL makes the second insert wait for it). See [`unique_command_ids`] for
+/// databases made before.
+const SCHEMA: [&str; 2] = [
     "CREATE TABLE IF NOT EXISTS journal_identities (\
         identity TEXT PRIMARY KEY, \
         command_id TEXT NOT NULL, \
         fingerprint TEXT NOT NULL, \
         accepted BIGINT NOT NULL, \
         first_seen BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS journal_identities_by_command ON journal_identities (command_id)",
     "CREATE TABLE IF NOT EXISTS journal_steps (\
         command_id TEXT NOT NULL, \
         run BIGINT NOT NULL, \
@@ -709,77 +766,39 @@ struct Admit<'a> {
     accepted: bool,
 }
 
-/// Admits `wanted` (no two share an identity or a command) with one look-up and one insert
-/// per piece of the batch ([`Dialect::pieces`]).
+/// Admits `wanted` (no two share an identity or a command), piece by piece of the batch
+/// ([`Dialect::pieces`]).
 async fn admit_together<E: Exec>(
     tx: &mut E,
     wanted: &[Admit<'_>],
 ) -> Result<HashMap<usize, Admission>, JournalError> {
+    // In one order on every writer: a writer that waits for another's id (see `SCHEMA`)
+    // never holds one the other waits for.
+    let mut wanted: Vec<&Admit<'_>> = wanted.iter().collect();
+    wanted.sort_unstable_by_key(|w| w.command_id);
     let mut found = HashMap::new();
-    let pieces = tx.dialect().pieces(wanted);
-    for piece in pieces {
+    for piece in tx.dialect().pieces(&wanted) {
         found.extend(admit_piece(tx, piece).await?);
     }
     Ok(found)
 }
 
-/// Admits a piece of a batch with one look-up and one insert; an identity another writer
-/// took between the two is looked at again on its own.
+/// Admits a piece of a batch. The usual case, every identity and id new, is one insert:
+/// only what it refused (an identity or an id held already, perhaps by another writer a
+/// moment ago) is looked up, with one statement, and judged against its holder.
 async fn admit_piece<E: Exec>(
     tx: &mut E,
-    wanted: &[Admit<'_>],
+    wanted: &[&Admit<'_>],
 ) -> Result<HashMap<usize, Admission>, JournalError> {
-    let mut found = HashMap::new();
-    let n = wanted.len();
     let dialect = tx.dialect();
-    let sql = format!(
-        "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
-         WHERE identity IN ({}) OR command_id IN ({})",
-        dialect.list(n, 1),
-        dialect.list(n, n + 1)
-    );
-    let args: Vec<Arg<'_>> = wanted
-        .iter()
-        .map(|w| Arg::from(w.identity))
-        .chain(wanted.iter().map(|w| Arg::from(w.command_id.to_string())))
-        .collect();
-    let mut by_identity = HashMap::new();
-    let mut by_id = HashMap::new();
-    for row in tx.rows(&sql, &args).await? {
-        let held = Held::from_row(&row)?;
-        by_id.insert(held.command_id.clone(), held.clone());
-        by_identity.insert(row.text(0)?, held);
-    }
-    let mut new = Vec::new();
-    for w in wanted {
-        let id = w.command_id.to_string();
-        let admission = match (by_identity.get(w.identity), by_id.get(&id)) {
-            (Some(held), _) => held.judge(w.command_id, w.fingerprint),
-            // This id under another identity (sent once with a key, once without): the same
-            // command only when it asks for the same thing.
-            (None, Some(held)) => Held {
-                command_id: id,
-                ..held.clone()
-            }
-            .judge(w.command_id, w.fingerprint),
-            (None, None) => {
-                new.push(w);
-                continue;
-            }
-        };
-        found.insert(w.at, admission);
-    }
-    if new.is_empty() {
-        return Ok(found);
-    }
     let sql = format!(
         "INSERT INTO journal_identities (identity, command_id, fingerprint, accepted, first_seen) \
          VALUES {} ON CONFLICT DO NOTHING RETURNING identity",
-        dialect.rows(new.len(), 5, 1)
+        dialect.rows(wanted.len(), 5, 1)
     );
     let now = ms_now();
-    let mut args = Vec::with_capacity(new.len() * 5);
-    for w in &new {
+    let mut args = Vec::with_capacity(wanted.len() * 5);
+    for w in wanted {
         args.extend([
             Arg::from(w.identity),
             w.command_id.to_string().into(),
@@ -794,14 +813,51 @@ async fn admit_piece<E: Exec>(
         .iter()
         .map(|row| row.text(0))
         .collect::<Result<_, _>>()?;
-    for w in new {
+    let mut found = HashMap::new();
+    let mut refused = Vec::new();
+    for w in wanted {
         if inserted.contains(w.identity) {
             found.insert(w.at, Admission::New);
-        } else if let Answer::Admit(a) =
-            admit(tx, w.identity, w.command_id, w.fingerprint, w.accepted).await?
-        {
-            found.insert(w.at, a);
+        } else {
+            refused.push(*w);
         }
+    }
+    if refused.is_empty() {
+        return Ok(found);
+    }
+    let n = refused.len();
+    let sql = format!(
+        "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
+         WHERE identity IN ({}) OR command_id IN ({})",
+        dialect.list(n, 1),
+        dialect.list(n, n + 1)
+    );
+    let args: Vec<Arg<'_>> = refused
+        .iter()
+        .map(|w| Arg::from(w.identity))
+        .chain(refused.iter().map(|w| Arg::from(w.command_id.to_string())))
+        .collect();
+    let mut by_identity = HashMap::new();
+    let mut by_id = HashMap::new();
+    for row in tx.rows(&sql, &args).await? {
+        let held = Held::from_row(&row)?;
+        by_id.insert(held.command_id.clone(), held.clone());
+        by_identity.insert(row.text(0)?, held);
+    }
+    for w in refused {
+        let id = w.command_id.to_string();
+        let admission = match (by_identity.get(w.identity), by_id.get(&id)) {
+            (Some(held), _) => held.judge(w.command_id, w.fingerprint),
+            (None, Some(held)) => held.for_id(id).judge(w.command_id, w.fingerprint),
+            // Its holder went between the insert and the look (pruned): from the start.
+            (None, None) => {
+                match admit(tx, w.identity, w.command_id, w.fingerprint, w.accepted).await? {
+                    Answer::Admit(a) => a,
+                    _ => continue,
+                }
+            }
+        };
+        found.insert(w.at, admission);
     }
     Ok(found)
 }
@@ -822,6 +878,16 @@ impl Held {
             fingerprint: row.text(2)?,
             accepted: row.int(3)? != 0,
         })
+    }
+
+    /// The holding of this command's id under another identity (the command sent once
+    /// with a key and once without, say): the same command only when it asks for the same
+    /// thing.
+    fn for_id(&self, command_id: String) -> Self {
+        Self {
+            command_id,
+            ..self.clone()
+        }
     }
 
     /// What this holding means for `command_id` asking for `fingerprint`.
@@ -932,36 +998,6 @@ async fn admit<E: Exec>(
     accepted: bool,
 ) -> Result<Answer, JournalError> {
     let id = command_id.to_string();
-    // One look for both: the identity's holder, and this id under another identity (sent
-    // once with a key and once without, say), which is the same command only when it asks
-    // for the same thing.
-    let rows = tx
-        .rows(
-            "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
-             WHERE identity = $1 OR command_id = $2 LIMIT 2",
-            &[identity.into(), id.as_str().into()],
-        )
-        .await?;
-    let mut by_identity = None;
-    let mut by_id = None;
-    for row in rows {
-        let held = Held::from_row(&row)?;
-        if row.text(0)? == identity {
-            by_identity = Some(held);
-        } else {
-            by_id = Some(held);
-        }
-    }
-    if let Some(held) = by_identity {
-        return Ok(Answer::Admit(held.judge(command_id, fingerprint)));
-    }
-    if let Some(held) = by_id {
-        let held = Held {
-            command_id: id,
-            ..held
-        };
-        return Ok(Answer::Admit(held.judge(command_id, fingerprint)));
-    }
     let inserted = tx
         .execute(
             "INSERT INTO journal_identities \
@@ -979,20 +1015,32 @@ async fn admit<E: Exec>(
     if inserted == 1 {
         return Ok(Answer::Admit(Admission::New));
     }
-    // Another writer admitted the identity between our look and our insert.
+    // Refused: the identity is held, or this id under another identity.
     let rows = tx
         .rows(
             "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
-             WHERE identity = $1",
-            &[identity.into()],
+             WHERE identity = $1 OR command_id = $2 LIMIT 2",
+            &[identity.into(), id.as_str().into()],
         )
         .await?;
-    let row = rows
-        .first()
-        .ok_or(JournalError::Db(sqlx::Error::RowNotFound))?;
-    Ok(Answer::Admit(
-        Held::from_row(row)?.judge(command_id, fingerprint),
-    ))
+    let mut by_identity = None;
+    let mut by_id = None;
+    for row in rows {
+        let held = Held::from_row(&row)?;
+        if row.text(0)? == identity {
+            by_identity = Some(held);
+        } else {
+            by_id = Some(held);
+        }
+    }
+    let admission = match (by_identity, by_id) {
+        (Some(held), _) => held.judge(command_id, fingerprint),
+        (None, Some(held)) => held.for_id(id).judge(command_id, fingerprint),
+        // Refused, then gone before the look (pruned meanwhile): the batch fails, and its
+        // callers ask again.
+        (None, None) => return Err(JournalError::Db(sqlx::Error::RowNotFound)),
+    };
+    Ok(Answer::Admit(admission))
 }
 
 async fn begin<E: Exec>(tx: &mut E, step: Step, redelivered: bool) -> Result<Begin, JournalError> {

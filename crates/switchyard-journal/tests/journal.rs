@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sha2::Digest as _;
 use switchyard_core::Command;
 use switchyard_journal::{Admission, Begin, Decided, Journal, Retention, Step};
 use switchyard_testing::TestDatabase;
@@ -166,6 +167,146 @@ async fn racing_workers_on_one_database_begin_and_decide_each_step_once() {
         assert!(wa.iter().all(|id| !wb.contains(id)));
         a.close().await;
         b.close().await;
+    })
+    .await;
+}
+
+/// One command sent twice at once to two workers, once with a key and once without: two
+/// identities for one id. Each worker looked for both (finding neither, the other's row not
+/// yet committed) and inserted its own, so both admitted the command as new and both would
+/// have executed it. The id is unique in the table now: the second insert waits for the
+/// first and, finding the id taken, judges against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_workers_admit_one_id_under_two_identities_once() {
+    on_both(|url| async move {
+        let a = Journal::open(&url, RETENTION).await.unwrap();
+        let b = Journal::open(&url, RETENTION).await.unwrap();
+        let keyed: Vec<Command> = (0..1000)
+            .map(|i| command(Some(&format!("order-{i}-{}", Uuid::new_v4())), 100))
+            .collect();
+        let plain: Vec<Command> = keyed
+            .iter()
+            .map(|c| Command {
+                idempotency_key: None,
+                ..c.clone()
+            })
+            .collect();
+        let race = |j: Journal, commands: Vec<Command>| {
+            tokio::spawn(async move {
+                futures_like_join(commands.iter().map(|c| j.admit(c, true)))
+                    .await
+                    .into_iter()
+                    .map(|a| a.unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let (ra, rb) = tokio::join!(race(a.clone(), keyed.clone()), race(b.clone(), plain));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        let twice: Vec<Uuid> = keyed
+            .iter()
+            .zip(ra.iter().zip(&rb))
+            .filter(|(_, (x, y))| **x == Admission::New && **y == Admission::New)
+            .map(|(c, _)| c.id)
+            .collect();
+        assert!(
+            twice.is_empty(),
+            "{url}: {} of {} ids admitted as new by both workers, e.g. {:?}",
+            twice.len(),
+            keyed.len(),
+            twice.first()
+        );
+        for (x, y) in ra.iter().zip(&rb) {
+            let new = [x, y].iter().filter(|a| ***a == Admission::New).count();
+            assert_eq!(
+                new, 1,
+                "one of the two is new, the other the same: {x:?}, {y:?}"
+            );
+            assert!(
+                [x, y].contains(&&Admission::Same { accepted: true }),
+                "{x:?}, {y:?}"
+            );
+        }
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+/// A journal made before ids were unique, holding one id under two identities as racing
+/// writers left it: opened, it keeps the identity seen first, and the id is unique from
+/// then on.
+#[tokio::test]
+async fn a_journal_from_before_unique_ids_is_repaired_when_opened() {
+    on_both(|url| async move {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        for statement in [
+            "CREATE TABLE journal_identities (identity TEXT PRIMARY KEY, \
+             command_id TEXT NOT NULL, fingerprint TEXT NOT NULL, accepted BIGINT NOT NULL, \
+             first_seen BIGINT NOT NULL)",
+            "CREATE INDEX journal_identities_by_command ON journal_identities (command_id)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        let keyed = command(Some(&format!("order-{}", Uuid::new_v4())), 100);
+        let plain = Command {
+            idempotency_key: None,
+            ..keyed.clone()
+        };
+        let digest = |c: &Command| hex::encode(sha2::Sha256::digest(c.identity().as_str()));
+        let id = keyed.id.to_string();
+        // Within the retention, or the journal's first prune would take them.
+        let now = chrono::Utc::now().timestamp_millis();
+        for (c, first_seen) in [(&plain, now - 1_000), (&keyed, now - 2_000)] {
+            sqlx::query(
+                "INSERT INTO journal_identities \
+                 (identity, command_id, fingerprint, accepted, first_seen) \
+                 VALUES ($1, $2, $3, 1, $4)",
+            )
+            .bind(digest(c))
+            .bind(&id)
+            .bind(c.fingerprint().into_string())
+            .bind(first_seen)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+
+        let j = Journal::open(&url, RETENTION).await.unwrap();
+        let held: Vec<(String,)> =
+            sqlx::query_as("SELECT identity FROM journal_identities WHERE command_id = $1")
+                .bind(&id)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            held,
+            [(digest(&keyed),)],
+            "the identity seen first keeps the id"
+        );
+        assert_eq!(
+            j.admit(&plain, true).await.unwrap(),
+            Admission::Same { accepted: true }
+        );
+        let again = sqlx::query(
+            "INSERT INTO journal_identities \
+             (identity, command_id, fingerprint, accepted, first_seen) \
+             VALUES ('another', $1, 'x', 1, $2)",
+        )
+        .bind(&id)
+        .bind(now)
+        .execute(&pool)
+        .await;
+        assert!(again.is_err(), "a second identity for the id is refused");
+        // Opening it again changes nothing.
+        j.close().await;
+        let j = Journal::open(&url, RETENTION).await.unwrap();
+        assert_eq!(
+            j.admit(&keyed, true).await.unwrap(),
+            Admission::Same { accepted: true }
+        );
+        j.close().await;
+        pool.close().await;
     })
     .await;
 }

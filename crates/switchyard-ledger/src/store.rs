@@ -63,7 +63,7 @@ impl StoreError {
 pub struct Store {
     pub(crate) pool: AnyPool,
     /// SQLite or PostgreSQL: the placeholders, the statement pieces and the write lock.
-    dialect: Dialect,
+    pub(crate) dialect: Dialect,
     /// Seals what must be kept whole (waiting commands).
     pub(crate) sealer: crate::seal::Sealer,
     /// Redacts what is kept readable.

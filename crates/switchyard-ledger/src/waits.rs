@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 use switchyard_core::{
     Callback, CallbackOutcome, ErrorClass, ErrorInfo, Event, Lifecycle, Status, WaitReason,
     WaitRecord,
@@ -14,6 +14,7 @@ use switchyard_amqp::messages::redacted_metadata;
 
 use crate::seal::Sealer;
 use crate::store::{Store, StoreError, json_text, ms, text};
+use switchyard_sqlrows::Dialect;
 
 /// What a callback or an expiry did.
 #[derive(Debug)]
@@ -119,13 +120,27 @@ impl Store {
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         command_id: Uuid,
     ) -> Result<Option<WaitRow>, StoreError> {
-        let found = sqlx::query(
+        let found = sqlx::query(self.locked(
             "SELECT record, sealed, resolution, resolved_by FROM waits WHERE command_id = $1",
-        )
+        ))
         .bind(command_id.to_string())
         .fetch_optional(&mut **tx)
         .await?;
         found.as_ref().map(|r| row(&self.sealer, r)).transpose()
+    }
+
+    /// `select` locking the rows it reads until the transaction ends, where the database
+    /// needs telling. A resolution reads the wait, then decides from what it read: on
+    /// PostgreSQL two transactions (two replicas, or a message and its redelivered copy)
+    /// could both read it undecided, and the one that lost the race then answered
+    /// `Duplicate` or `Late` for a decision its own message had made, so it was never
+    /// reported again. Locked, the second reads the row as the first committed it. SQLite's
+    /// transactions take the write lock when they begin, so they never overlap.
+    fn locked(&self, select: &'static str) -> AssertSqlSafe<String> {
+        AssertSqlSafe(match self.dialect {
+            Dialect::Postgres => format!("{select} FOR UPDATE"),
+            Dialect::Sqlite => select.to_owned(),
+        })
     }
 
     /// A wait record as it may be read: its command's payload and metadata redacted.
@@ -201,9 +216,9 @@ impl Store {
         redelivered: bool,
     ) -> Result<Resolution, StoreError> {
         let mut tx = self.begin().await?;
-        let found = sqlx::query(
+        let found = sqlx::query(self.locked(
             "SELECT record, sealed, resolution, resolved_by FROM waits WHERE provider = $1 AND reference = $2",
-        )
+        ))
         .bind(text(c.provider.as_str()))
         .bind(text(&c.reference))
         .fetch_optional(&mut *tx)

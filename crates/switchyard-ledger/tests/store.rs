@@ -1082,3 +1082,64 @@ async fn whatever_a_publisher_missed_is_redacted_on_the_way_in(store: &Store) {
         "{text}"
     );
 }
+
+/// A callback redelivered while its first copy's transaction is still open (after a lost
+/// connection the broker hands the copy to another replica): both read the wait undecided;
+/// the first decided, and the copy, finding the webhook id taken, answered `Duplicate` and
+/// was acknowledged. Had the first copy then failed to publish, the command's terminal event
+/// was lost for good. The wait's row is locked for the read now: the copy reads it after the
+/// first copy committed and reports the decision again.
+async fn a_redelivered_callback_reports_its_first_copys_decision(url: &str) {
+    let first = Store::connect(url).await.unwrap();
+    let copy = Store::connect(url).await.unwrap();
+    for i in 0..50 {
+        let c = command("shipping");
+        let reference = format!("ref_{}", c.id.simple());
+        first
+            .record_wait(&wait(&c, 0, WaitReason::Waiting, &reference))
+            .await
+            .unwrap();
+        let callback = Callback {
+            provider: c.provider.clone(),
+            webhook_id: format!("msg_{}", c.id.simple()),
+            reference,
+            outcome: CallbackOutcome::Succeeded {
+                result: json!({"label": "L1"}),
+            },
+            received_at: Utc::now(),
+        };
+        let (a, b) = tokio::join!(
+            first.resolve_callback(&callback, false),
+            copy.resolve_callback(&callback, true)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let name = |r: &Resolution| {
+            format!("{r:?}")
+                .chars()
+                .take_while(|c| c.is_alphanumeric())
+                .collect::<String>()
+        };
+        assert!(
+            matches!(b, Resolution::Decided { .. }),
+            "round {i}: the redelivered copy answered {}, the first {}",
+            name(&b),
+            name(&a)
+        );
+    }
+    first.close().await;
+    copy.close().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_callback_reports_its_first_copys_decision_on_sqlite() {
+    let db = switchyard_testing::TestDatabase::sqlite();
+    a_redelivered_callback_reports_its_first_copys_decision(&db.url).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_callback_reports_its_first_copys_decision_on_postgres() {
+    let db = switchyard_testing::TestDatabase::postgres().await;
+    a_redelivered_callback_reports_its_first_copys_decision(&db.url).await;
+    db.cleanup().await;
+}

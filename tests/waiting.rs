@@ -254,6 +254,70 @@ async fn a_provider_without_callbacks_is_polled_to_the_end() {
     fleet.stop().await;
 }
 
+/// A replay of a polled command (run 1) counts its status checks from 1 again. A terminal
+/// answer went to the resolver as `check.{id}.{attempt}.{number}`, the id run 0's own answer
+/// had had: the resolver took it for that webhook again, and run 1 waited until its deadline
+/// expired it, whatever the provider said. The id names the run now.
+#[tokio::test]
+async fn a_replayed_polled_command_is_ended_by_its_own_status_check() {
+    let fleet = TestFleet::start().await;
+    let mut c = fleet.command("shipping", "create_label", shipping_payload());
+    c.provider = POLLED_PROVIDER.parse().unwrap();
+    c.deadline = Some(chrono::Utc::now() + chrono::Duration::seconds(20));
+    fleet.scenario(c.id, &["accept:fail"]).await;
+    fleet.publish(&c).await;
+    let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
+    let first = terminal(&events);
+    assert_eq!(first.status, Status::Failed, "{events:#?}");
+    assert_eq!(first.error.as_ref().unwrap().class, ErrorClass::Permanent);
+
+    // Run 1's terminal answer comes at the check number run 0's came at: its first checks
+    // answer 503 (checked again), then the provider's state, the same failure.
+    let checks = fleet.sandbox_view(c.id).await["status_checks"]
+        .as_u64()
+        .unwrap() as usize;
+    let mut steps = vec!["ok"];
+    steps.extend(std::iter::repeat_n("503", checks - 1));
+    fleet.scenario(c.id, &steps).await;
+
+    // The replay, as `switchyard dlq replay` publishes it: the same command, run 1.
+    switchyard_amqp::messages::publish_command(
+        &fleet.publisher,
+        &c,
+        switchyard_amqp::Headers::default().int("x-switchyard-run", 1),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let end = loop {
+        let ended = fleet
+            .events
+            .of(c.id)
+            .into_iter()
+            .find(|e| e.run == 1 && e.status.is_terminal());
+        if let Some(end) = ended {
+            break end;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run 1 did not end: {:#?}",
+            fleet.events.of(c.id)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(
+        end.error.as_ref().map(|e| e.class),
+        Some(ErrorClass::Expired),
+        "run 1 ended by its deadline, not by its status check: {end:#?}"
+    );
+    assert!(
+        end.occurred_at < c.deadline.unwrap(),
+        "ended at {} by the check, before the deadline",
+        end.occurred_at
+    );
+    fleet.stop().await;
+}
+
 #[tokio::test]
 async fn bad_signatures_stale_timestamps_and_large_bodies_are_refused() {
     let fleet = TestFleet::start().await;

@@ -149,6 +149,8 @@ impl From<PublishError> for Disposition {
 #[derive(Debug, Clone)]
 struct Check {
     number: u32,
+    /// The run it checks for: a replay counts its checks from 1 again.
+    run: u32,
     attempt: u32,
     reference: String,
     until: chrono::DateTime<Utc>,
@@ -159,6 +161,7 @@ impl Check {
         let number = u32::try_from(headers.header_int(CHECK_HEADER)?).ok()?;
         Some(Self {
             number,
+            run: u32::try_from(headers.header_int(RUN_HEADER).unwrap_or(0)).unwrap_or(0),
             attempt: u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(1)).unwrap_or(1),
             reference: headers.header_str(REFERENCE_HEADER)?,
             until: chrono::DateTime::from_timestamp_millis(headers.header_int(WAIT_UNTIL_HEADER)?)?,
@@ -961,6 +964,7 @@ impl Handler {
         if slot.provider.completion() == Completion::Poll {
             let first = Check {
                 number: 1,
+                run: event.run,
                 attempt,
                 reference: reference.to_owned(),
                 until,
@@ -1022,7 +1026,12 @@ impl Handler {
             Ok(outcome) => {
                 let callback = Callback {
                     provider: command.provider.clone(),
-                    webhook_id: format!("check.{}.{}.{}", command.id, check.attempt, check.number),
+                    // One id per check of one run: the resolver has one effect per id, so
+                    // an id shared with an earlier run's check would be taken for it.
+                    webhook_id: format!(
+                        "check.{}.{}.{}.{}",
+                        command.id, check.run, check.attempt, check.number
+                    ),
                     reference: check.reference,
                     outcome,
                     received_at: now,
@@ -1068,6 +1077,7 @@ impl Handler {
             return Ok(());
         }
         let headers = Headers::from_table(delivery.properties.headers().as_ref())
+            .int(RUN_HEADER, i64::from(check.run))
             .int(ATTEMPT_HEADER, i64::from(check.attempt))
             .int(CHECK_HEADER, i64::from(check.number))
             .str(REFERENCE_HEADER, &check.reference)

@@ -592,6 +592,16 @@ async fn two_of_every_role_one_outcome_per_command_and_one_decision_per_wait() {
          FROM attempts GROUP BY 1, 2, 3, 4 HAVING COUNT(*) > 1) d",
     )
     .await;
+    // Which, when any: the records side by side.
+    let same_request_rows: Vec<String> = sqlx::query_scalar(
+        "SELECT a.record FROM attempts a JOIN (SELECT command_id, attempt, started_at, \
+         record::json->>'method' AS method FROM attempts GROUP BY 1, 2, 3, 4 \
+         HAVING COUNT(*) > 1) d ON a.command_id = d.command_id AND a.attempt = d.attempt \
+         AND a.started_at = d.started_at ORDER BY a.command_id LIMIT 6",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
     let stored_terminals_not_one = scalar(
         "SELECT COUNT(*) FROM (SELECT c.id FROM commands c LEFT JOIN events e \
          ON e.command_id = c.id AND e.status IN ('completed', 'failed', 'duplicate') \
@@ -770,7 +780,10 @@ async fn two_of_every_role_one_outcome_per_command_and_one_decision_per_wait() {
     );
     assert_eq!(event_rows_twice, 0, "event rows written twice");
     assert_eq!(attempt_rows_twice, 0, "attempt rows written twice");
-    assert_eq!(same_request_twice, 0, "one request recorded twice");
+    assert_eq!(
+        same_request_twice, 0,
+        "one request recorded twice: {same_request_rows:#?}"
+    );
     assert_eq!(
         stored_terminals_not_one, 0,
         "commands whose stored terminal events are not exactly one"

@@ -849,13 +849,9 @@ async fn admit_piece<E: Exec>(
         let admission = match (by_identity.get(w.identity), by_id.get(&id)) {
             (Some(held), _) => held.judge(w.command_id, w.fingerprint),
             (None, Some(held)) => held.for_id(id).judge(w.command_id, w.fingerprint),
-            // Its holder went between the insert and the look (pruned): from the start.
-            (None, None) => {
-                match admit(tx, w.identity, w.command_id, w.fingerprint, w.accepted).await? {
-                    Answer::Admit(a) => a,
-                    _ => continue,
-                }
-            }
+            // Refused, then gone before the look (pruned meanwhile): the batch fails, and
+            // its callers ask again.
+            (None, None) => return Err(JournalError::Db(sqlx::Error::RowNotFound)),
         };
         found.insert(w.at, admission);
     }
@@ -990,6 +986,7 @@ enum Answer {
     Decide(Decided),
 }
 
+/// Admits one identity on its own: a piece of one.
 async fn admit<E: Exec>(
     tx: &mut E,
     identity: &str,
@@ -997,50 +994,19 @@ async fn admit<E: Exec>(
     fingerprint: &str,
     accepted: bool,
 ) -> Result<Answer, JournalError> {
-    let id = command_id.to_string();
-    let inserted = tx
-        .execute(
-            "INSERT INTO journal_identities \
-             (identity, command_id, fingerprint, accepted, first_seen) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            &[
-                identity.into(),
-                id.as_str().into(),
-                fingerprint.into(),
-                i64::from(accepted).into(),
-                ms_now().into(),
-            ],
-        )
-        .await?;
-    if inserted == 1 {
-        return Ok(Answer::Admit(Admission::New));
-    }
-    // Refused: the identity is held, or this id under another identity.
-    let rows = tx
-        .rows(
-            "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
-             WHERE identity = $1 OR command_id = $2 LIMIT 2",
-            &[identity.into(), id.as_str().into()],
-        )
-        .await?;
-    let mut by_identity = None;
-    let mut by_id = None;
-    for row in rows {
-        let held = Held::from_row(&row)?;
-        if row.text(0)? == identity {
-            by_identity = Some(held);
-        } else {
-            by_id = Some(held);
-        }
-    }
-    let admission = match (by_identity, by_id) {
-        (Some(held), _) => held.judge(command_id, fingerprint),
-        (None, Some(held)) => held.for_id(id).judge(command_id, fingerprint),
-        // Refused, then gone before the look (pruned meanwhile): the batch fails, and its
-        // callers ask again.
-        (None, None) => return Err(JournalError::Db(sqlx::Error::RowNotFound)),
+    let wanted = Admit {
+        at: 0,
+        identity,
+        command_id,
+        fingerprint,
+        accepted,
     };
-    Ok(Answer::Admit(admission))
+    let mut found = admit_piece(tx, &[&wanted]).await?;
+    Ok(Answer::Admit(
+        found
+            .remove(&0)
+            .ok_or(JournalError::Db(sqlx::Error::RowNotFound))?,
+    ))
 }
 
 async fn begin<E: Exec>(tx: &mut E, step: Step, redelivered: bool) -> Result<Begin, JournalError> {

@@ -288,23 +288,12 @@ async fn a_replayed_polled_command_is_ended_by_its_own_status_check() {
     )
     .await
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    let end = loop {
-        let ended = fleet
-            .events
-            .of(c.id)
-            .into_iter()
-            .find(|e| e.run == 1 && e.status.is_terminal());
-        if let Some(end) = ended {
-            break end;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run 1 did not end: {:#?}",
-            fleet.events.of(c.id)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let run_ended = |e: &switchyard_core::Event| e.run == 1 && e.status.is_terminal();
+    let events = fleet
+        .events
+        .until(c.id, "run 1's end", Duration::from_secs(40), run_ended)
+        .await;
+    let end = events.into_iter().find(run_ended).unwrap();
     assert_ne!(
         end.error.as_ref().map(|e| e.class),
         Some(ErrorClass::Expired),

@@ -137,7 +137,9 @@ impl EventLog {
             .await
     }
 
-    async fn until(
+    /// Waits until `id` has an event `seen` accepts (and a short while more), `what` naming
+    /// it in the panic after `timeout`.
+    pub async fn until(
         &self,
         id: Uuid,
         what: &str,

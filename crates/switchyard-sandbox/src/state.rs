@@ -253,17 +253,23 @@ impl Ledger {
     }
 
     /// The command's requests and the effects of the keys they carried, plus those counted
-    /// under the command itself (by vendors without idempotency keys, e.g. EasyPost).
+    /// under the command itself (by vendors without idempotency keys, e.g. EasyPost). A
+    /// command known only by its status checks (asked about an operation whose request never
+    /// arrived) has a view too: those checks are requests the provider saw.
     pub(crate) fn command(&self, command_id: &str) -> Option<CommandView> {
         let inner = self.lock();
-        let requests = inner.commands.get(command_id)?.clone();
+        let status_checks = inner.status_checks.get(command_id).copied().unwrap_or(0);
+        let requests = match inner.commands.get(command_id) {
+            Some(requests) => requests.clone(),
+            None if status_checks > 0 => Vec::new(),
+            None => return None,
+        };
         let mut keys: BTreeSet<&str> = requests
             .iter()
             .filter_map(|r| r.idempotency_key.as_deref())
             .collect();
         keys.insert(command_id);
         let effects = keys.iter().filter_map(|key| inner.effects.get(*key)).sum();
-        let status_checks = inner.status_checks.get(command_id).copied().unwrap_or(0);
         Some(CommandView {
             command_id: command_id.to_owned(),
             requests,
@@ -380,6 +386,18 @@ mod tests {
         assert_eq!(view.requests.len(), 1);
         assert_eq!(view.requests[0].status, Some(200));
         assert_eq!(ledger.stats().total_effects, 2);
+    }
+
+    /// A worker that died before its request arrived leaves the command in doubt; the status
+    /// check that settles it is then the only request the provider saw of it.
+    #[test]
+    fn a_command_known_only_by_its_status_checks_has_a_view() {
+        let ledger = Ledger::default();
+        ledger.count_status_check("cmd");
+        let view = ledger.command("cmd").unwrap();
+        assert_eq!(view.status_checks, 1);
+        assert!(view.requests.is_empty());
+        assert_eq!(view.effects, 0);
     }
 
     #[test]

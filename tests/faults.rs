@@ -171,6 +171,57 @@ async fn a_worker_crash_at_every_step_yields_one_outcome_and_one_effect() {
     fleet.stop().await;
 }
 
+/// A worker that dies after scheduling a command's next status check, before acknowledging
+/// its own check, has that check redelivered. Made again, it schedules the next check a
+/// second time; without the journal's claim on each check (design note 0001) the two copies
+/// went on as two chains, asking the provider twice at every step and once more after the
+/// end. The sandbox answers the first five checks 503 and the sixth with the outcome: one
+/// chain asks exactly six times.
+#[tokio::test]
+async fn a_worker_crash_after_scheduling_a_status_check_starts_no_second_chain() {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        in_process: false,
+        timeout_ms: 5_000,
+        max_attempts: 4,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, &fleet.config_toml).unwrap();
+    let mut ledger = spawn("switchyard-ledger", &config, None);
+    let mut worker = spawn("switchyard-payment", &config, Some("after_check_scheduled"));
+    fleet
+        .wait_for_queue("switchyard.work.payment.sandbox")
+        .await;
+    let mut c = fleet.charge();
+    c.provider = POLLED_PROVIDER.parse().unwrap();
+    fleet
+        .scenario(c.id, &["accept", "503", "503", "503", "503", "503"])
+        .await;
+    fleet.publish(&c).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("the point never fired")
+        .unwrap();
+    assert!(!status.success(), "the worker aborted");
+    let mut replacement = spawn("switchyard-payment", &config, None);
+    let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
+    assert_eq!(one_outcome(&events), Status::Completed, "{events:#?}");
+    // A second chain's last check comes at most a backoff (1 s here) after the end.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let view = fleet.sandbox_view(c.id).await;
+    assert_eq!(
+        view["status_checks"], 6,
+        "five 503s and the answer, each asked once (check 1 twice: its redelivery): {view:#}"
+    );
+    replacement.start_kill().unwrap();
+    let _ = replacement.wait().await;
+    ledger.start_kill().unwrap();
+    let _ = ledger.wait().await;
+    fleet.stop().await;
+}
+
 #[tokio::test]
 async fn an_ingress_crash_at_every_step_loses_nothing_and_runs_once() {
     let fleet = TestFleet::start_with(TestFleetOptions {

@@ -26,6 +26,7 @@ pub const POINTS: &[&str] = &[
     "after_dead_letter_publish",
     "after_wait_publish",
     "after_terminal_event",
+    "after_check_scheduled",
     "before_ack",
     // ingress
     "after_admit",

@@ -58,6 +58,31 @@ pub struct Step {
     pub attempt: u32,
 }
 
+/// The `number`-th status check of a step that waits at a provider that is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CheckNo {
+    /// The step whose operation is checked.
+    pub step: Step,
+    /// Counted from 1 by each run.
+    pub number: u32,
+}
+
+/// What [`Journal::claim_check`] found. Checks of one wait form a chain, each scheduling the
+/// next; a worker that dies after scheduling the next but before acknowledging its own has
+/// its check redelivered, which would schedule the next a second time and start a second
+/// chain, asking the provider twice at every step from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This delivery makes the check: no copy of it or of a later check was claimed, or this
+    /// is a redelivery of the copy that claimed it (whose worker died).
+    Mine,
+    /// Another copy of this check claimed it and this one is not a redelivery: a second
+    /// chain, which ends here.
+    Taken,
+    /// A later check of the same step was claimed: the chain moved on without this copy.
+    Behind,
+}
+
 /// What an identity means, as [`Journal::admit`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -153,6 +178,11 @@ enum Op {
         step: Step,
         decision: String,
         reply: oneshot::Sender<Result<Decided, JournalError>>,
+    },
+    Claim {
+        check: CheckNo,
+        redelivered: bool,
+        reply: oneshot::Sender<Result<Claim, JournalError>>,
     },
 }
 
@@ -349,6 +379,22 @@ impl Journal {
         .await
     }
 
+    /// Claims status check `check` for this delivery (`redelivered`: the broker's flag on it),
+    /// so that each check of a wait is made once however many copies of it arrive: see
+    /// [`Claim`].
+    pub async fn claim_check(
+        &self,
+        check: CheckNo,
+        redelivered: bool,
+    ) -> Result<Claim, JournalError> {
+        self.call(|reply| Op::Claim {
+            check,
+            redelivered,
+            reply,
+        })
+        .await
+    }
+
     /// The command's status as the ledger, sharing this database, last recorded it; `None`
     /// when the ledger has not seen it (or does not write to this database).
     pub async fn ledger_status(&self, command_id: Uuid) -> Option<Status> {
@@ -361,7 +407,8 @@ impl Journal {
         serde_json::from_value(serde_json::Value::String(status)).ok()
     }
 
-    /// Forgets identities and steps older than `retention`; returns the rows removed.
+    /// Forgets identities, steps and status checks older than `retention`; returns the rows
+    /// removed.
     pub async fn prune(&self, retention: Retention) -> Result<u64, JournalError> {
         prune(&self.pool, retention).await
     }
@@ -464,7 +511,7 @@ const SCHEMA_LOCK: i64 = 0x0073_792d_6a72_6e6c;
 /// refused and judges against that holder, even while the holder's transaction is still
 /// open (PostgreSQL makes the second insert wait for it). See [`unique_command_ids`] for
 /// databases made before.
-const SCHEMA: [&str; 2] = [
+const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS journal_identities (\
         identity TEXT PRIMARY KEY, \
         command_id TEXT NOT NULL, \
@@ -477,6 +524,14 @@ const SCHEMA: [&str; 2] = [
         attempt BIGINT NOT NULL, \
         decision TEXT, \
         started_at BIGINT NOT NULL, \
+        PRIMARY KEY (command_id, run, attempt))",
+    // The highest status check claimed per waiting step (`Claim`).
+    "CREATE TABLE IF NOT EXISTS journal_checks (\
+        command_id TEXT NOT NULL, \
+        run BIGINT NOT NULL, \
+        attempt BIGINT NOT NULL, \
+        number BIGINT NOT NULL, \
+        claimed_at BIGINT NOT NULL, \
         PRIMARY KEY (command_id, run, attempt))",
 ];
 
@@ -576,6 +631,7 @@ fn settle(batch: &mut Vec<Op>, written: Result<Vec<Answer>, JournalError>) {
             (Op::Accept { reply, .. }, Answer::Accept) => drop(reply.send(Ok(()))),
             (Op::Begin { reply, .. }, Answer::Begin(b)) => drop(reply.send(Ok(b))),
             (Op::Decide { reply, .. }, Answer::Decide(d)) => drop(reply.send(Ok(d))),
+            (Op::Claim { reply, .. }, Answer::Claim(c)) => drop(reply.send(Ok(c))),
             _ => {}
         }
     }
@@ -589,6 +645,7 @@ fn fail(op: Op, error: &str) {
         Op::Accept { reply, .. } => drop(reply.send(Err(e()))),
         Op::Begin { reply, .. } => drop(reply.send(Err(e()))),
         Op::Decide { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Claim { reply, .. } => drop(reply.send(Err(e()))),
     }
 }
 
@@ -718,6 +775,9 @@ async fn apply<E: Exec>(tx: &mut E, batch: &[Op]) -> Result<Vec<Answer>, Journal
                     Answer::Decide(decide(tx, *step, decision).await?)
                 }
             }
+            Op::Claim {
+                check, redelivered, ..
+            } => Answer::Claim(claim_check(tx, *check, *redelivered).await?),
         };
         answers[i] = Some(answer);
     }
@@ -740,6 +800,7 @@ fn touched_alone(batch: &[Op]) -> Vec<bool> {
                 admit.as_ref().map(|(identity, _)| identity.clone()),
             ],
             Op::Decide { step, .. } => [Some(step.command_id.to_string()), None],
+            Op::Claim { check, .. } => [Some(check.step.command_id.to_string()), None],
         }
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -751,7 +812,7 @@ fn touched_alone(batch: &[Op]) -> Vec<bool> {
     batch
         .iter()
         .map(|op| {
-            !matches!(op, Op::Accept { .. })
+            !matches!(op, Op::Accept { .. } | Op::Claim { .. })
                 && keys(op).into_iter().flatten().all(|k| seen[&k] == 1)
         })
         .collect()
@@ -984,6 +1045,7 @@ enum Answer {
     Accept,
     Begin(Start),
     Decide(Decided),
+    Claim(Claim),
 }
 
 /// Admits one identity on its own: a piece of one.
@@ -1044,6 +1106,52 @@ async fn begin<E: Exec>(tx: &mut E, step: Step, redelivered: bool) -> Result<Beg
     }
 }
 
+/// Claims a status check: the step's row holds the highest check number claimed, raised by
+/// one upsert in the usual case (the next check of the chain). Two copies claiming one
+/// number at once on PostgreSQL: the second waits for the first's row lock, then finds the
+/// number taken.
+async fn claim_check<E: Exec>(
+    tx: &mut E,
+    check: CheckNo,
+    redelivered: bool,
+) -> Result<Claim, JournalError> {
+    let [id, run, attempt] = key_args(check.step);
+    let number = i64::from(check.number);
+    let raised = tx
+        .rows(
+            "INSERT INTO journal_checks (command_id, run, attempt, number, claimed_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (command_id, run, attempt) DO UPDATE \
+             SET number = excluded.number, claimed_at = excluded.claimed_at \
+             WHERE journal_checks.number < excluded.number RETURNING number",
+            &[
+                id.clone(),
+                run.clone(),
+                attempt.clone(),
+                number.into(),
+                ms_now().into(),
+            ],
+        )
+        .await?;
+    if !raised.is_empty() {
+        return Ok(Claim::Mine);
+    }
+    let held = tx
+        .rows(
+            "SELECT number FROM journal_checks WHERE command_id = $1 AND run = $2 \
+             AND attempt = $3",
+            &[id, run, attempt],
+        )
+        .await?;
+    let held = held.first().map(|row| row.int(0)).transpose()?;
+    Ok(match held {
+        Some(held) if held > number => Claim::Behind,
+        Some(_) if !redelivered => Claim::Taken,
+        // Redelivered, or pruned between the two statements (a check older than the steps'
+        // retention): made again, which at worst asks the provider once more.
+        _ => Claim::Mine,
+    })
+}
+
 /// A step's decision: `None` when the step is not known, `Some(None)` when it is undecided.
 async fn step_decision<E: Exec>(
     tx: &mut E,
@@ -1091,7 +1199,13 @@ async fn prune(pool: &AnyPool, retention: Retention) -> Result<u64, JournalError
         .execute(pool)
         .await?
         .rows_affected();
-    Ok(identities + steps)
+    // A waiting step's row is renewed by every check; one left is of a wait that ended.
+    let checks = sqlx::query("DELETE FROM journal_checks WHERE claimed_at < $1")
+        .bind(cutoff(retention.steps))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(identities + steps + checks)
 }
 
 /// Prunes every ten minutes while the journal is in use.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::Digest as _;
 use switchyard_core::Command;
-use switchyard_journal::{Admission, Begin, Decided, Journal, Retention, Step};
+use switchyard_journal::{Admission, Begin, CheckNo, Claim, Decided, Journal, Retention, Step};
 use switchyard_testing::TestDatabase;
 use uuid::Uuid;
 
@@ -165,6 +165,75 @@ async fn racing_workers_on_one_database_begin_and_decide_each_step_once() {
             "every step decided exactly once"
         );
         assert!(wa.iter().all(|id| !wb.contains(id)));
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+/// The status checks of one wait, as a chain: each check once, a second chain ended at its
+/// next check, a redelivered check made again unless the chain moved on.
+#[tokio::test]
+async fn a_status_check_is_claimed_once_per_chain() {
+    on_both(|url| async move {
+        let j = Journal::open(&url, RETENTION).await.unwrap();
+        let step = Step {
+            command_id: Uuid::now_v7(),
+            run: 0,
+            attempt: 1,
+        };
+        let check = |number| CheckNo { step, number };
+        assert_eq!(j.claim_check(check(1), false).await.unwrap(), Claim::Mine);
+        // The worker died after scheduling check 2: check 1 comes back, redelivered.
+        assert_eq!(j.claim_check(check(1), true).await.unwrap(), Claim::Mine);
+        // So check 2 was scheduled twice: the first copy makes it, the second is a second
+        // chain and ends.
+        assert_eq!(j.claim_check(check(2), false).await.unwrap(), Claim::Mine);
+        assert_eq!(j.claim_check(check(2), false).await.unwrap(), Claim::Taken);
+        // Check 2's own redelivery (its worker died) is made again.
+        assert_eq!(j.claim_check(check(2), true).await.unwrap(), Claim::Mine);
+        // Check 1 redelivered once more, after the chain moved on: behind.
+        assert_eq!(j.claim_check(check(1), true).await.unwrap(), Claim::Behind);
+        // Another run, or another attempt, has chains of its own.
+        let replay = CheckNo {
+            step: Step { run: 1, ..step },
+            number: 1,
+        };
+        assert_eq!(j.claim_check(replay, false).await.unwrap(), Claim::Mine);
+        j.close().await;
+    })
+    .await;
+}
+
+/// Two chains' copies of one check arriving together at two workers: one makes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_copies_of_a_status_check_make_it_once() {
+    on_both(|url| async move {
+        let a = Journal::open(&url, RETENTION).await.unwrap();
+        let b = Journal::open(&url, RETENTION).await.unwrap();
+        let checks: Vec<CheckNo> = (0..300)
+            .map(|i| CheckNo {
+                step: Step {
+                    command_id: Uuid::now_v7(),
+                    run: 0,
+                    attempt: 1,
+                },
+                number: 1 + i % 3,
+            })
+            .collect();
+        let race = |j: Journal| {
+            let checks = checks.clone();
+            tokio::spawn(async move {
+                futures_like_join(checks.iter().map(|c| j.claim_check(*c, false))).await
+            })
+        };
+        let (ca, cb) = tokio::join!(race(a.clone()), race(b.clone()));
+        let (ca, cb) = (ca.unwrap(), cb.unwrap());
+        for (i, (x, y)) in ca.into_iter().zip(cb).enumerate() {
+            let mut both = [x.unwrap(), y.unwrap()];
+            both.sort_by_key(|c| *c != Claim::Mine);
+            assert_eq!(both, [Claim::Mine, Claim::Taken], "check {i}");
+        }
         a.close().await;
         b.close().await;
     })

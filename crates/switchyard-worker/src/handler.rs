@@ -25,7 +25,9 @@ use switchyard_core::{
 };
 use switchyard_faults::point;
 use switchyard_http::{Redactor, cap, contains_card_number, mask_card_numbers};
-use switchyard_journal::{Admission, Begin, Decided, Journal, JournalError, Start, Step};
+use switchyard_journal::{
+    Admission, Begin, CheckNo, Claim, Decided, Journal, JournalError, Start, Step,
+};
 use switchyard_telemetry::catalog::COMMANDS_TOTAL;
 use switchyard_telemetry::labels::{OTHER, zero_counter};
 use tower::ServiceExt;
@@ -235,7 +237,9 @@ impl Handler {
         let command = Arc::new(command);
         tracing::Span::current().record("command_id", tracing::field::display(command.id));
         if let Some(check) = Check::read(headers) {
-            return self.check(delivery, &command, slot, check, tp).await;
+            return self
+                .check(delivery, &command, slot, check, redelivered, tp)
+                .await;
         }
         let run = u32::try_from(headers.header_int(RUN_HEADER).unwrap_or(0)).unwrap_or(0);
         let attempt_no = previous + 1;
@@ -976,17 +980,45 @@ impl Handler {
 
     /// One status check of work a polled provider accepted. A terminal answer goes to the
     /// resolver like a callback (so it takes effect once, whatever else arrives); anything else
-    /// schedules the next check, until the wait's end, where the expiry decides.
+    /// schedules the next check, until the wait's end, where the expiry decides. Each check is
+    /// claimed in the journal first, so a copy of a check already made (a second chain, begun
+    /// by a check redelivered after its worker scheduled the next one and died) ends there.
     async fn check(
         &self,
         delivery: &Delivery,
         command: &Arc<Command>,
         slot: &Slot,
         check: Check,
+        redelivered: bool,
         tp: Option<&str>,
     ) -> Disposition {
         if Utc::now() >= check.until {
             return Disposition::Ack;
+        }
+        let claim = CheckNo {
+            step: Step {
+                command_id: command.id,
+                run: check.run,
+                attempt: check.attempt,
+            },
+            number: check.number,
+        };
+        match self.journal.claim_check(claim, redelivered).await {
+            Ok(Claim::Mine) => {}
+            Ok(other) => {
+                let why = if other == Claim::Taken {
+                    "check_taken"
+                } else {
+                    "check_behind"
+                };
+                metrics::counter!("switchyard_duplicate_deliveries_total", "kind" => self.kind.to_string(), "reason" => why).increment(1);
+                debug!(
+                    check = check.number,
+                    why, "status check made by another copy; acknowledging"
+                );
+                return Disposition::Ack;
+            }
+            Err(e) => return e.into(),
         }
         let recorder = Recorder::default();
         let call = ProviderCall {
@@ -1052,7 +1084,9 @@ impl Handler {
                     number: check.number.saturating_add(1),
                     ..check
                 };
-                self.schedule_check(delivery, &next, now, retry_after).await
+                let scheduled = self.schedule_check(delivery, &next, now, retry_after).await;
+                point("after_check_scheduled");
+                scheduled
             }
         };
         match sent {

@@ -13,11 +13,10 @@
 //!   and planned statements of up to a thousand placeholders again and again: there a batch
 //!   is cut into pieces whose lengths are powers of two up to 64, at most seven texts per
 //!   statement, each prepared once per connection. On PostgreSQL every statement is a round
-//!   trip to the server and, while sqlx 0.9.0 leaves Nagle's algorithm on (its issue 4335,
-//!   fixed upstream, not yet released), one whose message spans several TCP segments waits
-//!   for a delayed acknowledgement, 40 ms on Linux: there a batch is written in as few
-//!   statements as the parameter limit allows. Measured with `switchyard ledger bench`:
-//!   PostgreSQL fell from 5,731 to 1,584 events/s when it was given SQLite's pieces.
+//!   trip to the server: there a batch is written in as few statements as the parameter
+//!   limit allows. (Under sqlx 0.9.0, which left Nagle's algorithm on, SQLite's pieces made
+//!   each round trip wait for a delayed acknowledgement too: PostgreSQL fell from 5,731 to
+//!   1,584 events/s in `switchyard ledger bench`. sqlx 0.9.1 sets `TCP_NODELAY`.)
 //!
 //! ```
 //! use switchyard_sqlrows::Dialect;

@@ -64,6 +64,7 @@ both!(
     strings_with_nul_are_stored,
     a_later_run_reopens_a_failed_command,
     an_unknown_outcome_is_decided_once,
+    operators_resolving_alike_at_once_both_report_the_one_decision,
     an_unknown_outcome_never_expires_and_a_status_check_ends_it,
     a_replayed_run_waits_again,
 );
@@ -615,6 +616,29 @@ async fn a_later_run_reopens_a_failed_command(store: &Store) {
         .unwrap()
         .unwrap();
     assert!(failed_page.items.iter().all(|i| i.id != c.id));
+}
+
+/// Two operators (or one operator's request sent twice) resolving one unknown outcome the
+/// same way at once: one decides, and the other reports that decision again, as a repeated
+/// resolution does, on either database: not a conflict.
+async fn operators_resolving_alike_at_once_both_report_the_one_decision(store: &Store) {
+    for round in 0..20 {
+        let c = command("payment");
+        unknown_outcome(store, &c, 0, &format!("key_{}", c.id.simple())).await;
+        let now = Utc::now();
+        let (x, y) = tokio::join!(
+            store.resolve_unknown(c.id, Verdict::Completed, "charged", "ana", now),
+            store.resolve_unknown(c.id, Verdict::Completed, "charged", "bo", now),
+        );
+        let events: Vec<Uuid> = [x.unwrap(), y.unwrap()]
+            .into_iter()
+            .map(|r| match r {
+                Resolved::Decided { event, .. } => event.event_id,
+                other => panic!("round {round}: {other:?}"),
+            })
+            .collect();
+        assert_eq!(events[0], events[1], "round {round}: one terminal event");
+    }
 }
 
 /// The worker's record of an `unknown` outcome, and its `unknown` event, stored.

@@ -158,7 +158,7 @@ pub const METRICS: &[Metric] = &[
     counter(
         "switchyard_duplicate_deliveries_total",
         &["kind", "reason"],
-        "Deliveries of a step already taken, acknowledged without effect, by kind and reason (repeated, superseded, decided_elsewhere).",
+        "Deliveries of a step already taken, acknowledged without effect, by kind and reason (repeated, superseded, decided_elsewhere; for status checks check_taken, check_behind).",
     ),
     // Workers and the ingress.
     counter(

@@ -698,7 +698,13 @@ impl Handler {
                 }
             }
         }
-        for reason in ["repeated", "superseded", "decided_elsewhere"] {
+        for reason in [
+            "repeated",
+            "superseded",
+            "decided_elsewhere",
+            "check_taken",
+            "check_behind",
+        ] {
             zero_counter(
                 "switchyard_duplicate_deliveries_total",
                 &[kind(), ("reason", reason.into())],

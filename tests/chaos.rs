@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use switchyard_amqp::Headers;
 use switchyard_amqp::messages::publish_command;
+use switchyard_amqp::{HeaderRead, Headers};
 use switchyard_core::{Command, Status};
 use switchyard_e2e::binary;
 use switchyard_testing::{ONESHOT_PROVIDER, TestFleet, TestFleetOptions};
@@ -68,6 +68,13 @@ async fn chaos_every_command_one_outcome_per_run_and_one_effect() {
         in_process: false,
         timeout_ms: 5_000,
         max_attempts: 8,
+        // The crash-loop guard counts every return to the queue, and here every kill (about
+        // fifteen in the chaos) and the broker's restart return whatever the worker held,
+        // begun or not. With the default of 5, a CI run on a slow machine (2026-12-03) had 21
+        // commands delivered five times each (two deliveries cut by the restart, three by
+        // kills) and dead-lettered by the broker with no outcome: the guard, not the worker,
+        // lost them. RabbitMQ 4's own default is 20 (docs/operations.md, "The crash-loop guard").
+        delivery_limit: 20,
         ..Default::default()
     })
     .await;
@@ -251,11 +258,44 @@ async fn chaos_every_command_one_outcome_per_run_and_one_effect() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // Where a lost command went: the dead-letter queue, and the broker's reason when the broker
+    // put it there (`delivery_limit`: returned to the queue past the crash-loop guard).
+    let mut parked: HashMap<uuid::Uuid, String> = HashMap::new();
+    for (headers, body) in fleet.dead_letters("payment").await {
+        let Ok(c) = serde_json::from_slice::<Command>(&body) else {
+            continue;
+        };
+        let reason = headers
+            .as_ref()
+            .and_then(|h| h.inner().get("x-death"))
+            .map(|d| format!("{d:?}"))
+            .and_then(|d| {
+                ["delivery_limit", "rejected", "expired", "maxlen"]
+                    .into_iter()
+                    .find(|r| d.contains(r))
+            })
+            .map_or_else(
+                || {
+                    headers
+                        .header_str("x-switchyard-error-class")
+                        .unwrap_or_default()
+                },
+                |r| format!("broker:{r}"),
+            );
+        parked.insert(c.id, reason);
+    }
+    let mut lost_to: HashMap<String, usize> = HashMap::new();
+    for (id, _) in &lost {
+        let place = parked
+            .get(id)
+            .map_or_else(|| "nowhere".to_owned(), |r| format!("dead-lettered ({r})"));
+        *lost_to.entry(place).or_default() += 1;
+    }
     eprintln!(
         "chaos: {n} commands ({} idempotent, {} without keys), published in {:.1} s, all settled in \
          {:.1} s; worker SIGKILLs {}, fault-point aborts {}, broker restart {:?}; \
          outcomes {by_status:?}; lost {}, duplicated effects {}, two terminal events in a run {}, \
-         unexpected {unexpected}, ledger disagreeing {}",
+         unexpected {unexpected}, ledger disagreeing {}; the lost: {lost_to:?}",
         n - n / 2,
         n / 2,
         published_in.as_secs_f64(),

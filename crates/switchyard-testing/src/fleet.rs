@@ -54,6 +54,8 @@ pub struct TestFleetOptions {
     pub in_process: bool,
     /// A vhost made beforehand (on a cluster, say); else a fresh one on the local broker.
     pub vhost: Option<TestVhost>,
+    /// `amqp.delivery_limit`: returns to a queue before the broker dead-letters a message.
+    pub delivery_limit: u32,
 }
 
 impl Default for TestFleetOptions {
@@ -64,6 +66,7 @@ impl Default for TestFleetOptions {
             extra_toml: String::new(),
             in_process: true,
             vhost: None,
+            delivery_limit: switchyard_config::AmqpConfig::default().delivery_limit,
         }
     }
 }
@@ -246,7 +249,7 @@ impl TestFleet {
         let sandbox = Sandbox::start(sandbox_config).await.unwrap();
 
         let mut toml = format!(
-            "[amqp]\nurl = \"{}\"\nconfirm_timeout_ms = 3000\nreconnect_max_ms = 1000\n\
+            "[amqp]\nurl = \"{}\"\nconfirm_timeout_ms = 3000\nreconnect_max_ms = 1000\ndelivery_limit = {}\n\
              [ingress]\nlisten = \"127.0.0.1:{ingress_port}\"\ntokens = [\"{TOKEN}\"]\nmax_body_bytes = 65536\n\
              [worker]\nlisten = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\nidempotency_secret = \"idem_test_canary_secret_9e4\"\n\
              [retry]\nmax_attempts = {}\nbase = \"100ms\"\ncap = \"1s\"\ntiers = [\"100ms\", \"300ms\", \"1s\", \"2s\"]\n\
@@ -254,6 +257,7 @@ impl TestFleet {
              [telemetry]\nlog_filter = \"warn,switchyard=info\"\n\
              [ledger]\nlisten = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}?mode=rwc\"\nbatch_max_wait_ms = 20\n",
             vhost.amqp_url,
+            opts.delivery_limit,
             opts.max_attempts,
             opts.timeout_ms,
             dir.join("ledger.db").display()

@@ -70,10 +70,11 @@ async fn chaos_every_command_one_outcome_per_run_and_one_effect() {
         max_attempts: 8,
         // The crash-loop guard counts every return to the queue, and here every kill (about
         // fifteen in the chaos) and the broker's restart return whatever the worker held,
-        // begun or not. With the default of 5, a CI run on a slow machine (2026-12-03) had 21
-        // commands delivered five times each (two deliveries cut by the restart, three by
-        // kills) and dead-lettered by the broker with no outcome: the guard, not the worker,
-        // lost them. RabbitMQ 4's own default is 20 (docs/operations.md, "The crash-loop guard").
+        // begun or not. With the default of 5, a CI run on a slow machine (2026-12-03) lost 21
+        // commands, each seen delivered five times (every delivery cut short, around the
+        // restart and by kills) and never again: the guard's work, by every sign (the lost are
+        // now looked for in the dead-letter queue). RabbitMQ 4's own default is 20
+        // (docs/operations.md, "The crash-loop guard").
         delivery_limit: 20,
         ..Default::default()
     })

@@ -266,15 +266,8 @@ async fn chaos_every_command_one_outcome_per_run_and_one_effect() {
         let Ok(c) = serde_json::from_slice::<Command>(&body) else {
             continue;
         };
-        let reason = headers
-            .as_ref()
-            .and_then(|h| h.inner().get("x-death"))
-            .map(|d| format!("{d:?}"))
-            .and_then(|d| {
-                ["delivery_limit", "rejected", "expired", "maxlen"]
-                    .into_iter()
-                    .find(|r| d.contains(r))
-            })
+        let reason = switchyard_cli::dlq::broker_death(&headers)
+            .and_then(|death| Some(death).header_str("reason"))
             .map_or_else(
                 || {
                     headers

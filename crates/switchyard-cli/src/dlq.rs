@@ -325,6 +325,20 @@ fn str_field(body: &serde_json::Value, field: &str) -> Option<String> {
     body.get(field)?.as_str().map(str::to_owned)
 }
 
+/// The broker's latest dead-lettering of a message (the first entry of its `x-death`), when
+/// the broker dead-lettered it: its `reason` (`delivery_limit`, `rejected`, ...), `queue`
+/// and `time`.
+pub fn broker_death(headers: &Option<FieldTable>) -> Option<FieldTable> {
+    let deaths = headers.as_ref()?.inner().get("x-death")?;
+    let AMQPValue::FieldArray(deaths) = deaths else {
+        return None;
+    };
+    match deaths.as_slice().first()? {
+        AMQPValue::FieldTable(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
 impl DeadLetter {
     /// Reads a delivery of `lot`'s queue.
     pub fn read(lot: &Lot, delivery: &Delivery) -> Self {
@@ -358,18 +372,7 @@ impl DeadLetter {
                 .as_ref()
                 .and_then(|m| m.as_str().parse().ok())
         });
-        let death = headers
-            .as_ref()
-            .and_then(|h| h.inner().get("x-death"))
-            .and_then(|d| match d {
-                AMQPValue::FieldArray(a) => a.as_slice().first().cloned(),
-                _ => None,
-            })
-            .and_then(|first| match first {
-                AMQPValue::FieldTable(t) => Some(Some(t)),
-                _ => None,
-            })
-            .flatten();
+        let death = broker_death(headers);
         let broker_reason = death
             .as_ref()
             .and_then(|t| Some(t.clone()).header_str("reason"));

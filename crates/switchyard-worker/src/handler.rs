@@ -281,7 +281,7 @@ impl Handler {
                 } else {
                     "superseded"
                 };
-                metrics::counter!("switchyard_duplicate_deliveries_total", "kind" => self.kind.to_string(), "reason" => why).increment(1);
+                self.count_duplicate(why);
                 debug!(
                     run,
                     attempt = attempt_no,
@@ -512,7 +512,7 @@ impl Handler {
                 self.execute(delivery, command, slot, &plan, tp).await
             }
             Ok(Decided::Lost(_)) => {
-                metrics::counter!("switchyard_duplicate_deliveries_total", "kind" => self.kind.to_string(), "reason" => "decided_elsewhere").increment(1);
+                self.count_duplicate("decided_elsewhere");
                 Disposition::Ack
             }
             Err(e) => e.into(),
@@ -984,6 +984,12 @@ impl Handler {
         Ok(())
     }
 
+    /// Counts a delivery acknowledged without effect: its work was, or is being, done by
+    /// another copy (`why`: one of the reasons zeroed at start).
+    fn count_duplicate(&self, why: &'static str) {
+        metrics::counter!("switchyard_duplicate_deliveries_total", "kind" => self.kind.to_string(), "reason" => why).increment(1);
+    }
+
     /// One status check of work a polled provider accepted. A terminal answer goes to the
     /// resolver like a callback (so it takes effect once, whatever else arrives); anything else
     /// schedules the next check, until the wait's end, where the expiry decides. Each check is
@@ -1017,7 +1023,7 @@ impl Handler {
                 } else {
                     "check_behind"
                 };
-                metrics::counter!("switchyard_duplicate_deliveries_total", "kind" => self.kind.to_string(), "reason" => why).increment(1);
+                self.count_duplicate(why);
                 debug!(
                     check = check.number,
                     why, "status check made by another copy; acknowledging"

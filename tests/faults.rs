@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,22 @@ fn spawn(name: &str, config: &Path, faults: Option<&str>) -> Child {
         cmd.env("SWITCHYARD_FAULTS", f);
     }
     cmd.spawn().unwrap()
+}
+
+/// A test fleet for the real binaries, and the config file they read (in the returned
+/// directory, which must live as long as they do).
+async fn binaries_fleet() -> (TestFleet, tempfile::TempDir, PathBuf) {
+    let fleet = TestFleet::start_with(TestFleetOptions {
+        in_process: false,
+        timeout_ms: 5_000,
+        max_attempts: 4,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, &fleet.config_toml).unwrap();
+    (fleet, dir, config)
 }
 
 /// Exactly one terminal event id per command (the same event delivered twice is allowed),
@@ -120,16 +136,7 @@ const CASES: &[Case] = &[
 
 #[tokio::test]
 async fn a_worker_crash_at_every_step_yields_one_outcome_and_one_effect() {
-    let fleet = TestFleet::start_with(TestFleetOptions {
-        in_process: false,
-        timeout_ms: 5_000,
-        max_attempts: 4,
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("switchyard.toml");
-    std::fs::write(&config, &fleet.config_toml).unwrap();
+    let (fleet, _dir, config) = binaries_fleet().await;
     // The resolver (waits, unknown outcomes) runs in the ledger.
     let mut ledger = spawn("switchyard-ledger", &config, None);
     for case in CASES {
@@ -179,16 +186,7 @@ async fn a_worker_crash_at_every_step_yields_one_outcome_and_one_effect() {
 /// chain asks exactly six times.
 #[tokio::test]
 async fn a_worker_crash_after_scheduling_a_status_check_starts_no_second_chain() {
-    let fleet = TestFleet::start_with(TestFleetOptions {
-        in_process: false,
-        timeout_ms: 5_000,
-        max_attempts: 4,
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("switchyard.toml");
-    std::fs::write(&config, &fleet.config_toml).unwrap();
+    let (fleet, _dir, config) = binaries_fleet().await;
     let mut ledger = spawn("switchyard-ledger", &config, None);
     let mut worker = spawn("switchyard-payment", &config, Some("after_check_scheduled"));
     fleet
@@ -224,16 +222,7 @@ async fn a_worker_crash_after_scheduling_a_status_check_starts_no_second_chain()
 
 #[tokio::test]
 async fn an_ingress_crash_at_every_step_loses_nothing_and_runs_once() {
-    let fleet = TestFleet::start_with(TestFleetOptions {
-        in_process: false,
-        timeout_ms: 5_000,
-        max_attempts: 4,
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("switchyard.toml");
-    std::fs::write(&config, &fleet.config_toml).unwrap();
+    let (fleet, _dir, config) = binaries_fleet().await;
     let mut worker = spawn("switchyard-payment", &config, None);
     let url = format!("http://127.0.0.1:{}/v1/commands", fleet.ingress_port);
     let http = reqwest::Client::new();
@@ -304,16 +293,7 @@ async fn an_ingress_crash_at_every_step_loses_nothing_and_runs_once() {
 
 #[tokio::test]
 async fn a_ledger_crash_after_its_commit_or_its_decision_changes_no_outcome() {
-    let fleet = TestFleet::start_with(TestFleetOptions {
-        in_process: false,
-        timeout_ms: 5_000,
-        max_attempts: 4,
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("switchyard.toml");
-    std::fs::write(&config, &fleet.config_toml).unwrap();
+    let (fleet, _dir, config) = binaries_fleet().await;
     let mut worker = spawn("switchyard-payment", &config, None);
     fleet
         .wait_for_queue("switchyard.work.payment.sandbox")

@@ -35,9 +35,45 @@ impl Headers {
         Self(FieldTable::from(map))
     }
 
+    /// Removes what the broker wrote about the message's past (`x-death` and its summaries,
+    /// the quorum queue's `x-delivery-count`). A copy published with them is a new message:
+    /// an `x-death` naming its own work queue makes the broker drop it as a dead-letter cycle
+    /// when a delay tier sends it back there.
+    pub fn without_broker_annotations(self) -> Self {
+        BROKER_ANNOTATIONS
+            .iter()
+            .fold(self, |headers, key| headers.without(key))
+    }
+
     /// The table, for `BasicProperties::with_headers`.
     pub fn build(self) -> FieldTable {
         self.0
+    }
+}
+
+/// The headers the broker sets on a dead-lettered or redelivered message.
+pub const BROKER_ANNOTATIONS: [&str; 8] = [
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+];
+
+/// The broker's latest dead-lettering of a message (the first entry of its `x-death`), when
+/// the broker dead-lettered it: its `reason` (`delivery_limit`, `rejected`, `expired`, ...),
+/// `queue` and `time`.
+pub fn broker_death(headers: &Option<FieldTable>) -> Option<FieldTable> {
+    let deaths = headers.as_ref()?.inner().get("x-death")?;
+    let AMQPValue::FieldArray(deaths) = deaths else {
+        return None;
+    };
+    match deaths.as_slice().first()? {
+        AMQPValue::FieldTable(t) => Some(t.clone()),
+        _ => None,
     }
 }
 
@@ -86,5 +122,37 @@ mod tests {
         assert_eq!(t.header_int("a"), None);
         let t = Some(Headers::from_table(t.as_ref()).without("a").build());
         assert_eq!(t.header_str("a"), None);
+    }
+
+    #[test]
+    fn a_copy_forgets_what_the_broker_wrote_about_the_original() {
+        let mut death = FieldTable::default();
+        death.insert(
+            "reason".into(),
+            AMQPValue::LongString("delivery_limit".into()),
+        );
+        let mut original = Headers::default()
+            .str("traceparent", "00-abc-def-01")
+            .str("x-last-death-reason", "delivery_limit")
+            .int("x-delivery-count", 2)
+            .build();
+        original.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        let original = Some(original);
+        assert!(broker_death(&original).is_some());
+        let copy = Some(
+            Headers::from_table(original.as_ref())
+                .without_broker_annotations()
+                .build(),
+        );
+        assert_eq!(broker_death(&copy), None);
+        assert_eq!(copy.header_int("x-delivery-count"), None);
+        assert_eq!(copy.header_str("x-last-death-reason"), None);
+        assert_eq!(
+            copy.header_str("traceparent").as_deref(),
+            Some("00-abc-def-01")
+        );
     }
 }

@@ -325,19 +325,8 @@ fn str_field(body: &serde_json::Value, field: &str) -> Option<String> {
     body.get(field)?.as_str().map(str::to_owned)
 }
 
-/// The broker's latest dead-lettering of a message (the first entry of its `x-death`), when
-/// the broker dead-lettered it: its `reason` (`delivery_limit`, `rejected`, ...), `queue`
-/// and `time`.
-pub fn broker_death(headers: &Option<FieldTable>) -> Option<FieldTable> {
-    let deaths = headers.as_ref()?.inner().get("x-death")?;
-    let AMQPValue::FieldArray(deaths) = deaths else {
-        return None;
-    };
-    match deaths.as_slice().first()? {
-        AMQPValue::FieldTable(t) => Some(t.clone()),
-        _ => None,
-    }
-}
+/// Shared with the workers, which answer what the broker dead-lettered on its own.
+pub use switchyard_amqp::broker_death;
 
 impl DeadLetter {
     /// Reads a delivery of `lot`'s queue.
@@ -470,9 +459,9 @@ pub fn kept_headers(delivery: &Delivery, routing_key: &str) -> FieldTable {
         .build()
 }
 
-/// Headers no replay carries: the dead-letter headers, the broker's, and the retry, status
-/// check and resolver bookkeeping of the failed run.
-const PARKING_HEADERS: [&str; 19] = [
+/// Headers no replay carries besides the broker's annotations: the dead-letter headers, and
+/// the retry, status check and resolver bookkeeping of the failed run.
+const PARKING_HEADERS: [&str; 12] = [
     ERROR_CLASS_HEADER,
     ERROR_HEADER,
     ATTEMPTS_HEADER,
@@ -485,20 +474,14 @@ const PARKING_HEADERS: [&str; 19] = [
     DEFERRALS_HEADER,
     KIND_HEADER,
     TIER_HEADER,
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
 ];
 
-/// The original headers that matter (e.g. `traceparent`) without [`PARKING_HEADERS`] and
-/// the broker's delivery count, stamped with the replay's time.
+/// The original headers that matter (e.g. `traceparent`) without the broker's annotations
+/// (`x-death`, the delivery count) and [`PARKING_HEADERS`], stamped with the replay's time.
 fn cleaned(delivery: &Delivery, now: DateTime<Utc>) -> Headers {
-    let mut h = Headers::from_table(delivery.properties.headers().as_ref());
-    for key in PARKING_HEADERS.iter().chain(&["x-delivery-count"]) {
+    let mut h =
+        Headers::from_table(delivery.properties.headers().as_ref()).without_broker_annotations();
+    for key in PARKING_HEADERS {
         h = h.without(key);
     }
     h.str(REPLAYED_AT_HEADER, &now.to_rfc3339())

@@ -35,10 +35,16 @@ fn spawn(name: &str, config: &Path, faults: Option<&str>) -> Child {
 /// A test fleet for the real binaries, and the config file they read (in the returned
 /// directory, which must live as long as they do).
 async fn binaries_fleet() -> (TestFleet, tempfile::TempDir, PathBuf) {
+    binaries_fleet_with(TestFleetOptions::default().delivery_limit).await
+}
+
+/// [`binaries_fleet`] with its work queues declared with `delivery_limit`.
+async fn binaries_fleet_with(delivery_limit: u32) -> (TestFleet, tempfile::TempDir, PathBuf) {
     let fleet = TestFleet::start_with(TestFleetOptions {
         in_process: false,
         timeout_ms: 5_000,
         max_attempts: 4,
+        delivery_limit,
         ..Default::default()
     })
     .await;
@@ -215,6 +221,79 @@ async fn a_worker_crash_after_scheduling_a_status_check_starts_no_second_chain()
     );
     replacement.start_kill().unwrap();
     let _ = replacement.wait().await;
+    ledger.start_kill().unwrap();
+    let _ = ledger.wait().await;
+    fleet.stop().await;
+}
+
+/// A command its workers keep dying on is dead-lettered by the broker at the work queue's
+/// delivery limit (the crash-loop guard) with nothing decided; before the abandoned queue the
+/// core app never heard of it again. Every worker here aborts at its point on every delivery
+/// of the command, and is replaced by another that does the same, until the broker gives up:
+/// a command that never reached the provider then ends `failed` (`delivery_limit`), one whose
+/// call was begun `unknown` (`delivery_limit`) and then what a status check finds.
+#[tokio::test]
+async fn a_command_the_broker_gives_up_on_still_gets_one_outcome() {
+    // Dead-lettered at the second return: two crashes.
+    let (fleet, _dir, config) = binaries_fleet_with(1).await;
+    let mut ledger = spawn("switchyard-ledger", &config, None);
+    for (point, provider, first) in [
+        ("before_begin", "sandbox", Status::Failed),
+        ("after_begin", ONESHOT_PROVIDER, Status::Unknown),
+    ] {
+        let mut worker = spawn("switchyard-payment", &config, Some(point));
+        fleet.wait_for_queue("switchyard.abandoned.payment").await;
+        let mut c = fleet.charge();
+        c.provider = provider.parse().unwrap();
+        fleet.scenario(c.id, &["ok"]).await;
+        fleet.publish(&c).await;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut crashes = 0;
+        while !fleet.events.of(c.id).iter().any(|e| e.status.is_terminal()) {
+            assert!(
+                Instant::now() < deadline,
+                "{point}: no outcome after {crashes} crashes: {:#?}",
+                fleet.events.of(c.id)
+            );
+            if let Ok(status) =
+                tokio::time::timeout(Duration::from_millis(200), worker.wait()).await
+            {
+                assert!(!status.unwrap().success(), "{point}: the worker aborted");
+                crashes += 1;
+                assert!(crashes < 10, "{point}: the broker never gave up");
+                worker = spawn("switchyard-payment", &config, Some(point));
+            }
+        }
+        let events = fleet.events.terminal(c.id, Duration::from_secs(5)).await;
+        assert_eq!(one_outcome(&events), Status::Failed, "{point}: {events:#?}");
+        let given_up = events
+            .iter()
+            .find(|e| e.status == first)
+            .unwrap_or_else(|| panic!("{point}: a {first} event: {events:#?}"));
+        let code = given_up.error.as_ref().map(|e| e.code.as_str());
+        assert_eq!(code, Some("delivery_limit"), "{point}: {given_up:#?}");
+        assert!(crashes >= 2, "{point}: {crashes} crashes");
+        let view = fleet.sandbox_view(c.id).await;
+        assert_eq!(view["effects"], 0, "{point}: effects: {view:#}");
+        // The broker's own dead letter stays for `switchyard dlq replay`.
+        let reasons: Vec<Option<String>> = fleet
+            .dead_letters("payment")
+            .await
+            .into_iter()
+            .filter(|(_, body)| switchyard_core::command::sniff_id(body) == Some(c.id))
+            .map(|(headers, _)| {
+                switchyard_cli::dlq::broker_death(&headers)
+                    .and_then(|d| switchyard_amqp::HeaderRead::header_str(&Some(d), "reason"))
+            })
+            .collect();
+        assert!(
+            reasons.contains(&Some("delivery_limit".to_owned())),
+            "{point}: dead letters of the command: {reasons:?}"
+        );
+        eprintln!("{point} at {provider}: {crashes} crashes, then {first} and failed");
+        worker.start_kill().unwrap();
+        let _ = worker.wait().await;
+    }
     ledger.start_kill().unwrap();
     let _ = ledger.wait().await;
     fleet.stop().await;

@@ -54,7 +54,7 @@ const ALL: &str = r"^switchyard\..*";
 /// queue: what the ingress may write (bindings, commands, callbacks), without the events,
 /// attempts, dead-letter and retry exchanges.
 const INGRESS_WRITE: &str =
-    r"^switchyard\.(commands|callbacks|unroutable|(work|retry|dlq|delay|ledger)\..+)$";
+    r"^switchyard\.(commands|callbacks|unroutable|(work|retry|dlq|abandoned|delay|ledger)\..+)$";
 
 /// The exchanges the ingress binds queues to.
 const INGRESS_READ: &str =

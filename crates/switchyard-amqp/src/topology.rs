@@ -94,6 +94,13 @@ pub fn dead_letter_queue(kind: &Name) -> String {
     format!("switchyard.dlq.{kind}")
 }
 
+/// `switchyard.abandoned.{kind}`: a copy of every dead letter of the kind, for its workers,
+/// which give an outcome to the commands the broker dead-lettered on its own (at a work
+/// queue's delivery limit) and drop the rest.
+pub fn abandoned_queue(kind: &Name) -> String {
+    format!("switchyard.abandoned.{kind}")
+}
+
 /// `switchyard.retry.{kind}.{tier}`.
 pub fn retry_queue(kind: &Name, tier: Duration) -> String {
     format!("switchyard.retry.{kind}.{}", tier_label(tier))
@@ -360,6 +367,26 @@ impl Topology {
                 &format!("{kind}.#"),
                 FieldTable::default(),
             ));
+            // Beside the DLQ, on the same binding. Its own delivery limit, without a dead-letter
+            // exchange: a copy the workers keep failing on is dropped (the DLQ keeps the
+            // original), so it cannot loop.
+            let abandoned = abandoned_queue(kind);
+            plan.push(Declaration::queue(
+                &abandoned,
+                args(&[
+                    quorum.clone(),
+                    (
+                        "x-delivery-limit",
+                        AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+                    ),
+                ]),
+            ));
+            plan.push(Declaration::binding(
+                &abandoned,
+                DEAD_EXCHANGE,
+                &format!("{kind}.#"),
+                FieldTable::default(),
+            ));
 
             self.plan_delay_tiers(
                 &mut plan,
@@ -590,6 +617,7 @@ mod tests {
             "switchyard.dlq.unroutable",
             "switchyard.callbacks",
             "switchyard.dlq.payment",
+            "switchyard.abandoned.payment",
             "switchyard.retry.payment.1s",
             "switchyard.work.payment.stripe",
         ] {
@@ -612,6 +640,7 @@ mod tests {
         let p: Name = "stripe".parse().unwrap();
         assert_eq!(work_queue(&k, &p), "switchyard.work.payment.stripe");
         assert_eq!(dead_letter_queue(&k), "switchyard.dlq.payment");
+        assert_eq!(abandoned_queue(&k), "switchyard.abandoned.payment");
         assert_eq!(
             retry_queue(&k, Duration::from_secs(30)),
             "switchyard.retry.payment.30s"

@@ -54,7 +54,8 @@ pub async fn apply(config: &Config) -> anyhow::Result<()> {
     );
     for (kind, providers) in topology.providers() {
         say(format!(
-            "  kind {kind}: dlq switchyard.dlq.{kind}, {} delay tiers",
+            "  kind {kind}: dlq switchyard.dlq.{kind}, abandoned {}, {} delay tiers",
+            switchyard_amqp::topology::abandoned_queue(kind),
             topology.tiers().len()
         ));
         for p in providers {

@@ -19,6 +19,7 @@ pub const ENV: &str = "SWITCHYARD_FAULTS";
 /// Every fault point, by component and in the order a delivery meets them.
 pub const POINTS: &[&str] = &[
     // worker
+    "before_begin",
     "after_begin",
     "after_provider_answer",
     "after_decide",

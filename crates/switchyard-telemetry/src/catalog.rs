@@ -118,6 +118,11 @@ pub const METRICS: &[Metric] = &[
         "Commands dead-lettered to switchyard.dlq.{kind}, by kind, provider and error class (permanent, transient, timeout, invalid, expired).",
     ),
     counter(
+        "switchyard_abandoned_total",
+        &["kind", "outcome"],
+        "Commands the broker dead-lettered at a work queue's delivery limit (a crash loop, or workers stopped while holding them), answered by a worker, by kind and outcome (failed: never reached the provider; unknown: the provider may have acted; resent: its decision was carried out again; invalid: rejected as invalid; check: a status check, left to the wait's deadline or an operator).",
+    ),
+    counter(
         "switchyard_unroutable_total",
         &["event"],
         "Commands no worker serves, parked in switchyard.dlq.unroutable, by event (failed: a failed event was sent; none: the id was not readable).",

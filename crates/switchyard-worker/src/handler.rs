@@ -128,7 +128,7 @@ pub(crate) struct Handler {
 }
 
 /// The broker action a delivery ends with, decided once the outcome is durably reported.
-enum Disposition {
+pub(crate) enum Disposition {
     Ack,
     /// Reporting (or the journal) failed: leave the delivery for redelivery.
     Requeue(String),
@@ -149,7 +149,7 @@ impl From<PublishError> for Disposition {
 /// What a status check carries besides the command: it is a copy of the waiting command,
 /// back in its work queue after a delay tier.
 #[derive(Debug, Clone)]
-struct Check {
+pub(crate) struct Check {
     number: u32,
     /// The run it checks for: a replay counts its checks from 1 again.
     run: u32,
@@ -159,7 +159,9 @@ struct Check {
 }
 
 impl Check {
-    fn read(headers: &Option<switchyard_amqp::lapin::types::FieldTable>) -> Option<Self> {
+    pub(crate) fn read(
+        headers: &Option<switchyard_amqp::lapin::types::FieldTable>,
+    ) -> Option<Self> {
         let number = u32::try_from(headers.header_int(CHECK_HEADER)?).ok()?;
         Some(Self {
             number,
@@ -249,26 +251,13 @@ impl Handler {
             run,
             attempt: attempt_no,
         };
-        // Identity (contract 7): the first attempt of a run asks what the identity means, and
-        // begins the step in the same round trip when the command is to run.
-        let begun = if attempt_no == 1 {
-            match self.journal.start(&command, step, redelivered).await {
-                Err(e) => return e.into(),
-                Ok(Start {
-                    admission: Some(Admission::Duplicate { original, .. }),
-                    ..
-                }) => return self.duplicate(&command, original, tp).await,
-                Ok(Start {
-                    admission: Some(Admission::Conflict { original }),
-                    ..
-                }) => return self.conflict(delivery, &command, original, tp).await,
-                Ok(Start { begin, .. }) => begin.unwrap_or(Begin::Superseded),
-            }
-        } else {
-            match self.journal.begin(step, redelivered).await {
-                Ok(b) => b,
-                Err(e) => return e.into(),
-            }
+        point("before_begin");
+        let begun = match self
+            .begin_step(delivery, &command, step, redelivered, tp)
+            .await
+        {
+            Ok(b) => b,
+            Err(done) => return done,
         };
         point("after_begin");
         let in_doubt = match begun {
@@ -464,6 +453,38 @@ impl Handler {
         self.settle(delivery, &command, slot, step, plan, tp).await
     }
 
+    /// Begins `step` in the journal. Identity (contract 7): the first attempt of a run also
+    /// asks what the identity means, in the same round trip, and a duplicate or a conflict is
+    /// answered here; `Err` is then the delivery's disposition.
+    pub(crate) async fn begin_step(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        step: Step,
+        redelivered: bool,
+        tp: Option<&str>,
+    ) -> Result<Begin, Disposition> {
+        if step.attempt != 1 {
+            return self
+                .journal
+                .begin(step, redelivered)
+                .await
+                .map_err(Disposition::from);
+        }
+        match self.journal.start(command, step, redelivered).await {
+            Err(e) => Err(e.into()),
+            Ok(Start {
+                admission: Some(Admission::Duplicate { original, .. }),
+                ..
+            }) => Err(self.duplicate(command, original, tp).await),
+            Ok(Start {
+                admission: Some(Admission::Conflict { original }),
+                ..
+            }) => Err(self.conflict(delivery, command, original, tp).await),
+            Ok(Start { begin, .. }) => Ok(begin.unwrap_or(Begin::Superseded)),
+        }
+    }
+
     /// The default wait of the command's operation for a long-running provider.
     fn max_wait(&self, command: &Command) -> Duration {
         self.max_wait
@@ -474,7 +495,7 @@ impl Handler {
 
     /// An outcome nobody can read: parked for the resolver with the provider key as its
     /// reference, so a status check (where the provider offers one) or an operator ends it.
-    fn unknown_plan(
+    pub(crate) fn unknown_plan(
         &self,
         command: &Command,
         attempt: switchyard_core::Attempt<'_>,
@@ -497,7 +518,7 @@ impl Handler {
 
     /// Decides `step`'s outcome once, then carries it out. A delivery that lost the race
     /// leaves the reporting to the winner (whose own redelivery re-sends it after a crash).
-    async fn settle(
+    pub(crate) async fn settle(
         &self,
         delivery: &Delivery,
         command: &Command,
@@ -521,7 +542,7 @@ impl Handler {
 
     /// Carries out a decided plan: every publish is idempotent (deterministic event ids,
     /// step-keyed copies), so doing it again after a crash changes nothing.
-    async fn execute(
+    pub(crate) async fn execute(
         &self,
         delivery: &Delivery,
         command: &Command,
@@ -721,7 +742,7 @@ impl Handler {
         info
     }
 
-    fn decode(
+    pub(crate) fn decode(
         &self,
         delivery: &Delivery,
     ) -> Result<(Command, &Slot), switchyard_core::InvalidCommand> {
@@ -797,7 +818,7 @@ impl Handler {
         Ok(())
     }
 
-    async fn finish(&self, event: &Event, tp: Option<&str>) -> Disposition {
+    pub(crate) async fn finish(&self, event: &Event, tp: Option<&str>) -> Disposition {
         match messages::publish_event(&self.publisher, event, tp).await {
             Ok(()) => {
                 // Duplicates end nothing: switchyard_duplicate_commands_total counts them.
@@ -817,7 +838,7 @@ impl Handler {
 
     /// An undecodable or invalid command: dead-lettered once, with a `failed` event when its
     /// id is readable. Never retried, never requeued.
-    async fn reject_invalid(
+    pub(crate) async fn reject_invalid(
         &self,
         delivery: &Delivery,
         invalid: switchyard_core::InvalidCommand,
@@ -986,7 +1007,7 @@ impl Handler {
 
     /// Counts a delivery acknowledged without effect: its work was, or is being, done by
     /// another copy (`why`: one of the reasons zeroed at start).
-    fn count_duplicate(&self, why: &'static str) {
+    pub(crate) fn count_duplicate(&self, why: &'static str) {
         metrics::counter!("switchyard_duplicate_deliveries_total", "kind" => self.kind.to_string(), "reason" => why).increment(1);
     }
 
@@ -1151,6 +1172,7 @@ impl Handler {
         tier: Duration,
     ) -> Result<(), PublishError> {
         let headers = headers
+            .without_broker_annotations()
             .str(KIND_HEADER, self.kind.as_str())
             .str(TIER_HEADER, &tier_label(tier));
         self.publisher

@@ -10,6 +10,7 @@
 //! It owns no vendor knowledge: providers written in code live in their kind's crate; the
 //! generic `type = "http"` provider of the contract lives here because every kind can use it.
 
+mod abandoned;
 mod circuit;
 mod entry;
 pub mod generic;
@@ -22,6 +23,7 @@ mod secrets;
 mod stack;
 mod unroutable;
 
+pub use abandoned::DELIVERY_LIMIT_CODE;
 pub use entry::{main, main_configured};
 pub use generic::{GenericHttpProvider, parse_report};
 pub use kind::{

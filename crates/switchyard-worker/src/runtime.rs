@@ -200,6 +200,13 @@ pub async fn start(
             move |d| h.clone().handle(d),
         ));
     }
+    // What the broker dead-lettered at a work queue's delivery limit gets its outcome here.
+    consumers.spawn(crate::abandoned::run(
+        handler.clone(),
+        broker.clone(),
+        config,
+        shutdown.clone(),
+    ));
     consumers.spawn(crate::unroutable::run(
         broker.clone(),
         handler.publisher.clone(),

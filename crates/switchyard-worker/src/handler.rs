@@ -1118,7 +1118,9 @@ impl Handler {
                     ..check
                 };
                 let scheduled = self.schedule_check(delivery, &next, now, retry_after).await;
-                point("after_check_scheduled");
+                if scheduled.is_ok() {
+                    point("after_check_scheduled");
+                }
                 scheduled
             }
         };

@@ -931,11 +931,13 @@ async fn sitting(
         note(format!(
             "bench: again at half the measured peak ({peak:.0}/s): {half} commands/s"
         ));
+        settle(&processes, "the half-rate run").await;
         let phase = run_switchyard(&mut driver, half, &mut recorded).await?;
         report_phase("half rate", &phase, false);
         phases.push(("half_rate", phase));
         // The bare pattern at the same rate: the latency the broker alone gives there.
         if let Some(p) = &pattern {
+            settle(&processes, "the ceiling's half-rate run").await;
             half_ceiling = Some(measure_ceiling(p.clone(), half).await?);
         }
     }
@@ -1111,6 +1113,34 @@ async fn sitting(
 }
 
 /// Prints one Switchyard run's figures.
+/// Waits, at most 30 s, until the machine is quiet: the measured processes together under a
+/// tenth of a core over half a second, and under 32 MiB left for the kernel to write. A
+/// latency run must not start in the aftermath of the one before: after a full-speed ceiling
+/// run the broker deletes its queues and the disk drains the run's writes, and a half-rate run
+/// started right then had a p99 of 1,225 ms where one started on a quiet machine had 40.
+async fn settle(processes: &procstat::Processes, before: &str) {
+    const WINDOW: Duration = Duration::from_millis(500);
+    const LIMIT: Duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let mut quiet = false;
+    while !quiet && started.elapsed() < LIMIT {
+        let cpu = processes.cpu();
+        tokio::time::sleep(WINDOW).await;
+        let busy: f64 = processes
+            .cpu()
+            .iter()
+            .filter_map(|(name, end)| Some(end - cpu.get(name)?))
+            .sum();
+        let unwritten = procstat::unwritten_kib().unwrap_or(0);
+        quiet = busy < 0.1 * WINDOW.as_secs_f64() && unwritten < 32 * 1024;
+    }
+    note(format!(
+        "bench: {} {:.1} s for a quiet machine before {before}",
+        if quiet { "waited" } else { "gave up after" },
+        started.elapsed().as_secs_f64()
+    ));
+}
+
 fn report_phase(label: &str, p: &Phase, waiting: bool) {
     note(format!(
         "bench: {label}: completed {}, failed {}, publish failures {}, missing {}",

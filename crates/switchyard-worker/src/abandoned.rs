@@ -33,7 +33,7 @@ use switchyard_journal::{Begin, Step};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
-use crate::handler::{Check, Disposition, Handler, requeue_after_a_pause};
+use crate::handler::{Check, Disposition, Handler, patiently, requeue_after_a_pause};
 use crate::plan::Plan;
 
 /// The error code of the outcome of a command the broker dead-lettered at its delivery limit.
@@ -81,11 +81,14 @@ fn at_delivery_limit(headers: &Option<switchyard_amqp::lapin::types::FieldTable>
 }
 
 impl Handler {
-    /// Settles one delivery of the abandoned queue: acknowledged once the outcome is confirmed,
-    /// requeued (after a pause) when it could not be reported.
+    /// Settles one delivery of the abandoned queue: acknowledged once the outcome is confirmed;
+    /// tried again in place while it cannot be reported, as a work queue's delivery is, since
+    /// this queue's own delivery limit drops the copy after a few returns; then requeued.
     pub(crate) async fn handle_abandoned(self: Arc<Self>, delivery: Delivery) {
         let span = switchyard_amqp::spans::process_span(&delivery);
-        let settled = match self.abandoned(&delivery).instrument(span).await {
+        let disposition =
+            patiently(|_again| self.abandoned(&delivery).instrument(span.clone())).await;
+        let settled = match disposition {
             Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
             Disposition::Requeue(e) => {
                 warn!(error = %e, "could not report the outcome of a command the broker dead-lettered; leaving it for redelivery");

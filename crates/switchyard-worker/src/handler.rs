@@ -180,25 +180,8 @@ impl Handler {
         // The command's trace continues here, from the `traceparent` it was published with:
         // a consumer span `process {exchange}` (messaging conventions).
         let span = switchyard_amqp::spans::process_span(&delivery);
-        let mut disposition = self
-            .process(&delivery, false)
-            .instrument(span.clone())
-            .await;
-        // Reporting failed (the broker not confirming while a queue elects a leader, the
-        // journal away): try again in place, as a redelivery would, for a while. Every return
-        // to the queue counts against its delivery limit, and a few quick ones during an
-        // election dead-lettered commands whose provider had acted, with no outcome reported.
-        let patience = Instant::now() + REPORT_PATIENCE;
-        let mut pause = Duration::from_secs(1);
-        while let Disposition::Requeue(e) = &disposition {
-            if Instant::now() + pause > patience {
-                break;
-            }
-            warn!(error = %e, ?pause, "could not report the outcome; trying again in place");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(15));
-            disposition = self.process(&delivery, true).instrument(span.clone()).await;
-        }
+        let disposition =
+            patiently(|again| self.process(&delivery, again).instrument(span.clone())).await;
         let acked = match disposition {
             Disposition::Ack => {
                 point("before_ack");
@@ -1192,6 +1175,31 @@ impl Handler {
 /// How long a delivery whose outcome could not be reported is tried again in place before it
 /// goes back to its queue (which counts against the queue's delivery limit).
 const REPORT_PATIENCE: Duration = Duration::from_secs(45);
+
+/// Runs `process` (`again`: it ran before, so it must be treated as a redelivery) until its
+/// outcome is reported. Reporting failed (the broker not confirming while a queue elects a
+/// leader, the journal away): it is tried again in place, as a redelivery would be, for a
+/// while. Every return to the queue counts against its delivery limit, and a few quick ones
+/// during an election dead-lettered commands whose provider had acted, with no outcome
+/// reported.
+pub(crate) async fn patiently<Fut>(mut process: impl FnMut(bool) -> Fut) -> Disposition
+where
+    Fut: Future<Output = Disposition>,
+{
+    let mut disposition = process(false).await;
+    let patience = Instant::now() + REPORT_PATIENCE;
+    let mut pause = Duration::from_secs(1);
+    while let Disposition::Requeue(e) = &disposition {
+        if Instant::now() + pause > patience {
+            break;
+        }
+        warn!(error = %e, ?pause, "could not report the outcome; trying again in place");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(15));
+        disposition = process(true).await;
+    }
+    disposition
+}
 
 /// Returns a delivery to its queue after a short pause, so a broker that refuses publishes (or a
 /// journal that is down) is not hammered.

@@ -1187,10 +1187,11 @@ where
     Fut: Future<Output = Disposition>,
 {
     let mut disposition = process(false).await;
-    let patience = Instant::now() + REPORT_PATIENCE;
+    // The runtime's clock, so a test can run it paused.
+    let patience = tokio::time::Instant::now() + REPORT_PATIENCE;
     let mut pause = Duration::from_secs(1);
     while let Disposition::Requeue(e) = &disposition {
-        if Instant::now() + pause > patience {
+        if tokio::time::Instant::now() + pause > patience {
             break;
         }
         warn!(error = %e, ?pause, "could not report the outcome; trying again in place");
@@ -1241,6 +1242,40 @@ mod tests {
     /// A worker holds one task per prefetched delivery (twice its concurrency), each as large
     /// as the handler's future: its largest await, inline. The publisher's futures (about
     /// 4 KiB, lapin's and the timeouts') live on the heap, so a delivery's task stays small.
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_not_reported_is_tried_again_in_place_as_a_redelivery() {
+        let calls = std::cell::RefCell::new(Vec::new());
+        let done = patiently(|again| {
+            calls.borrow_mut().push(again);
+            let n = calls.borrow().len();
+            async move {
+                if n < 3 {
+                    Disposition::Requeue("the journal is away".into())
+                } else {
+                    Disposition::Ack
+                }
+            }
+        })
+        .await;
+        assert!(matches!(done, Disposition::Ack));
+        assert_eq!(*calls.borrow(), [false, true, true]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_never_reported_goes_back_after_its_patience() {
+        let started = tokio::time::Instant::now();
+        let mut tries = 0;
+        let done = patiently(|_| {
+            tries += 1;
+            async { Disposition::Requeue("the broker does not confirm".into()) }
+        })
+        .await;
+        assert!(matches!(done, Disposition::Requeue(_)));
+        // Pauses of 1, 2, 4, 8, 15 and 15 s: six tries again, within the 45 s.
+        assert_eq!(tries, 7);
+        assert_eq!(started.elapsed(), Duration::from_secs(45));
+    }
+
     #[test]
     fn a_delivery_task_stays_small() {
         let handle = future_size(&|(h, d): (Arc<Handler>, Delivery)| h.handle(d));

@@ -268,16 +268,14 @@ async fn chaos_every_command_one_outcome_per_run_and_one_effect() {
         let Ok(c) = serde_json::from_slice::<Command>(&body) else {
             continue;
         };
-        let reason = switchyard_cli::dlq::broker_death(&headers)
-            .and_then(|death| Some(death).header_str("reason"))
-            .map_or_else(
-                || {
-                    headers
-                        .header_str("x-switchyard-error-class")
-                        .unwrap_or_default()
-                },
-                |r| format!("broker:{r}"),
-            );
+        let reason = switchyard_cli::dlq::broker_death_reason(&headers).map_or_else(
+            || {
+                headers
+                    .header_str("x-switchyard-error-class")
+                    .unwrap_or_default()
+            },
+            |r| format!("broker:{r}"),
+        );
         parked.insert(c.id, reason);
     }
     let mut lost_to: HashMap<String, usize> = HashMap::new();

@@ -281,10 +281,7 @@ async fn a_command_the_broker_gives_up_on_still_gets_one_outcome() {
             .await
             .into_iter()
             .filter(|(_, body)| switchyard_core::command::sniff_id(body) == Some(c.id))
-            .map(|(headers, _)| {
-                switchyard_cli::dlq::broker_death(&headers)
-                    .and_then(|d| switchyard_amqp::HeaderRead::header_str(&Some(d), "reason"))
-            })
+            .map(|(headers, _)| switchyard_cli::dlq::broker_death_reason(&headers))
             .collect();
         assert!(
             reasons.contains(&Some("delivery_limit".to_owned())),

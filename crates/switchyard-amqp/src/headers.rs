@@ -77,6 +77,12 @@ pub fn broker_death(headers: &Option<FieldTable>) -> Option<FieldTable> {
     }
 }
 
+/// Why the broker last dead-lettered a message (`delivery_limit`, `rejected`, `expired`, ...):
+/// the `reason` of [`broker_death`].
+pub fn broker_death_reason(headers: &Option<FieldTable>) -> Option<String> {
+    Some(broker_death(headers)?).header_str("reason")
+}
+
 /// Reads headers of a received message.
 pub trait HeaderRead {
     /// A string header, if present and textual.
@@ -141,7 +147,10 @@ mod tests {
             AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
         );
         let original = Some(original);
-        assert!(broker_death(&original).is_some());
+        assert_eq!(
+            broker_death_reason(&original).as_deref(),
+            Some("delivery_limit")
+        );
         let copy = Some(
             Headers::from_table(original.as_ref())
                 .without_broker_annotations()

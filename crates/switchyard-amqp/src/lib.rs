@@ -17,7 +17,7 @@ pub mod topology;
 
 pub use broker::{Broker, BrokerSettings, Closed, InvalidUrl, Session};
 pub use consumer::{ConsumeSettings, consume, consume_in_order};
-pub use headers::{HeaderRead, Headers, broker_death};
+pub use headers::{HeaderRead, Headers, broker_death, broker_death_reason};
 pub use lapin;
 pub use lapin::message::Delivery;
 pub use publisher::{Outgoing, PublishError, Publisher, short_string};

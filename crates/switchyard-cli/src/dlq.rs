@@ -326,7 +326,7 @@ fn str_field(body: &serde_json::Value, field: &str) -> Option<String> {
 }
 
 /// Shared with the workers, which answer what the broker dead-lettered on its own.
-pub use switchyard_amqp::broker_death;
+pub use switchyard_amqp::{broker_death, broker_death_reason};
 
 impl DeadLetter {
     /// Reads a delivery of `lot`'s queue.

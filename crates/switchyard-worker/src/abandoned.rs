@@ -26,7 +26,9 @@ use switchyard_amqp::messages::{
     ATTEMPT_HEADER, ERROR_CLASS_HEADER, RUN_HEADER, TRACEPARENT_HEADER,
 };
 use switchyard_amqp::topology::{abandoned_queue, dead_letter_queue};
-use switchyard_amqp::{Broker, ConsumeSettings, Delivery, HeaderRead, broker_death, consume};
+use switchyard_amqp::{
+    Broker, ConsumeSettings, Delivery, HeaderRead, broker_death_reason, consume,
+};
 use switchyard_config::Config;
 use switchyard_core::{ErrorClass, ErrorInfo, Lifecycle};
 use switchyard_journal::{Begin, Step};
@@ -75,9 +77,7 @@ pub(crate) fn run(
 /// a worker, whose dead letters carry their error class).
 fn at_delivery_limit(headers: &Option<switchyard_amqp::lapin::types::FieldTable>) -> bool {
     headers.header_str(ERROR_CLASS_HEADER).is_none()
-        && broker_death(headers)
-            .and_then(|death| Some(death).header_str("reason"))
-            .is_some_and(|reason| reason == "delivery_limit")
+        && broker_death_reason(headers).is_some_and(|reason| reason == "delivery_limit")
 }
 
 impl Handler {

@@ -226,6 +226,176 @@ async fn a_worker_crash_after_scheduling_a_status_check_starts_no_second_chain()
     fleet.stop().await;
 }
 
+/// A worker that dies during the provider call leaves its step in doubt: the provider may have
+/// acted. When the command's deadline passed before the step was redelivered, the replacement
+/// reported it `failed` (`expired`), under a `seq` below the `processing` already sent, so the
+/// ledger and every "highest seq wins" reader kept it `processing`, while the provider had
+/// charged. In doubt, the outcome is `unknown` whatever the deadline: at the provider without
+/// keys a status check then finds the one execution; the one with keys (and no status check
+/// here) is not called again past the deadline, since the first call may never have reached it,
+/// and waits for an operator.
+#[tokio::test]
+async fn a_step_in_doubt_past_its_deadline_is_not_reported_failed() {
+    let (fleet, _dir, config) = binaries_fleet().await;
+    let mut ledger = spawn("switchyard-ledger", &config, None);
+    for (provider, ends) in [
+        (ONESHOT_PROVIDER, Some(Status::Completed)),
+        ("sandbox", None),
+    ] {
+        let mut worker = spawn("switchyard-payment", &config, Some("after_provider_answer"));
+        fleet
+            .wait_for_queue("switchyard.work.payment.sandbox")
+            .await;
+        let mut c = fleet.charge();
+        c.provider = provider.parse().unwrap();
+        let deadline = chrono::Utc::now() + chrono::Duration::seconds(3);
+        c.deadline = Some(deadline);
+        fleet.scenario(c.id, &["ok"]).await;
+        fleet.publish(&c).await;
+        let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+            .await
+            .expect("the point never fired")
+            .unwrap();
+        assert!(!status.success(), "the worker aborted");
+        let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(left + Duration::from_millis(500)).await;
+        let mut replacement = spawn("switchyard-payment", &config, None);
+        let events = match ends {
+            Some(ends) => {
+                let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
+                assert_eq!(one_outcome(&events), ends, "at {provider}: {events:#?}");
+                events
+            }
+            None => {
+                let until = Instant::now() + Duration::from_secs(60);
+                while !fleet
+                    .events
+                    .of(c.id)
+                    .iter()
+                    .any(|e| e.status == Status::Unknown)
+                {
+                    assert!(
+                        Instant::now() < until,
+                        "at {provider}: no unknown: {:#?}",
+                        fleet.events.of(c.id)
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // Nothing ends it but an operator: no terminal event follows.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let events = fleet.events.of(c.id);
+                assert!(
+                    !events.iter().any(|e| e.status.is_terminal()),
+                    "at {provider}: {events:#?}"
+                );
+                events
+            }
+        };
+        let unknown = events.iter().find(|e| e.status == Status::Unknown);
+        assert!(
+            unknown.is_some_and(|e| e.error.as_ref().is_some_and(|x| x.code == "interrupted")),
+            "at {provider}: in doubt, reported unknown: {events:#?}"
+        );
+        let processing = events
+            .iter()
+            .filter(|e| e.status == Status::Processing)
+            .map(|e| e.seq)
+            .max();
+        assert!(
+            unknown.is_some_and(|u| Some(u.seq) > processing),
+            "at {provider}: the unknown event supersedes processing: {events:#?}"
+        );
+        let view = fleet.sandbox_view(c.id).await;
+        assert_eq!(view["effects"], 1, "at {provider}: {view:#}");
+        replacement.start_kill().unwrap();
+        let _ = replacement.wait().await;
+        eprintln!("after_provider_answer past the deadline at {provider}: unknown, then {ends:?}");
+    }
+    ledger.start_kill().unwrap();
+    let _ = ledger.wait().await;
+    fleet.stop().await;
+}
+
+/// Two deliveries of one step race only when the first's connection died while its worker
+/// kept calling: the broker gave the message again to another worker, and both called (with one
+/// key). Only the second delivery is still the broker's; the first can no longer be
+/// acknowledged. Here the first wins the decision and dies before carrying it out; the second,
+/// having lost, must carry out the winner's plan: acknowledging without it dropped the
+/// command's last copy, and the command never had an outcome.
+#[tokio::test]
+async fn a_delivery_that_loses_the_decision_carries_out_the_winners() {
+    let (fleet, _dir, config) = binaries_fleet().await;
+    let mut ledger = spawn("switchyard-ledger", &config, None);
+    let mut first = spawn("switchyard-payment", &config, Some("after_decide"));
+    fleet
+        .wait_for_queue("switchyard.work.payment.sandbox")
+        .await;
+    let named = "switchyard-payment";
+    let until = Instant::now() + Duration::from_secs(30);
+    let firsts = loop {
+        let names = fleet.vhost.connections_named(named).await;
+        if !names.is_empty() {
+            break names;
+        }
+        assert!(
+            Instant::now() < until,
+            "the first worker's connection is never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut second = spawn("switchyard-payment", &config, None);
+    while fleet.vhost.connections_named(named).await.len() <= firsts.len() {
+        assert!(
+            Instant::now() < until + Duration::from_secs(30),
+            "the second worker's connection is never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Its consumer follows its connection.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The first call executes and is never answered: its worker decides when its 5 s timeout
+    // ends. The second, begun 2 s in, is a replay of that execution under the same key that
+    // answers after 4 s: after the first's decision, within its own timeout.
+    let c = fleet.charge();
+    fleet.scenario(c.id, &["lost", "slow:4000", "ok"]).await;
+    fleet.publish(&c).await;
+    fleet
+        .events
+        .reached(c.id, Status::Processing, Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in &firsts {
+        fleet.vhost.close_connection(name).await;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), first.wait())
+        .await
+        .expect("the first worker never decided")
+        .unwrap();
+    assert!(!status.success(), "the first worker aborted after deciding");
+    let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
+    assert_eq!(one_outcome(&events), Status::Completed, "{events:#?}");
+    let view = fleet.sandbox_view(c.id).await;
+    assert_eq!(view["effects"], 1, "{view:#}");
+    assert!(
+        view["requests"].as_array().map_or(0, Vec::len) >= 2,
+        "both deliveries called: {view:#}"
+    );
+    let statuses: Vec<String> = events
+        .iter()
+        .map(|e| format!("{}#{}", e.status, e.attempt))
+        .collect();
+    eprintln!(
+        "the loser carried out the winner's decision: {}",
+        statuses.join(" ")
+    );
+    for child in [&mut second, &mut ledger] {
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+    }
+    fleet.stop().await;
+}
+
 /// A command its workers keep dying on is dead-lettered by the broker at the work queue's
 /// delivery limit (the crash-loop guard) with nothing decided; before the abandoned queue the
 /// core app never heard of it again. Every worker here aborts at its point on every delivery

@@ -95,6 +95,57 @@ impl TestVhost {
             .await;
     }
 
+    /// The broker's names of this vhost's connections whose client named them
+    /// `connection_name`, from the management API (whose listing lags a few seconds).
+    pub async fn connections_named(&self, connection_name: &str) -> Vec<String> {
+        let listed: Option<serde_json::Value> = async {
+            self.http
+                .get(format!(
+                    "{}/api/vhosts/{}/connections",
+                    self.management, self.name
+                ))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        }
+        .await;
+        let mut names: Vec<String> = listed
+            .as_ref()
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter(|c| c["client_properties"]["connection_name"] == connection_name)
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Closes the connection the broker calls `name`, as a network failure or an operator
+    /// would: the broker returns its unacknowledged deliveries to their queues at once.
+    pub async fn close_connection(&self, name: &str) {
+        let mut url = reqwest::Url::parse(&self.management).expect("management URL");
+        url.path_segments_mut()
+            .expect("a base URL")
+            .extend(["api", "connections", name]);
+        let r = self
+            .http
+            .delete(url)
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .expect("management API");
+        assert!(
+            r.status().is_success(),
+            "closing connection {name}: {}",
+            r.status()
+        );
+    }
+
     /// A queue's message count, from the management API.
     pub async fn queue_messages(&self, queue: &str) -> Option<u64> {
         let r = self

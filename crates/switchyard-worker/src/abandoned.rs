@@ -22,9 +22,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use switchyard_amqp::lapin::options::BasicAckOptions;
-use switchyard_amqp::messages::{
-    ATTEMPT_HEADER, ERROR_CLASS_HEADER, RUN_HEADER, TRACEPARENT_HEADER,
-};
+use switchyard_amqp::messages::{ATTEMPT_HEADER, ERROR_CLASS_HEADER, RUN_HEADER};
 use switchyard_amqp::topology::{abandoned_queue, dead_letter_queue};
 use switchyard_amqp::{
     Broker, ConsumeSettings, Delivery, HeaderRead, broker_death_reason, consume,
@@ -35,7 +33,9 @@ use switchyard_journal::{Begin, Step};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
-use crate::handler::{Check, Disposition, Handler, patiently, requeue_after_a_pause};
+use crate::handler::{
+    Check, Disposition, Handler, outgoing_traceparent, patiently, requeue_after_a_pause,
+};
 use crate::plan::Plan;
 
 /// The error code of the outcome of a command the broker dead-lettered at its delivery limit.
@@ -106,7 +106,7 @@ impl Handler {
             return Disposition::Ack;
         }
         let previous = u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(0)).unwrap_or(0);
-        let tp = headers.header_str(TRACEPARENT_HEADER);
+        let tp = outgoing_traceparent(headers);
         let tp = tp.as_deref();
         let (command, slot) = match self.decode(delivery) {
             Ok(x) => x,
@@ -117,6 +117,7 @@ impl Handler {
                 return done;
             }
         };
+        tracing::Span::current().record("command_id", tracing::field::display(command.id));
         if Check::read(headers).is_some() {
             // A status check's chain ends here. The wait stays with the resolver: its deadline
             // (`waiting`) or an operator (`unknown`, `switchyard resolve`) ends the command.

@@ -173,6 +173,15 @@ impl Check {
     }
 }
 
+/// The `traceparent` of what handling a delivery publishes (events, retries, checks): the
+/// delivery's own span, a child of the command's; without traces, what came in.
+pub(crate) fn outgoing_traceparent(
+    headers: &Option<switchyard_amqp::lapin::types::FieldTable>,
+) -> Option<String> {
+    switchyard_telemetry::traceparent(&tracing::Span::current())
+        .or_else(|| headers.header_str(TRACEPARENT_HEADER))
+}
+
 impl Handler {
     pub async fn handle(self: Arc<Self>, delivery: Delivery) {
         let started = Instant::now();
@@ -209,9 +218,7 @@ impl Handler {
         let redelivered = delivery.redelivered || again;
         let headers = delivery.properties.headers();
         let previous = u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(0)).unwrap_or(0);
-        // Events and retries carry this delivery's span; without traces, what came in.
-        let traceparent = switchyard_telemetry::traceparent(&tracing::Span::current())
-            .or_else(|| headers.header_str(TRACEPARENT_HEADER));
+        let traceparent = outgoing_traceparent(headers);
         let tp = traceparent.as_deref();
 
         let (command, slot) = match self.decode(delivery) {
@@ -278,7 +285,9 @@ impl Handler {
             }
         };
         let now = Utc::now();
-        if command.is_expired_at(now) {
+        // A step in doubt may have acted at the provider: past the deadline too, it is not
+        // `failed` (below, `unknown`).
+        if command.is_expired_at(now) && !in_doubt {
             let error = ErrorInfo::new(
                 ErrorClass::Expired,
                 "deadline",
@@ -297,13 +306,20 @@ impl Handler {
                 .await;
         }
         let (attempt, processing) = lifecycle.begin(attempt_no, now);
-        if in_doubt && !slot.provider.idempotent() {
-            // The last owner of this attempt died during the call: the provider may have acted,
-            // and it takes no idempotency key, so calling it again could act twice.
+        let expired = command.is_expired_at(now);
+        if in_doubt && (expired || !slot.provider.idempotent()) {
+            // The last owner of this attempt died during the call: the provider may have acted.
+            // It takes no idempotency key, so calling it again could act twice; or the deadline
+            // has passed, and a call now could be the first to reach it.
             let error = ErrorInfo::new(
                 ErrorClass::Unknown,
                 "interrupted",
-                "the worker stopped during the provider call; whether the provider acted is not known",
+                if expired {
+                    "the worker stopped during the provider call, and the command's deadline has \
+                     passed since, so it is not called again: whether the provider acted is not known"
+                } else {
+                    "the worker stopped during the provider call; whether the provider acted is not known"
+                },
             );
             let plan = self.unknown_plan(&command, attempt, error, now);
             return self.settle(delivery, &command, slot, step, plan, tp).await;
@@ -499,8 +515,12 @@ impl Handler {
         }
     }
 
-    /// Decides `step`'s outcome once, then carries it out. A delivery that lost the race
-    /// leaves the reporting to the winner (whose own redelivery re-sends it after a crash).
+    /// Decides `step`'s outcome once, then carries it out: this delivery's plan when it won,
+    /// the winner's when it lost. Two deliveries of one step race only after the first's
+    /// connection died during its call, and then the loser may hold the message's only copy:
+    /// the winner's can no longer be acknowledged, nor redelivered to re-send its plan if the
+    /// winner dies. Carrying a plan out twice publishes the same events and copies again,
+    /// which their ids and `begin` absorb.
     pub(crate) async fn settle(
         &self,
         delivery: &Delivery,
@@ -515,9 +535,17 @@ impl Handler {
                 point("after_decide");
                 self.execute(delivery, command, slot, &plan, tp).await
             }
-            Ok(Decided::Lost(_)) => {
+            Ok(Decided::Lost(winner)) => {
                 self.count_duplicate("decided_elsewhere");
-                Disposition::Ack
+                match winner.as_deref().map(Plan::decode) {
+                    Some(Some(plan)) => self.execute(delivery, command, slot, &plan, tp).await,
+                    Some(None) => {
+                        warn!(?step, "undecodable stored decision; acknowledging");
+                        Disposition::Ack
+                    }
+                    // Pruned: long settled.
+                    None => Disposition::Ack,
+                }
             }
             Err(e) => e.into(),
         }

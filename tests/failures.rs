@@ -281,6 +281,56 @@ async fn invalid_commands_and_random_bytes_are_dead_lettered_once_while_valid_on
     fleet.stop().await;
 }
 
+/// The attempt header is Switchyard's own, but it arrives on the command queue with everything
+/// else: a value no run can reach (a forged or corrupted header) must be refused as invalid, not
+/// counted on from (where `u32::MAX + 1` overflowed and the delivery never got an outcome).
+#[tokio::test]
+async fn an_attempt_header_no_run_can_reach_is_refused_as_invalid() {
+    let fleet = TestFleet::start().await;
+    let forged: Vec<_> = [i64::from(u32::MAX), 1_000, -3]
+        .into_iter()
+        .map(|n| (fleet.charge(), n))
+        .collect();
+    for (c, n) in &forged {
+        switchyard_amqp::messages::publish_command(
+            &fleet.publisher,
+            c,
+            switchyard_amqp::Headers::default().int("x-switchyard-attempt", *n),
+        )
+        .await
+        .unwrap();
+    }
+    let fine = fleet.charge();
+    fleet.publish(&fine).await;
+    let events = fleet
+        .events
+        .terminal(fine.id, Duration::from_secs(20))
+        .await;
+    assert_eq!(terminal(&events).status, Status::Completed);
+    for (c, n) in &forged {
+        let events = fleet.events.terminal(c.id, Duration::from_secs(20)).await;
+        let failed = terminal(&events);
+        assert_eq!(failed.status, Status::Failed, "attempt {n}: {events:#?}");
+        let error = failed.error.as_ref().unwrap();
+        assert_eq!(error.class, ErrorClass::Invalid, "attempt {n}: {error:?}");
+        assert!(
+            error.message.contains("x-switchyard-attempt"),
+            "attempt {n}: {error:?}"
+        );
+        assert_eq!(
+            fleet.sandbox_view(c.id).await["requests"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0,
+            "attempt {n}: the provider is never called"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fleet.dead_letters("payment").await.len(), forged.len());
+    fleet.stop().await;
+}
+
 #[tokio::test]
 async fn an_expired_command_fails_with_class_expired() {
     let fleet = TestFleet::start().await;

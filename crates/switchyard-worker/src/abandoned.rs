@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use switchyard_amqp::lapin::options::BasicAckOptions;
-use switchyard_amqp::messages::{ATTEMPT_HEADER, ERROR_CLASS_HEADER, RUN_HEADER};
+use switchyard_amqp::messages::{ERROR_CLASS_HEADER, RUN_HEADER};
 use switchyard_amqp::topology::{abandoned_queue, dead_letter_queue};
 use switchyard_amqp::{
     Broker, ConsumeSettings, Delivery, HeaderRead, broker_death_reason, consume,
@@ -105,7 +105,7 @@ impl Handler {
         if !at_delivery_limit(headers) {
             return Disposition::Ack;
         }
-        let previous = u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(0)).unwrap_or(0);
+        let previous = crate::handler::attempts_before(headers).unwrap_or(0);
         let tp = outgoing_traceparent(headers);
         let tp = tp.as_deref();
         let (command, slot) = match self.decode(delivery) {

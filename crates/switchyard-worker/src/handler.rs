@@ -182,6 +182,21 @@ pub(crate) fn outgoing_traceparent(
         .or_else(|| headers.header_str(TRACEPARENT_HEADER))
 }
 
+/// Attempts made before this delivery, from its `x-switchyard-attempt` header (0 without one);
+/// `None` for a value no run can reach. Switchyard writes the header on every retry copy, but
+/// the copy arrives on the command queue with everything else, so `decode` refuses a forged or
+/// corrupted count instead of counting on from it (`u32::MAX + 1` overflowed).
+pub(crate) fn attempts_before(
+    headers: &Option<switchyard_amqp::lapin::types::FieldTable>,
+) -> Option<u32> {
+    match headers.header_int(ATTEMPT_HEADER) {
+        None => Some(0),
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| *n < switchyard_core::lifecycle::MAX_ATTEMPTS_PER_RUN),
+    }
+}
+
 impl Handler {
     pub async fn handle(self: Arc<Self>, delivery: Delivery) {
         let started = Instant::now();
@@ -217,7 +232,7 @@ impl Handler {
     async fn process(&self, delivery: &Delivery, again: bool) -> Disposition {
         let redelivered = delivery.redelivered || again;
         let headers = delivery.properties.headers();
-        let previous = u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(0)).unwrap_or(0);
+        let previous = attempts_before(headers).unwrap_or(0);
         let traceparent = outgoing_traceparent(headers);
         let tp = traceparent.as_deref();
 
@@ -758,6 +773,16 @@ impl Handler {
         delivery: &Delivery,
     ) -> Result<(Command, &Slot), switchyard_core::InvalidCommand> {
         let command = Command::decode(&delivery.data, delivery.routing_key.as_str())?;
+        if attempts_before(delivery.properties.headers()).is_none() {
+            return Err(switchyard_core::InvalidCommand::field(
+                Some(command.id),
+                ATTEMPT_HEADER,
+                format!(
+                    "{ATTEMPT_HEADER} must be a count of attempts below {}; it is Switchyard's own header, not to be set by publishers",
+                    switchyard_core::lifecycle::MAX_ATTEMPTS_PER_RUN
+                ),
+            ));
+        }
         let slot = self.providers.get(&command.provider).ok_or_else(|| {
             switchyard_core::InvalidCommand::field(
                 Some(command.id),

@@ -1115,13 +1115,13 @@ impl Handler {
         let outcome = match answer {
             Ok(CallbackOutcome::Pending) => Err(None),
             Ok(terminal) => Ok(terminal),
-            Err(e) if e.class.is_retryable() => {
-                warn!(error = %e, "status check failed; checking again later");
+            // A check that failed, even for good (credentials refused, the reference not
+            // found), says nothing of the operation, which the provider accepted and may
+            // finish: only the provider's report, the wait's end or an operator ends it.
+            Err(e) => {
+                warn!(error = %e, class = e.class.as_str(), "status check failed; checking again later");
                 Err(e.retry_after)
             }
-            Err(e) => Ok(CallbackOutcome::Failed {
-                error: self.error_info(&e),
-            }),
         };
         let sent = match outcome {
             Ok(outcome) => {

@@ -254,16 +254,16 @@ async fn a_provider_without_callbacks_is_polled_to_the_end() {
     fleet.stop().await;
 }
 
-/// A status check that fails on its own account (401: the credentials are refused; 404: the
-/// provider cannot find the reference for now) says nothing of the operation, which the provider
-/// accepted and may well finish. It ended the command `failed` (class permanent) at the first
-/// such answer; it is checked again, and here the third check sees it succeed.
+/// A status check that fails on its own account (401: the credentials are refused; 403: the
+/// key may not read it) says nothing of the operation, which the provider accepted and may well
+/// finish. It ended the command `failed` (class permanent) at the first such answer; it is
+/// checked again, and here the third check sees it succeed.
 #[tokio::test]
 async fn a_status_check_refused_by_the_provider_does_not_fail_the_command() {
     let fleet = TestFleet::start().await;
     let mut c = fleet.command("shipping", "create_label", shipping_payload());
     c.provider = POLLED_PROVIDER.parse().unwrap();
-    fleet.scenario(c.id, &["accept", "401", "404"]).await;
+    fleet.scenario(c.id, &["accept", "401", "403"]).await;
     fleet.publish(&c).await;
 
     let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
@@ -272,7 +272,7 @@ async fn a_status_check_refused_by_the_provider_does_not_fail_the_command() {
     let statuses: Vec<_> = checks.iter().map(|c| c["status"].as_u64()).collect();
     assert_eq!(
         &statuses[..3],
-        &[Some(401), Some(404), Some(200)],
+        &[Some(401), Some(403), Some(200)],
         "{checks:#?}"
     );
     assert_eq!(fleet.sandbox_view(c.id).await["effects"], 1);

@@ -1115,9 +1115,15 @@ impl Handler {
         let outcome = match answer {
             Ok(CallbackOutcome::Pending) => Err(None),
             Ok(terminal) => Ok(terminal),
-            // A check that failed, even for good (credentials refused, the reference not
-            // found), says nothing of the operation, which the provider accepted and may
-            // finish: only the provider's report, the wait's end or an operator ends it.
+            // "No such operation" (404, 410) is the provider's answer: it never acted, or
+            // dropped the work. For an unknown outcome looked up by its key, it is how a call
+            // that never reached the provider ends.
+            Err(e) if matches!(e.http_status, Some(404 | 410)) => Ok(CallbackOutcome::Failed {
+                error: self.error_info(&e),
+            }),
+            // Any other failure of the check, even for good (credentials refused, an answer
+            // that is not a report), says nothing of the operation, which the provider may
+            // finish: only its report, the wait's end or an operator ends the command.
             Err(e) => {
                 warn!(error = %e, class = e.class.as_str(), "status check failed; checking again later");
                 Err(e.retry_after)

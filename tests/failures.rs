@@ -281,6 +281,74 @@ async fn invalid_commands_and_random_bytes_are_dead_lettered_once_while_valid_on
     fleet.stop().await;
 }
 
+/// The provider answered, then reporting failed (the broker refusing events: here a queue bound
+/// to the events exchange that rejects every publish). The worker tries again in place, finds
+/// the step begun and undecided, and used to treat it as a call its worker died in: at a
+/// provider that takes no key, `unknown` (code interrupted), though the answer had been in hand.
+/// The answer is kept for the tries after it: one call, `completed`, no `unknown`.
+#[tokio::test]
+async fn an_answer_whose_report_failed_is_not_thrown_away() {
+    use switchyard_amqp::lapin::options::{
+        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use switchyard_amqp::lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+    let fleet = TestFleet::start().await;
+    let session = fleet.broker.session().await.unwrap();
+    let ch = session.connection.create_channel().await.unwrap();
+    let mut refusing = FieldTable::default();
+    refusing.insert(ShortString::from("x-max-length"), AMQPValue::LongInt(0));
+    refusing.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString(LongString::from(b"reject-publish".to_vec())),
+    );
+    ch.queue_declare(
+        "refuse-events".into(),
+        QueueDeclareOptions::default(),
+        refusing,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "refuse-events".into(),
+        switchyard_amqp::topology::EVENTS_EXCHANGE.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    let mut c = fleet.charge();
+    c.provider = ONESHOT_PROVIDER.parse().unwrap();
+    fleet.publish(&c).await;
+    // Called, answered, and its report refused.
+    let called = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fleet.sandbox_view(c.id).await["effects"] != 1 {
+        assert!(tokio::time::Instant::now() < called, "never called");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ch.queue_delete("refuse-events".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+
+    let mut events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
+    // Delivered at least once: a core app keeps the first of each event id.
+    let mut seen = std::collections::HashSet::new();
+    events.retain(|e| seen.insert(e.event_id));
+    assert_eq!(terminal(&events).status, Status::Completed, "{events:#?}");
+    assert!(!statuses(&events).contains(&Status::Unknown), "{events:#?}");
+    let view = fleet.sandbox_view(c.id).await;
+    assert_eq!(view["effects"], 1, "{view:#}");
+    assert_eq!(
+        view["requests"].as_array().unwrap().len(),
+        1,
+        "called once: {view:#}"
+    );
+    fleet.stop().await;
+}
+
 /// The attempt header is Switchyard's own, but it arrives on the command queue with everything
 /// else: a value no run can reach (a forged or corrupted header) must be refused as invalid, not
 /// counted on from (where `u32::MAX + 1` overflowed and the delivery never got an outcome).

@@ -186,7 +186,7 @@ impl Handler {
             // A later step exists: the command went on.
             Begin::Repeated | Begin::Superseded => return Disposition::Ack,
         };
-        let done = self.settle(delivery, &command, slot, step, plan, tp).await;
+        let done = self.settle(delivery, &command, slot, step, &plan, tp).await;
         if matches!(done, Disposition::Ack) {
             info!(command_id = %command.id, run, attempt = step.attempt, outcome, %dlq, "reported the outcome of a command the broker dead-lettered at its delivery limit");
         }

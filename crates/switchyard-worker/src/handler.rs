@@ -34,6 +34,7 @@ use tower::ServiceExt;
 use tracing::{Instrument, debug, info_span, warn};
 use uuid::Uuid;
 
+use crate::answered::{Answer, Answered};
 use crate::plan::Plan;
 use crate::retry::RetrySchedule;
 use crate::stack::ProviderStack;
@@ -204,8 +205,12 @@ impl Handler {
         // The command's trace continues here, from the `traceparent` it was published with:
         // a consumer span `process {exchange}` (messaging conventions).
         let span = switchyard_amqp::spans::process_span(&delivery);
-        let disposition =
-            patiently(|again| self.process(&delivery, again).instrument(span.clone())).await;
+        let answered = Answered::default();
+        let disposition = patiently(|again| {
+            self.process(&delivery, again, &answered)
+                .instrument(span.clone())
+        })
+        .await;
         let acked = match disposition {
             Disposition::Ack => {
                 point("before_ack");
@@ -228,8 +233,9 @@ impl Handler {
     }
 
     /// Processes `delivery`; `again` when this handler tried it before (and so may have called
-    /// the provider), which the journal treats as a redelivery.
-    async fn process(&self, delivery: &Delivery, again: bool) -> Disposition {
+    /// the provider), which the journal treats as a redelivery. `answered` keeps the provider's
+    /// answer from a try that could not report or decide it, for the tries after it.
+    async fn process(&self, delivery: &Delivery, again: bool, answered: &Answered) -> Disposition {
         let redelivered = delivery.redelivered || again;
         let headers = delivery.properties.headers();
         let previous = attempts_before(headers).unwrap_or(0);
@@ -299,6 +305,11 @@ impl Handler {
                 };
             }
         };
+        if in_doubt && let Some(answer) = answered.of(step) {
+            // Not a call its worker died in: this handler's earlier try has the answer. Rare,
+            // so on the heap rather than in every delivery's task.
+            return Box::pin(self.settle_answer(delivery, &command, slot, answer, tp)).await;
+        }
         let now = Utc::now();
         // A step in doubt may have acted at the provider: past the deadline too, it is not
         // `failed` (below, `unknown`).
@@ -315,7 +326,7 @@ impl Handler {
                     &command,
                     slot,
                     step,
-                    Plan::dead_letter(event, error, previous),
+                    &Plan::dead_letter(event, error, previous),
                     tp,
                 )
                 .await;
@@ -337,7 +348,7 @@ impl Handler {
                 },
             );
             let plan = self.unknown_plan(&command, attempt, error, now);
-            return self.settle(delivery, &command, slot, step, plan, tp).await;
+            return self.settle(delivery, &command, slot, step, &plan, tp).await;
         }
         let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
         let recorder = Recorder::default();
@@ -375,10 +386,11 @@ impl Handler {
             let took = call_started.elapsed();
             point("after_provider_answer");
             // A crash after this point replays the records with the same record ids.
-            let recorded = messages::publish_attempts(&self.publisher, &recorder.take()).await;
-            (outcome, took, recorded)
+            let records = recorder.take();
+            let recorded = messages::publish_attempts(&self.publisher, &records).await;
+            (outcome, took, records, recorded)
         };
-        let (reported, (outcome, took, recorded)) = tokio::join!(report, called);
+        let (reported, (outcome, took, records, recorded)) = tokio::join!(report, called);
         // `decode` found the operation among the slot's.
         let meters = slot.meters.operations.get(&command.operation);
         if let Some((duration, _)) = meters {
@@ -398,10 +410,6 @@ impl Handler {
             outcome = outcome_label,
             "provider answered"
         );
-        if let Err(e) = reported.and(recorded) {
-            return Disposition::from(e);
-        }
-
         let now = Utc::now();
         let plan = match outcome {
             Ok(ProviderOutcome::Completed { result, reference }) => Plan::Report {
@@ -464,7 +472,40 @@ impl Handler {
                 Plan::dead_letter(event, error, attempt_no)
             }
         };
-        self.settle(delivery, &command, slot, step, plan, tp).await
+        let done = match reported.and(recorded) {
+            Ok(()) => self.settle(delivery, &command, slot, step, &plan, tp).await,
+            Err(e) => Disposition::from(e),
+        };
+        if matches!(done, Disposition::Requeue(_)) {
+            answered.keep(Answer {
+                step,
+                events: pending.into_iter().chain([processing]).collect(),
+                records,
+                plan,
+            });
+        }
+        done
+    }
+
+    /// Reports and decides the answer an earlier try of this delivery got from the provider
+    /// and could not report or decide: its `processing` and records again (same ids), then its
+    /// plan.
+    async fn settle_answer(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        slot: &Slot,
+        answer: Answer,
+        tp: Option<&str>,
+    ) -> Disposition {
+        let events: Vec<&Event> = answer.events.iter().collect();
+        let reported = messages::publish_events(&self.publisher, &events, tp).await;
+        let recorded = messages::publish_attempts(&self.publisher, &answer.records).await;
+        if let Err(e) = reported.and(recorded) {
+            return Disposition::from(e);
+        }
+        self.settle(delivery, command, slot, answer.step, &answer.plan, tp)
+            .await
     }
 
     /// Begins `step` in the journal. Identity (contract 7): the first attempt of a run also
@@ -542,13 +583,13 @@ impl Handler {
         command: &Command,
         slot: &Slot,
         step: Step,
-        plan: Plan,
+        plan: &Plan,
         tp: Option<&str>,
     ) -> Disposition {
         match self.journal.decide(step, plan.encode()).await {
             Ok(Decided::Won) => {
                 point("after_decide");
-                self.execute(delivery, command, slot, &plan, tp).await
+                self.execute(delivery, command, slot, plan, tp).await
             }
             Ok(Decided::Lost(winner)) => {
                 self.count_duplicate("decided_elsewhere");

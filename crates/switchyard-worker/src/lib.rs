@@ -11,6 +11,7 @@
 //! generic `type = "http"` provider of the contract lives here because every kind can use it.
 
 mod abandoned;
+mod answered;
 mod circuit;
 mod entry;
 pub mod generic;

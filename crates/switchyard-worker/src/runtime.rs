@@ -24,6 +24,12 @@ use switchyard_journal::{Journal, Retention};
 /// never less than the longest retry schedule the config allows (every attempt waiting in the
 /// longest delay tier) plus the longest wait of a long-running operation (contract 7), so a
 /// command is never forgotten while it can still act.
+///
+/// The journal is shared by every process of the fleet, and each prunes every kind's rows: the
+/// longest wait is therefore every kind's, not only the kinds this process serves (`kinds`)
+/// but those of `[[kinds]]` and the built-in kinds' default too. Counted over its own kinds
+/// alone, a worker whose operations wait an hour pruned, after a day, the identities of
+/// another kind's commands still waiting for a week.
 pub fn journal_retention(config: &Config, kinds: &[Arc<dyn Kind>]) -> Retention {
     let longest_tier = config.retry.tiers.last().copied().unwrap_or_default();
     let most_attempts = config
@@ -33,11 +39,16 @@ pub fn journal_retention(config: &Config, kinds: &[Arc<dyn Kind>]) -> Retention 
         .chain([config.retry.max_attempts])
         .max()
         .unwrap_or(1);
+    let default = switchyard_core::kind::DEFAULT_MAX_WAIT;
+    let configured = config
+        .kinds
+        .iter()
+        .flat_map(|k| k.operations.iter().map(|o| o.max_wait.unwrap_or(default)));
     let longest_wait = kinds
         .iter()
         .flat_map(|k| k.spec().operations.into_iter().map(|o| o.max_wait))
-        .max()
-        .unwrap_or(switchyard_core::kind::DEFAULT_MAX_WAIT);
+        .chain(configured)
+        .fold(default, Duration::max);
     let floor = longest_tier.saturating_mul(most_attempts.saturating_sub(1)) + longest_wait;
     let window = config.worker.idempotency_window.max(floor);
     Retention {
@@ -237,4 +248,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     start(kind, &config, shutdown).await?.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_is_kept_for_the_longest_wait_of_any_kind_not_only_its_own() {
+        let config = Config::from_toml_str(
+            r#"
+            [[kinds]]
+            name = "crm"
+            operations = [{ name = "sync", schema = { type = "object" }, max_wait = "30days" }]
+            [[kinds]]
+            name = "quick"
+            operations = [{ name = "ping", schema = { type = "object" }, max_wait = "1h" }]
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // A process serving only the quick kind still keeps the crm kind's rows for 30 days.
+        let quick: Arc<dyn Kind> = Arc::new(
+            crate::ConfiguredKind::from_config(&config, 1).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let retention = journal_retention(&config, &[quick]);
+        let month = Duration::from_secs(30 * 24 * 3600);
+        assert!(retention.identities >= month, "{retention:?}");
+        assert!(retention.steps >= month, "{retention:?}");
+        // Without any long wait configured, a built-in kind's default day still holds.
+        let plain = Config::from_toml_str("").unwrap_or_else(|e| panic!("{e}"));
+        let retention = journal_retention(&plain, &[]);
+        assert!(retention.steps >= switchyard_core::kind::DEFAULT_MAX_WAIT);
+    }
 }

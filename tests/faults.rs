@@ -396,6 +396,66 @@ async fn a_delivery_that_loses_the_decision_carries_out_the_winners() {
     fleet.stop().await;
 }
 
+/// A stored decision this worker cannot read (written by a newer version during a rolling
+/// upgrade) is left for a worker that can. It was acknowledged with a warning, and the command,
+/// decided and never carried out, got no outcome at all. Here a worker dies after deciding,
+/// its decision is made unreadable in the journal, and the replacement must not settle the
+/// command until the decision reads again.
+#[tokio::test]
+async fn a_stored_decision_this_worker_cannot_read_is_left_for_one_that_can() {
+    use sqlx::Connection as _;
+    let (fleet, _dir, config) = binaries_fleet().await;
+    let mut first = spawn("switchyard-payment", &config, Some("after_decide"));
+    fleet
+        .wait_for_queue("switchyard.work.payment.sandbox")
+        .await;
+    let c = fleet.charge();
+    fleet.publish(&c).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), first.wait())
+        .await
+        .expect("the worker never decided")
+        .unwrap();
+    assert!(!status.success(), "the worker aborted after deciding");
+
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(fleet.config.ledger.database_url.expose())
+        .await
+        .unwrap();
+    let id = c.id.to_string();
+    let decided: (String,) = sqlx::query_as(
+        "SELECT decision FROM journal_steps WHERE command_id = $1 AND decision IS NOT NULL",
+    )
+    .bind(&id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    let set = |text: String| {
+        sqlx::query("UPDATE journal_steps SET decision = $1 WHERE command_id = $2")
+            .bind(text)
+            .bind(id.clone())
+    };
+    set(r#"{"plan":"from_the_future"}"#.to_owned())
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let mut replacement = spawn("switchyard-payment", &config, None);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !fleet.events.of(c.id).iter().any(|e| e.status.is_terminal()),
+        "settled without its decision: {:#?}",
+        fleet.events.of(c.id)
+    );
+    // A worker that reads it (here: the decision readable again) carries it out.
+    set(decided.0).execute(&mut db).await.unwrap();
+    let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
+    assert_eq!(one_outcome(&events), Status::Completed, "{events:#?}");
+    assert_eq!(fleet.sandbox_view(c.id).await["effects"], 1);
+    replacement.start_kill().unwrap();
+    let _ = replacement.wait().await;
+    fleet.stop().await;
+}
+
 /// A command its workers keep dying on is dead-lettered by the broker at the work queue's
 /// delivery limit (the crash-loop guard) with nothing decided; before the abandoned queue the
 /// core app never heard of it again. Every worker here aborts at its point on every delivery

@@ -35,6 +35,7 @@ use tracing::{Instrument as _, info, warn};
 
 use crate::handler::{
     Check, Disposition, Handler, outgoing_traceparent, patiently, requeue_after_a_pause,
+    unreadable_decision,
 };
 use crate::plan::Plan;
 
@@ -175,10 +176,7 @@ impl Handler {
                 let done = match Plan::decode(&text) {
                     Some(Plan::DeadLetter { event, .. }) => self.finish(&event, tp).await,
                     Some(plan) => self.execute(delivery, &command, slot, &plan, tp).await,
-                    None => {
-                        warn!(command_id = %command.id, "undecodable stored decision; acknowledging");
-                        Disposition::Ack
-                    }
+                    None => unreadable_decision(step),
                 };
                 self.count_abandoned(&done, "resent");
                 return done;

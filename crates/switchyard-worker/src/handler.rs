@@ -294,14 +294,7 @@ impl Handler {
                 // Redelivered after its outcome was decided: report that decision again.
                 return match Plan::decode(&text) {
                     Some(plan) => self.execute(delivery, &command, slot, &plan, tp).await,
-                    None => {
-                        warn!(
-                            run,
-                            attempt = attempt_no,
-                            "undecodable stored decision; acknowledging"
-                        );
-                        Disposition::Ack
-                    }
+                    None => unreadable_decision(step),
                 };
             }
         };
@@ -595,10 +588,7 @@ impl Handler {
                 self.count_duplicate("decided_elsewhere");
                 match winner.as_deref().map(Plan::decode) {
                     Some(Some(plan)) => self.execute(delivery, command, slot, &plan, tp).await,
-                    Some(None) => {
-                        warn!(?step, "undecodable stored decision; acknowledging");
-                        Disposition::Ack
-                    }
+                    Some(None) => unreadable_decision(step),
                     // Pruned: long settled.
                     None => Disposition::Ack,
                 }
@@ -1270,6 +1260,18 @@ impl Handler {
             })
             .await
     }
+}
+
+/// A stored decision this version cannot read, written by a newer one during a rolling
+/// upgrade. Acknowledged, the command (decided, perhaps never carried out) got no outcome at
+/// all; returned, it reaches a worker that reads it, and the delivery limit bounds the returns
+/// (the broker's dead letter then keeps it for a replay).
+pub(crate) fn unreadable_decision(step: Step) -> Disposition {
+    warn!(
+        ?step,
+        "a stored decision this version cannot read (written by a newer one?); leaving the delivery for a worker that can"
+    );
+    Disposition::Requeue("the stored decision is unreadable by this version".into())
 }
 
 /// How long a delivery whose outcome could not be reported is tried again in place before it

@@ -32,6 +32,22 @@ fn spawn(name: &str, config: &Path, faults: Option<&str>) -> Child {
     cmd.spawn().unwrap()
 }
 
+/// Waits (up to 30 s) for `child`, armed with a fault point, to abort there; `what` names the
+/// point or the step in the panic when it never fires or exits cleanly.
+async fn aborts(child: &mut Child, what: &str) {
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the point never fired"))
+        .unwrap();
+    assert!(!status.success(), "{what}: the process aborted");
+}
+
+/// Kills `child` and reaps it.
+async fn stop(child: &mut Child) {
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}
+
 /// A test fleet for the real binaries, and the config file they read (in the returned
 /// directory, which must live as long as they do).
 async fn binaries_fleet() -> (TestFleet, tempfile::TempDir, PathBuf) {
@@ -159,11 +175,7 @@ async fn a_worker_crash_at_every_step_yields_one_outcome_and_one_effect() {
             c.provider = provider.parse().unwrap();
             fleet.scenario(c.id, case.steps).await;
             fleet.publish(&c).await;
-            let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
-                .await
-                .unwrap_or_else(|_| panic!("{} at {provider}: the point never fired", case.point))
-                .unwrap();
-            assert!(!status.success(), "{}: the worker aborted", case.point);
+            aborts(&mut worker, &format!("{} at {provider}", case.point)).await;
             let mut replacement = spawn("switchyard-payment", &config, None);
             let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
             let ended = one_outcome(&events);
@@ -174,13 +186,11 @@ async fn a_worker_crash_at_every_step_yields_one_outcome_and_one_effect() {
                 "{} at {provider}: effects of the command: {view:#}",
                 case.point
             );
-            replacement.start_kill().unwrap();
-            let _ = replacement.wait().await;
+            stop(&mut replacement).await;
             eprintln!("{} at {provider}: {ends}, {effects} effect(s)", case.point);
         }
     }
-    ledger.start_kill().unwrap();
-    let _ = ledger.wait().await;
+    stop(&mut ledger).await;
     fleet.stop().await;
 }
 
@@ -204,11 +214,7 @@ async fn a_worker_crash_after_scheduling_a_status_check_starts_no_second_chain()
         .scenario(c.id, &["accept", "503", "503", "503", "503", "503"])
         .await;
     fleet.publish(&c).await;
-    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
-        .await
-        .expect("the point never fired")
-        .unwrap();
-    assert!(!status.success(), "the worker aborted");
+    aborts(&mut worker, "the worker").await;
     let mut replacement = spawn("switchyard-payment", &config, None);
     let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
     assert_eq!(one_outcome(&events), Status::Completed, "{events:#?}");
@@ -219,10 +225,8 @@ async fn a_worker_crash_after_scheduling_a_status_check_starts_no_second_chain()
         view["status_checks"], 6,
         "five 503s and the answer, each asked once (check 1 twice: its redelivery): {view:#}"
     );
-    replacement.start_kill().unwrap();
-    let _ = replacement.wait().await;
-    ledger.start_kill().unwrap();
-    let _ = ledger.wait().await;
+    stop(&mut replacement).await;
+    stop(&mut ledger).await;
     fleet.stop().await;
 }
 
@@ -252,11 +256,7 @@ async fn a_step_in_doubt_past_its_deadline_is_not_reported_failed() {
         c.deadline = Some(deadline);
         fleet.scenario(c.id, &["ok"]).await;
         fleet.publish(&c).await;
-        let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
-            .await
-            .expect("the point never fired")
-            .unwrap();
-        assert!(!status.success(), "the worker aborted");
+        aborts(&mut worker, "the worker").await;
         let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(left + Duration::from_millis(500)).await;
         let mut replacement = spawn("switchyard-payment", &config, None);
@@ -307,12 +307,10 @@ async fn a_step_in_doubt_past_its_deadline_is_not_reported_failed() {
         );
         let view = fleet.sandbox_view(c.id).await;
         assert_eq!(view["effects"], 1, "at {provider}: {view:#}");
-        replacement.start_kill().unwrap();
-        let _ = replacement.wait().await;
+        stop(&mut replacement).await;
         eprintln!("after_provider_answer past the deadline at {provider}: unknown, then {ends:?}");
     }
-    ledger.start_kill().unwrap();
-    let _ = ledger.wait().await;
+    stop(&mut ledger).await;
     fleet.stop().await;
 }
 
@@ -368,11 +366,7 @@ async fn a_delivery_that_loses_the_decision_carries_out_the_winners() {
     for name in &firsts {
         fleet.vhost.close_connection(name).await;
     }
-    let status = tokio::time::timeout(Duration::from_secs(30), first.wait())
-        .await
-        .expect("the first worker never decided")
-        .unwrap();
-    assert!(!status.success(), "the first worker aborted after deciding");
+    aborts(&mut first, "the first worker, after deciding").await;
     let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
     assert_eq!(one_outcome(&events), Status::Completed, "{events:#?}");
     let view = fleet.sandbox_view(c.id).await;
@@ -390,8 +384,7 @@ async fn a_delivery_that_loses_the_decision_carries_out_the_winners() {
         statuses.join(" ")
     );
     for child in [&mut second, &mut ledger] {
-        child.start_kill().unwrap();
-        let _ = child.wait().await;
+        stop(child).await;
     }
     fleet.stop().await;
 }
@@ -411,11 +404,7 @@ async fn a_stored_decision_this_worker_cannot_read_is_left_for_one_that_can() {
         .await;
     let c = fleet.charge();
     fleet.publish(&c).await;
-    let status = tokio::time::timeout(Duration::from_secs(30), first.wait())
-        .await
-        .expect("the worker never decided")
-        .unwrap();
-    assert!(!status.success(), "the worker aborted after deciding");
+    aborts(&mut first, "the worker, after deciding").await;
 
     sqlx::any::install_default_drivers();
     let mut db = sqlx::AnyConnection::connect(fleet.config.ledger.database_url.expose())
@@ -451,8 +440,7 @@ async fn a_stored_decision_this_worker_cannot_read_is_left_for_one_that_can() {
     let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
     assert_eq!(one_outcome(&events), Status::Completed, "{events:#?}");
     assert_eq!(fleet.sandbox_view(c.id).await["effects"], 1);
-    replacement.start_kill().unwrap();
-    let _ = replacement.wait().await;
+    stop(&mut replacement).await;
     fleet.stop().await;
 }
 
@@ -518,11 +506,9 @@ async fn a_command_the_broker_gives_up_on_still_gets_one_outcome() {
             "{point}: dead letters of the command: {reasons:?}"
         );
         eprintln!("{point} at {provider}: {crashes} crashes, then {first} and failed");
-        worker.start_kill().unwrap();
-        let _ = worker.wait().await;
+        stop(&mut worker).await;
     }
-    ledger.start_kill().unwrap();
-    let _ = ledger.wait().await;
+    stop(&mut ledger).await;
     fleet.stop().await;
 }
 
@@ -588,12 +574,10 @@ async fn an_ingress_crash_at_every_step_loses_nothing_and_runs_once() {
         );
         let view = fleet.sandbox_view(id).await;
         assert_eq!(view["effects"], 1, "{point}: {view:#}");
-        healthy.start_kill().unwrap();
-        let _ = healthy.wait().await;
+        stop(&mut healthy).await;
         eprintln!("{point}: the repeated request ran the command once");
     }
-    worker.start_kill().unwrap();
-    let _ = worker.wait().await;
+    stop(&mut worker).await;
     fleet.stop().await;
 }
 
@@ -617,11 +601,7 @@ async fn a_ledger_crash_after_its_commit_or_its_decision_changes_no_outcome() {
         let mut c = fleet.charge();
         c.provider = provider.parse().unwrap();
         fleet.publish(&c).await;
-        let status = tokio::time::timeout(Duration::from_secs(30), ledger.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{point}: the point never fired"))
-            .unwrap();
-        assert!(!status.success(), "{point}: the ledger aborted");
+        aborts(&mut ledger, point).await;
         let mut healthy = spawn("switchyard-ledger", &config, None);
         let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
         assert_eq!(
@@ -657,12 +637,10 @@ async fn a_ledger_crash_after_its_commit_or_its_decision_changes_no_outcome() {
             view.events
         );
         assert_eq!(fleet.sandbox_view(c.id).await["effects"], 1);
-        healthy.start_kill().unwrap();
-        let _ = healthy.wait().await;
+        stop(&mut healthy).await;
         eprintln!("{point}: one outcome, recorded once");
     }
     store.close().await;
-    worker.start_kill().unwrap();
-    let _ = worker.wait().await;
+    stop(&mut worker).await;
     fleet.stop().await;
 }

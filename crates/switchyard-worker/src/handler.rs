@@ -292,10 +292,9 @@ impl Handler {
             }
             Begin::Decided(text) => {
                 // Redelivered after its outcome was decided: report that decision again.
-                return match Plan::decode(&text) {
-                    Some(plan) => self.execute(delivery, &command, slot, &plan, tp).await,
-                    None => unreadable_decision(step),
-                };
+                return self
+                    .execute_stored(delivery, &command, slot, step, &text, tp)
+                    .await;
             }
         };
         if in_doubt && let Some(answer) = answered.of(step) {
@@ -306,7 +305,8 @@ impl Handler {
         let now = Utc::now();
         // A step in doubt may have acted at the provider: past the deadline too, it is not
         // `failed` (below, `unknown`).
-        if command.is_expired_at(now) && !in_doubt {
+        let expired = command.is_expired_at(now);
+        if expired && !in_doubt {
             let error = ErrorInfo::new(
                 ErrorClass::Expired,
                 "deadline",
@@ -325,7 +325,6 @@ impl Handler {
                 .await;
         }
         let (attempt, processing) = lifecycle.begin(attempt_no, now);
-        let expired = command.is_expired_at(now);
         if in_doubt && (expired || !slot.provider.idempotent()) {
             // The last owner of this attempt died during the call: the provider may have acted.
             // It takes no idempotency key, so calling it again could act twice; or the deadline
@@ -564,6 +563,23 @@ impl Handler {
         }
     }
 
+    /// Carries out the plan stored for `step` in the journal: a redelivery re-sending its
+    /// decision, or a delivery that lost the decision carrying out the winner's.
+    async fn execute_stored(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        slot: &Slot,
+        step: Step,
+        text: &str,
+        tp: Option<&str>,
+    ) -> Disposition {
+        match Plan::decode(text) {
+            Some(plan) => self.execute(delivery, command, slot, &plan, tp).await,
+            None => unreadable_decision(step),
+        }
+    }
+
     /// Decides `step`'s outcome once, then carries it out: this delivery's plan when it won,
     /// the winner's when it lost. Two deliveries of one step race only after the first's
     /// connection died during its call, and then the loser may hold the message's only copy:
@@ -586,9 +602,11 @@ impl Handler {
             }
             Ok(Decided::Lost(winner)) => {
                 self.count_duplicate("decided_elsewhere");
-                match winner.as_deref().map(Plan::decode) {
-                    Some(Some(plan)) => self.execute(delivery, command, slot, &plan, tp).await,
-                    Some(None) => unreadable_decision(step),
+                match winner {
+                    Some(text) => {
+                        self.execute_stored(delivery, command, slot, step, &text, tp)
+                            .await
+                    }
                     // Pruned: long settled.
                     None => Disposition::Ack,
                 }

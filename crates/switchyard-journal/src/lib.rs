@@ -184,6 +184,11 @@ enum Op {
         redelivered: bool,
         reply: oneshot::Sender<Result<Claim, JournalError>>,
     },
+    Peek {
+        step: Step,
+        redelivered: bool,
+        reply: oneshot::Sender<Result<Option<Begin>, JournalError>>,
+    },
 }
 
 /// The journal. Cheap to clone.
@@ -362,6 +367,18 @@ impl Journal {
         ));
         self.call(|reply| Op::Begin {
             admit,
+            step,
+            redelivered,
+            reply,
+        })
+        .await
+    }
+
+    /// What [`Journal::begin`] would find of `step`, without beginning it: `None` when it was
+    /// never begun (never `Fresh`). For a delivery this worker will not run (its configuration
+    /// refuses the command), to learn whether a worker that would began it.
+    pub async fn peek(&self, step: Step, redelivered: bool) -> Result<Option<Begin>, JournalError> {
+        self.call(|reply| Op::Peek {
             step,
             redelivered,
             reply,
@@ -632,6 +649,7 @@ fn settle(batch: &mut Vec<Op>, written: Result<Vec<Answer>, JournalError>) {
             (Op::Begin { reply, .. }, Answer::Begin(b)) => drop(reply.send(Ok(b))),
             (Op::Decide { reply, .. }, Answer::Decide(d)) => drop(reply.send(Ok(d))),
             (Op::Claim { reply, .. }, Answer::Claim(c)) => drop(reply.send(Ok(c))),
+            (Op::Peek { reply, .. }, Answer::Peek(p)) => drop(reply.send(Ok(p))),
             _ => {}
         }
     }
@@ -646,6 +664,7 @@ fn fail(op: Op, error: &str) {
         Op::Begin { reply, .. } => drop(reply.send(Err(e()))),
         Op::Decide { reply, .. } => drop(reply.send(Err(e()))),
         Op::Claim { reply, .. } => drop(reply.send(Err(e()))),
+        Op::Peek { reply, .. } => drop(reply.send(Err(e()))),
     }
 }
 
@@ -778,6 +797,9 @@ async fn apply<E: Exec>(tx: &mut E, batch: &[Op]) -> Result<Vec<Answer>, Journal
             Op::Claim {
                 check, redelivered, ..
             } => Answer::Claim(claim_check(tx, *check, *redelivered).await?),
+            Op::Peek {
+                step, redelivered, ..
+            } => Answer::Peek(peek(tx, *step, *redelivered).await?),
         };
         answers[i] = Some(answer);
     }
@@ -801,6 +823,7 @@ fn touched_alone(batch: &[Op]) -> Vec<bool> {
             ],
             Op::Decide { step, .. } => [Some(step.command_id.to_string()), None],
             Op::Claim { check, .. } => [Some(check.step.command_id.to_string()), None],
+            Op::Peek { step, .. } => [Some(step.command_id.to_string()), None],
         }
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -812,7 +835,7 @@ fn touched_alone(batch: &[Op]) -> Vec<bool> {
     batch
         .iter()
         .map(|op| {
-            !matches!(op, Op::Accept { .. } | Op::Claim { .. })
+            !matches!(op, Op::Accept { .. } | Op::Claim { .. } | Op::Peek { .. })
                 && keys(op).into_iter().flatten().all(|k| seen[&k] == 1)
         })
         .collect()
@@ -1046,6 +1069,7 @@ enum Answer {
     Begin(Start),
     Decide(Decided),
     Claim(Claim),
+    Peek(Option<Begin>),
 }
 
 /// Admits one identity on its own: a piece of one.
@@ -1085,7 +1109,15 @@ async fn begin<E: Exec>(tx: &mut E, step: Step, redelivered: bool) -> Result<Beg
     if inserted == 1 {
         return Ok(Begin::Fresh);
     }
-    let key = [id, run, attempt];
+    found(tx, [id, run, attempt], redelivered).await
+}
+
+/// What became of `step`, begun before.
+async fn found<E: Exec>(
+    tx: &mut E,
+    key: [Arg<'_>; 3],
+    redelivered: bool,
+) -> Result<Begin, JournalError> {
     let later = tx
         .rows(
             "SELECT 1 AS later FROM journal_steps WHERE command_id = $1 \
@@ -1104,6 +1136,19 @@ async fn begin<E: Exec>(tx: &mut E, step: Step, redelivered: bool) -> Result<Beg
         Some(None) => Ok(Begin::InDoubt),
         None => Err(JournalError::Db(sqlx::Error::RowNotFound)),
     }
+}
+
+/// What [`begin`] would find of `step`, writing nothing; `None` when it was never begun.
+async fn peek<E: Exec>(
+    tx: &mut E,
+    step: Step,
+    redelivered: bool,
+) -> Result<Option<Begin>, JournalError> {
+    let key = key_args(step);
+    if step_decision(tx, &key).await?.is_none() {
+        return Ok(None);
+    }
+    found(tx, key, redelivered).await.map(Some)
 }
 
 /// Claims a status check: the step's row holds the highest check number claimed, raised by

@@ -131,6 +131,35 @@ async fn a_step_is_begun_once_and_decided_once() {
 }
 
 #[tokio::test]
+async fn a_peek_tells_what_begin_would_find_and_begins_nothing() {
+    on_both(|url| async move {
+        let j = Journal::open(&url, RETENTION).await.unwrap();
+        let step = Step {
+            command_id: Uuid::now_v7(),
+            run: 0,
+            attempt: 1,
+        };
+        assert_eq!(j.peek(step, true).await.unwrap(), None);
+        assert_eq!(j.peek(step, false).await.unwrap(), None);
+        // Peeking began nothing: the step is still this delivery's to begin.
+        assert_eq!(j.begin(step, false).await.unwrap(), Begin::Fresh);
+        assert_eq!(j.peek(step, false).await.unwrap(), Some(Begin::Repeated));
+        assert_eq!(j.peek(step, true).await.unwrap(), Some(Begin::InDoubt));
+        assert_eq!(j.decide(step, "done".into()).await.unwrap(), Decided::Won);
+        assert_eq!(
+            j.peek(step, true).await.unwrap(),
+            Some(Begin::Decided("done".into()))
+        );
+        let next = Step { attempt: 2, ..step };
+        assert_eq!(j.peek(next, true).await.unwrap(), None);
+        assert_eq!(j.begin(next, false).await.unwrap(), Begin::Fresh);
+        assert_eq!(j.peek(step, true).await.unwrap(), Some(Begin::Superseded));
+        j.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn racing_workers_on_one_database_begin_and_decide_each_step_once() {
     on_both(|url| async move {
         let a = Journal::open(&url, RETENTION).await.unwrap();

@@ -444,6 +444,76 @@ async fn a_stored_decision_this_worker_cannot_read_is_left_for_one_that_can() {
     fleet.stop().await;
 }
 
+/// A configuration change (here: `charge` taken out of the payment providers' operations)
+/// reaches a worker while steps of commands admitted under the old one are still under way.
+/// The new worker checks what it is handed against its own configuration, and refused them
+/// as `invalid`: a decided `completed` (the provider charged) redelivered after its worker
+/// died became `failed`; a call its worker died in, `failed` instead of `unknown`; a status
+/// check of accepted work, `failed` while the provider worked on. A command is checked
+/// against the configuration once, when it is admitted: what it began under the old one is
+/// carried on.
+#[tokio::test]
+async fn a_configuration_change_does_not_overrule_what_a_command_began_under_the_old_one() {
+    let (fleet, dir, config) = binaries_fleet().await;
+    let mut ledger = spawn("switchyard-ledger", &config, None);
+    let payment_ops = r#"operations = ["charge", "refund"]"#;
+    assert!(fleet.config_toml.contains(payment_ops));
+    let changed = dir.path().join("changed.toml");
+    std::fs::write(
+        &changed,
+        fleet
+            .config_toml
+            .replace(payment_ops, r#"operations = ["refund"]"#),
+    )
+    .unwrap();
+    for (point, provider, steps) in [
+        // Decided `completed`, not yet reported: the decision is carried out.
+        ("after_decide", "sandbox", &["ok"][..]),
+        // In doubt at a provider without keys: `unknown`, then a status check finds the charge.
+        ("after_provider_answer", ONESHOT_PROVIDER, &["ok"][..]),
+        // Accepted, parked, its status checks not yet begun: they are made, and find the outcome.
+        ("after_wait_publish", POLLED_PROVIDER, &["accept"][..]),
+    ] {
+        let mut worker = spawn("switchyard-payment", &config, Some(point));
+        fleet
+            .wait_for_queue("switchyard.work.payment.sandbox")
+            .await;
+        let mut c = fleet.charge();
+        c.provider = provider.parse().unwrap();
+        fleet.scenario(c.id, steps).await;
+        fleet.publish(&c).await;
+        aborts(&mut worker, &format!("{point} at {provider}")).await;
+        let mut replacement = spawn("switchyard-payment", &changed, None);
+        let events = fleet.events.terminal(c.id, Duration::from_secs(60)).await;
+        assert_eq!(
+            one_outcome(&events),
+            Status::Completed,
+            "{point} at {provider}: {events:#?}"
+        );
+        assert_eq!(
+            fleet.sandbox_view(c.id).await["effects"],
+            1,
+            "{point} at {provider}"
+        );
+        stop(&mut replacement).await;
+    }
+    // A new command is checked against the new configuration.
+    let mut worker = spawn("switchyard-payment", &changed, None);
+    let c = fleet.charge();
+    fleet.publish(&c).await;
+    let events = fleet.events.terminal(c.id, Duration::from_secs(30)).await;
+    assert_eq!(one_outcome(&events), Status::Failed, "{events:#?}");
+    let failed = events.iter().find(|e| e.status == Status::Failed).unwrap();
+    assert_eq!(
+        failed.error.as_ref().unwrap().class,
+        switchyard_core::ErrorClass::Invalid
+    );
+    assert_eq!(fleet.sandbox_view(c.id).await["effects"], 0);
+    stop(&mut worker).await;
+    stop(&mut ledger).await;
+    fleet.stop().await;
+}
+
 /// A command its workers keep dying on is dead-lettered by the broker at the work queue's
 /// delivery limit (the crash-loop guard) with nothing decided; before the abandoned queue the
 /// core app never heard of it again. Every worker here aborts at its point on every delivery

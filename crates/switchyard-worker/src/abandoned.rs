@@ -22,19 +22,20 @@ use std::time::Duration;
 
 use chrono::Utc;
 use switchyard_amqp::lapin::options::BasicAckOptions;
-use switchyard_amqp::messages::{ERROR_CLASS_HEADER, RUN_HEADER};
+use switchyard_amqp::messages::ERROR_CLASS_HEADER;
 use switchyard_amqp::topology::{abandoned_queue, dead_letter_queue};
 use switchyard_amqp::{
     Broker, ConsumeSettings, Delivery, HeaderRead, broker_death_reason, consume,
 };
 use switchyard_config::Config;
+use switchyard_core::command::sniff_id;
 use switchyard_core::{ErrorClass, ErrorInfo, Lifecycle};
 use switchyard_journal::{Begin, Step};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
 use crate::handler::{
-    Check, Disposition, Handler, outgoing_traceparent, patiently, requeue_after_a_pause,
+    Check, Disposition, Handler, Refused, outgoing_traceparent, patiently, requeue_after_a_pause,
     unreadable_decision,
 };
 use crate::plan::Plan;
@@ -109,28 +110,36 @@ impl Handler {
         let previous = crate::handler::attempts_before(headers).unwrap_or(0);
         let tp = outgoing_traceparent(headers);
         let tp = tp.as_deref();
-        let (command, slot) = match self.decode(delivery) {
-            Ok(x) => x,
-            // Its workers never got as far as rejecting it: do it now, as they would have.
-            Err(invalid) => {
-                let done = self.reject_invalid(delivery, invalid, previous, tp).await;
-                self.count_abandoned(&done, "invalid");
-                return done;
-            }
-        };
-        tracing::Span::current().record("command_id", tracing::field::display(command.id));
         if Check::read(headers).is_some() {
             // A status check's chain ends here. The wait stays with the resolver: its deadline
             // (`waiting`) or an operator (`unknown`, `switchyard resolve`) ends the command.
             warn!(
-                command_id = %command.id,
+                command_id = ?sniff_id(&delivery.data),
                 dlq = %dead_letter_queue(&self.kind),
                 "the broker dead-lettered a status check at its delivery limit; the command waits for its deadline or an operator"
             );
             self.count_abandoned(&Disposition::Ack, "check");
             return Disposition::Ack;
         }
-        let run = u32::try_from(headers.header_int(RUN_HEADER).unwrap_or(0)).unwrap_or(0);
+        let (command, slot) = match self.decode(delivery).map_err(|refused| *refused) {
+            Ok((command, slot)) => (command, Some(slot)),
+            // Readable, refused only by this configuration: its outcome is found in the journal
+            // like any other's (a step begun under another configuration is carried on).
+            Err(Refused {
+                readable: Some(readable),
+                ..
+            }) => readable,
+            // Its workers never got as far as rejecting it: do it now, as they would have.
+            Err(refused) => {
+                let done = self
+                    .reject_invalid(delivery, refused.invalid, previous, tp)
+                    .await;
+                self.count_abandoned(&done, "invalid");
+                return done;
+            }
+        };
+        tracing::Span::current().record("command_id", tracing::field::display(command.id));
+        let run = crate::handler::run_of(headers);
         let step = Step {
             command_id: command.id,
             run,

@@ -48,6 +48,32 @@ const DEAD_LETTER_CLASSES: [ErrorClass; 5] = [
     ErrorClass::Expired,
 ];
 
+/// A delivery this worker does not run as it is.
+#[derive(Debug)]
+pub(crate) struct Refused<'a> {
+    pub(crate) invalid: switchyard_core::InvalidCommand,
+    /// The command, when its body is readable and only this worker's configuration refuses
+    /// it (its provider, its operation, its payload's schema), with the provider's slot when
+    /// there is one: a step of it that a worker under another configuration began is
+    /// carried on rather than refused ([`Handler::refuse`]).
+    pub(crate) readable: Option<(Command, Option<&'a Slot>)>,
+}
+
+impl Refused<'_> {
+    /// Boxed: refusals are rare, and every delivery's `decode` result would carry their size.
+    fn unreadable(invalid: switchyard_core::InvalidCommand) -> Box<Self> {
+        Box::new(Self {
+            invalid,
+            readable: None,
+        })
+    }
+}
+
+/// The run a delivery belongs to (0 for a command's first).
+pub(crate) fn run_of(headers: &Option<switchyard_amqp::lapin::types::FieldTable>) -> u32 {
+    u32::try_from(headers.header_int(RUN_HEADER).unwrap_or(0)).unwrap_or(0)
+}
+
 /// A provider ready to be called.
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
@@ -166,7 +192,7 @@ impl Check {
         let number = u32::try_from(headers.header_int(CHECK_HEADER)?).ok()?;
         Some(Self {
             number,
-            run: u32::try_from(headers.header_int(RUN_HEADER).unwrap_or(0)).unwrap_or(0),
+            run: run_of(headers),
             attempt: u32::try_from(headers.header_int(ATTEMPT_HEADER).unwrap_or(1)).unwrap_or(1),
             reference: headers.header_str(REFERENCE_HEADER)?,
             until: chrono::DateTime::from_timestamp_millis(headers.header_int(WAIT_UNTIL_HEADER)?)?,
@@ -244,7 +270,9 @@ impl Handler {
 
         let (command, slot) = match self.decode(delivery) {
             Ok(x) => x,
-            Err(invalid) => return self.reject_invalid(delivery, invalid, previous, tp).await,
+            Err(refused) => {
+                return Box::pin(self.refuse(delivery, refused, previous, redelivered, tp)).await;
+            }
         };
         // Shared with the provider call rather than copied for it.
         let command = Arc::new(command);
@@ -254,7 +282,7 @@ impl Handler {
                 .check(delivery, &command, slot, check, redelivered, tp)
                 .await;
         }
-        let run = u32::try_from(headers.header_int(RUN_HEADER).unwrap_or(0)).unwrap_or(0);
+        let run = run_of(headers);
         let attempt_no = previous + 1;
         let lifecycle = Lifecycle::run(&command, run);
         let step = Step {
@@ -293,7 +321,7 @@ impl Handler {
             Begin::Decided(text) => {
                 // Redelivered after its outcome was decided: report that decision again.
                 return self
-                    .execute_stored(delivery, &command, slot, step, &text, tp)
+                    .execute_stored(delivery, &command, Some(slot), step, &text, tp)
                     .await;
             }
         };
@@ -317,7 +345,7 @@ impl Handler {
                 .settle(
                     delivery,
                     &command,
-                    slot,
+                    Some(slot),
                     step,
                     &Plan::dead_letter(event, error, previous),
                     tp,
@@ -340,7 +368,9 @@ impl Handler {
                 },
             );
             let plan = self.unknown_plan(&command, attempt, error, now);
-            return self.settle(delivery, &command, slot, step, &plan, tp).await;
+            return self
+                .settle(delivery, &command, Some(slot), step, &plan, tp)
+                .await;
         }
         let first_sight = attempt_no == 1 && headers.header_str(SOURCE_HEADER).is_none();
         let recorder = Recorder::default();
@@ -465,7 +495,10 @@ impl Handler {
             }
         };
         let done = match reported.and(recorded) {
-            Ok(()) => self.settle(delivery, &command, slot, step, &plan, tp).await,
+            Ok(()) => {
+                self.settle(delivery, &command, Some(slot), step, &plan, tp)
+                    .await
+            }
             Err(e) => Disposition::from(e),
         };
         if matches!(done, Disposition::Requeue(_)) {
@@ -496,7 +529,7 @@ impl Handler {
         if let Err(e) = reported.and(recorded) {
             return Disposition::from(e);
         }
-        self.settle(delivery, command, slot, answer.step, &answer.plan, tp)
+        self.settle(delivery, command, Some(slot), answer.step, &answer.plan, tp)
             .await
     }
 
@@ -569,7 +602,7 @@ impl Handler {
         &self,
         delivery: &Delivery,
         command: &Command,
-        slot: &Slot,
+        slot: Option<&Slot>,
         step: Step,
         text: &str,
         tp: Option<&str>,
@@ -590,7 +623,7 @@ impl Handler {
         &self,
         delivery: &Delivery,
         command: &Command,
-        slot: &Slot,
+        slot: Option<&Slot>,
         step: Step,
         plan: &Plan,
         tp: Option<&str>,
@@ -621,7 +654,7 @@ impl Handler {
         &self,
         delivery: &Delivery,
         command: &Command,
-        slot: &Slot,
+        slot: Option<&Slot>,
         plan: &Plan,
         tp: Option<&str>,
     ) -> Disposition {
@@ -817,23 +850,32 @@ impl Handler {
         info
     }
 
-    pub(crate) fn decode(
-        &self,
-        delivery: &Delivery,
-    ) -> Result<(Command, &Slot), switchyard_core::InvalidCommand> {
-        let command = Command::decode(&delivery.data, delivery.routing_key.as_str())?;
-        if attempts_before(delivery.properties.headers()).is_none() {
-            return Err(switchyard_core::InvalidCommand::field(
+    /// Reads a delivery's command and checks it against this worker's configuration: its
+    /// provider, the operation, the payload's schema (and, whatever the configuration, card
+    /// numbers). A status check needs only its provider: it asks about work the provider took
+    /// under whatever configuration was in force then.
+    pub(crate) fn decode(&self, delivery: &Delivery) -> Result<(Command, &Slot), Box<Refused<'_>>> {
+        let mut command = Command::decode(&delivery.data, delivery.routing_key.as_str())
+            .map_err(Refused::unreadable)?;
+        let headers = delivery.properties.headers();
+        if attempts_before(headers).is_none() {
+            return Err(Refused::unreadable(switchyard_core::InvalidCommand::field(
                 Some(command.id),
                 ATTEMPT_HEADER,
                 format!(
                     "{ATTEMPT_HEADER} must be a count of attempts below {}; it is Switchyard's own header, not to be set by publishers",
                     switchyard_core::lifecycle::MAX_ATTEMPTS_PER_RUN
                 ),
-            ));
+            )));
         }
-        let slot = self.providers.get(&command.provider).ok_or_else(|| {
-            switchyard_core::InvalidCommand::field(
+        // Metadata only ever goes into events: its secrets never enter one (the delivery's
+        // bytes, kept for retries and dead letters, stay as sent).
+        if let Some(clean) = messages::redacted_metadata(&command.metadata, &self.redactor) {
+            command.metadata = clean;
+        }
+        let check = Check::read(headers).is_some();
+        let Some(slot) = self.providers.get(&command.provider) else {
+            let invalid = switchyard_core::InvalidCommand::field(
                 Some(command.id),
                 "provider",
                 format!(
@@ -841,10 +883,14 @@ impl Handler {
                     command.provider.as_str(),
                     self.kind.as_str()
                 ),
-            )
-        })?;
-        if !slot.operations.contains(&command.operation) {
-            return Err(switchyard_core::InvalidCommand::field(
+            );
+            return Err(Box::new(Refused {
+                invalid,
+                readable: Some((command, None)),
+            }));
+        };
+        if !check && !slot.operations.contains(&command.operation) {
+            let invalid = switchyard_core::InvalidCommand::field(
                 Some(command.id),
                 "operation",
                 format!(
@@ -852,43 +898,129 @@ impl Handler {
                     command.provider.as_str(),
                     command.operation.as_str()
                 ),
-            ));
+            );
+            return Err(Box::new(Refused {
+                invalid,
+                readable: Some((command, Some(slot))),
+            }));
         }
-        // The payload is checked as a JSON value, lent for the checks rather than copied.
-        let mut command = command;
-        let payload = serde_json::Value::Object(std::mem::take(&mut command.payload));
-        let checked = self.check_payload(&command, &payload);
-        if let serde_json::Value::Object(map) = payload {
-            command.payload = map;
-        }
-        checked?;
-        // Metadata only ever goes into events: its secrets never enter one (the delivery's
-        // bytes, kept for retries and dead letters, stay as sent).
-        if let Some(clean) = messages::redacted_metadata(&command.metadata, &self.redactor) {
-            command.metadata = clean;
+        {
+            // The payload is checked as a JSON value, lent for the checks rather than copied.
+            let payload = serde_json::Value::Object(std::mem::take(&mut command.payload));
+            let checked = self.check_payload(&command, &payload, !check);
+            if let serde_json::Value::Object(map) = payload {
+                command.payload = map;
+            }
+            if let Err(invalid) = checked {
+                return Err(Box::new(Refused {
+                    invalid,
+                    readable: Some((command, Some(slot))),
+                }));
+            }
         }
         Ok((command, slot))
     }
 
-    /// A command's payload against its operation's schema, then the command against card
-    /// numbers: Switchyard stays out of card-data scope, payment details travel as provider
+    /// A command this worker's configuration refuses: rejected `invalid`, unless a worker
+    /// that took it under another configuration (the fleet was changing its configuration
+    /// while the command was under way) began this step. Then the step goes on from where
+    /// that worker left it: its decision is carried out, a call it died in is `unknown`, a
+    /// second copy changes nothing. A status check naming a provider this worker lacks is
+    /// dead-lettered without an event, the wait left to the resolver: work queues are per
+    /// provider, so none should arrive, but a refusal must never end a wait `failed`.
+    pub(crate) async fn refuse(
+        &self,
+        delivery: &Delivery,
+        refused: Box<Refused<'_>>,
+        previous: u32,
+        redelivered: bool,
+        tp: Option<&str>,
+    ) -> Disposition {
+        let Refused { invalid, readable } = *refused;
+        let Some((command, slot)) = readable else {
+            return self.reject_invalid(delivery, invalid, previous, tp).await;
+        };
+        let headers = delivery.properties.headers();
+        if Check::read(headers).is_some() {
+            let error = self.invalid_info(&invalid);
+            warn!(
+                command_id = %command.id,
+                error = %error.message,
+                "cannot check a waiting command's status: its provider is not configured here; dead-lettering the check, the command waits for a callback, its deadline or an operator"
+            );
+            return match self
+                .publish_dead_letter(delivery, &command.provider, &error, previous)
+                .await
+            {
+                Ok(()) => Disposition::Ack,
+                Err(e) => e.into(),
+            };
+        }
+        let run = run_of(headers);
+        let step = Step {
+            command_id: command.id,
+            run,
+            attempt: previous + 1,
+        };
+        let begun = match self.journal.peek(step, redelivered).await {
+            Ok(b) => b,
+            Err(e) => return e.into(),
+        };
+        match begun {
+            None | Some(Begin::Fresh) => self.reject_invalid(delivery, invalid, previous, tp).await,
+            Some(Begin::Repeated) => {
+                self.count_duplicate("repeated");
+                Disposition::Ack
+            }
+            Some(Begin::Superseded) => {
+                self.count_duplicate("superseded");
+                Disposition::Ack
+            }
+            Some(Begin::Decided(text)) => {
+                self.execute_stored(delivery, &command, slot, step, &text, tp)
+                    .await
+            }
+            Some(Begin::InDoubt) => {
+                let now = Utc::now();
+                let (attempt, _processing) = Lifecycle::run(&command, run).begin(step.attempt, now);
+                let error = ErrorInfo::new(
+                    ErrorClass::Unknown,
+                    "interrupted",
+                    format!(
+                        "the worker stopped during the provider call, and the configuration no \
+                         longer runs the command ({}), so it is not called again: whether the \
+                         provider acted is not known",
+                        self.invalid_info(&invalid).message
+                    ),
+                );
+                let plan = self.unknown_plan(&command, attempt, error, now);
+                self.settle(delivery, &command, slot, step, &plan, tp).await
+            }
+        }
+    }
+
+    /// A command's payload against its operation's schema (unless `schema` is false), then
+    /// the command against card numbers: Switchyard stays out of card-data scope, payment details travel as provider
     /// tokens.
     fn check_payload(
         &self,
         command: &Command,
         payload: &serde_json::Value,
+        schema: bool,
     ) -> Result<(), switchyard_core::InvalidCommand> {
-        self.validator
-            .validate(
-                &command.kind,
-                &command.provider,
-                &command.operation,
-                payload,
-            )
-            .map_err(|mut e| {
-                e.id = Some(command.id);
-                e
-            })?;
+        if schema {
+            self.validator
+                .validate(
+                    &command.kind,
+                    &command.provider,
+                    &command.operation,
+                    payload,
+                )
+                .map_err(|mut e| {
+                    e.id = Some(command.id);
+                    e
+                })?;
+        }
         if let Some(field) = switchyard_http::command_part_with_card_number(
             payload,
             &command.metadata,
@@ -921,6 +1053,19 @@ impl Handler {
         }
     }
 
+    /// Why a command is invalid, as its `failed` event and dead letter say it.
+    fn invalid_info(&self, invalid: &switchyard_core::InvalidCommand) -> ErrorInfo {
+        let message = match &invalid.field {
+            Some(f) => format!("{f}: {}", invalid.message),
+            None => invalid.message.clone(),
+        };
+        ErrorInfo::new(
+            ErrorClass::Invalid,
+            "invalid_command",
+            cap(&self.redactor.text(&message), 500),
+        )
+    }
+
     /// An undecodable or invalid command: dead-lettered once, with a `failed` event when its
     /// id is readable. Never retried, never requeued.
     pub(crate) async fn reject_invalid(
@@ -930,15 +1075,7 @@ impl Handler {
         previous: u32,
         tp: Option<&str>,
     ) -> Disposition {
-        let message = match &invalid.field {
-            Some(f) => format!("{f}: {}", invalid.message),
-            None => invalid.message.clone(),
-        };
-        let error = ErrorInfo::new(
-            ErrorClass::Invalid,
-            "invalid_command",
-            cap(&self.redactor.text(&message), 500),
-        );
+        let error = self.invalid_info(&invalid);
         warn!(error = %error.message, "invalid command, dead-lettering");
         let id = invalid.id.or_else(|| sniff_id(&delivery.data));
         let rk: Option<RoutingKey> = delivery.routing_key.as_str().parse().ok();
@@ -1029,7 +1166,7 @@ impl Handler {
         &self,
         delivery: &Delivery,
         command: &Command,
-        slot: &Slot,
+        slot: Option<&Slot>,
         event: &Event,
         reference: &str,
         reason: WaitReason,
@@ -1077,7 +1214,15 @@ impl Handler {
             // Checked for as long as an identity is remembered.
             WaitReason::Unknown => since + chrono::Duration::days(1),
         };
-        if slot.provider.completion() == Completion::Poll {
+        let polled = slot.map(|s| s.provider.completion() == Completion::Poll);
+        if polled.is_none() {
+            warn!(
+                command_id = %command.id,
+                provider = %command.provider,
+                "parked a command whose provider is not configured here: no status checks; a callback, its deadline or an operator ends it"
+            );
+        }
+        if polled == Some(true) {
             let first = Check {
                 number: 1,
                 run: event.run,

@@ -868,12 +868,29 @@ impl Handler {
                 ),
             )));
         }
+        let judged = self.judge(&mut command, Check::read(headers).is_some());
         // Metadata only ever goes into events: its secrets never enter one (the delivery's
-        // bytes, kept for retries and dead letters, stay as sent).
+        // bytes, kept for retries and dead letters, stay as sent). After the checks, which
+        // must see card numbers as they were sent.
         if let Some(clean) = messages::redacted_metadata(&command.metadata, &self.redactor) {
             command.metadata = clean;
         }
-        let check = Check::read(headers).is_some();
+        match judged {
+            Ok(slot) => Ok((command, slot)),
+            Err((invalid, slot)) => Err(Box::new(Refused {
+                invalid,
+                readable: Some((command, slot)),
+            })),
+        }
+    }
+
+    /// The checks of [`Handler::decode`] that ask this worker's configuration (and the card
+    /// numbers): the provider's slot, or why not, with the slot when there is one.
+    fn judge(
+        &self,
+        command: &mut Command,
+        check: bool,
+    ) -> Result<&Slot, (switchyard_core::InvalidCommand, Option<&Slot>)> {
         let Some(slot) = self.providers.get(&command.provider) else {
             let invalid = switchyard_core::InvalidCommand::field(
                 Some(command.id),
@@ -884,10 +901,7 @@ impl Handler {
                     self.kind.as_str()
                 ),
             );
-            return Err(Box::new(Refused {
-                invalid,
-                readable: Some((command, None)),
-            }));
+            return Err((invalid, None));
         };
         if !check && !slot.operations.contains(&command.operation) {
             let invalid = switchyard_core::InvalidCommand::field(
@@ -899,26 +913,17 @@ impl Handler {
                     command.operation.as_str()
                 ),
             );
-            return Err(Box::new(Refused {
-                invalid,
-                readable: Some((command, Some(slot))),
-            }));
+            return Err((invalid, Some(slot)));
         }
-        {
-            // The payload is checked as a JSON value, lent for the checks rather than copied.
-            let payload = serde_json::Value::Object(std::mem::take(&mut command.payload));
-            let checked = self.check_payload(&command, &payload, !check);
-            if let serde_json::Value::Object(map) = payload {
-                command.payload = map;
-            }
-            if let Err(invalid) = checked {
-                return Err(Box::new(Refused {
-                    invalid,
-                    readable: Some((command, Some(slot))),
-                }));
-            }
+        // The payload is checked as a JSON value, lent for the checks rather than copied.
+        let payload = serde_json::Value::Object(std::mem::take(&mut command.payload));
+        let checked = self.check_payload(command, &payload, !check);
+        if let serde_json::Value::Object(map) = payload {
+            command.payload = map;
         }
-        Ok((command, slot))
+        checked
+            .map(|()| slot)
+            .map_err(|invalid| (invalid, Some(slot)))
     }
 
     /// A command this worker's configuration refuses: rejected `invalid`, unless a worker

@@ -497,6 +497,47 @@ async fn a_configuration_change_does_not_overrule_what_a_command_began_under_the
         );
         stop(&mut replacement).await;
     }
+    // A duplicate (another id, the same identity) answered `duplicate` whose worker died
+    // before acknowledging it: it has no step of its own, and its redelivery was refused
+    // `failed`, a second terminal event for its id. It is answered `duplicate` again.
+    let key = format!("order-{}", uuid::Uuid::new_v4());
+    let mut original = fleet.charge();
+    original.idempotency_key = Some(key.clone().try_into().unwrap());
+    let mut worker = spawn("switchyard-payment", &config, None);
+    fleet.publish(&original).await;
+    let events = fleet
+        .events
+        .terminal(original.id, Duration::from_secs(30))
+        .await;
+    assert_eq!(one_outcome(&events), Status::Completed, "{events:#?}");
+    stop(&mut worker).await;
+    let mut worker = spawn("switchyard-payment", &config, Some("before_ack"));
+    let mut repeat = original.clone();
+    repeat.id = uuid::Uuid::now_v7();
+    fleet.publish(&repeat).await;
+    aborts(
+        &mut worker,
+        "the worker, before acknowledging the duplicate",
+    )
+    .await;
+    let mut replacement = spawn("switchyard-payment", &changed, None);
+    // The redelivery answered: its event (the same `duplicate` again, or another) is the second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.events.of(repeat.id).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the duplicate was never redelivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = fleet
+        .events
+        .terminal(repeat.id, Duration::from_secs(1))
+        .await;
+    assert_eq!(one_outcome(&events), Status::Duplicate, "{events:#?}");
+    assert_eq!(fleet.sandbox_view(original.id).await["effects"], 1);
+    stop(&mut replacement).await;
+
     // A new command is checked against the new configuration.
     let mut worker = spawn("switchyard-payment", &changed, None);
     let c = fleet.charge();

@@ -185,9 +185,11 @@ enum Op {
         reply: oneshot::Sender<Result<Claim, JournalError>>,
     },
     Peek {
+        /// The identity and fingerprint to look up, as `Begin`'s `admit`.
+        admit: Option<(String, String)>,
         step: Step,
         redelivered: bool,
-        reply: oneshot::Sender<Result<Option<Begin>, JournalError>>,
+        reply: oneshot::Sender<Result<Start, JournalError>>,
     },
 }
 
@@ -374,11 +376,21 @@ impl Journal {
         .await
     }
 
-    /// What [`Journal::begin`] would find of `step`, without beginning it: `None` when it was
-    /// never begun (never `Fresh`). For a delivery this worker will not run (its configuration
-    /// refuses the command), to learn whether a worker that would began it.
-    pub async fn peek(&self, step: Step, redelivered: bool) -> Result<Option<Begin>, JournalError> {
+    /// What [`Journal::start`] (with `command`) or [`Journal::begin`] would find, writing
+    /// nothing: the identity's meaning when `command` is given and its identity or id is held
+    /// (`None` when neither is: never `New`), and the step's state unless that meaning is a
+    /// duplicate or a conflict (`None` when never begun: never `Fresh`). For a delivery this
+    /// worker will not run (its configuration refuses the command), to learn whether a worker
+    /// that would have run it already answered it.
+    pub async fn peek(
+        &self,
+        command: Option<&Command>,
+        step: Step,
+        redelivered: bool,
+    ) -> Result<Start, JournalError> {
+        let admit = command.map(|c| (identity_digest(c), c.fingerprint().into_string()));
         self.call(|reply| Op::Peek {
+            admit,
             step,
             redelivered,
             reply,
@@ -649,7 +661,7 @@ fn settle(batch: &mut Vec<Op>, written: Result<Vec<Answer>, JournalError>) {
             (Op::Begin { reply, .. }, Answer::Begin(b)) => drop(reply.send(Ok(b))),
             (Op::Decide { reply, .. }, Answer::Decide(d)) => drop(reply.send(Ok(d))),
             (Op::Claim { reply, .. }, Answer::Claim(c)) => drop(reply.send(Ok(c))),
-            (Op::Peek { reply, .. }, Answer::Peek(p)) => drop(reply.send(Ok(p))),
+            (Op::Peek { reply, .. }, Answer::Begin(p)) => drop(reply.send(Ok(p))),
             _ => {}
         }
     }
@@ -798,8 +810,11 @@ async fn apply<E: Exec>(tx: &mut E, batch: &[Op]) -> Result<Vec<Answer>, Journal
                 check, redelivered, ..
             } => Answer::Claim(claim_check(tx, *check, *redelivered).await?),
             Op::Peek {
-                step, redelivered, ..
-            } => Answer::Peek(peek(tx, *step, *redelivered).await?),
+                admit,
+                step,
+                redelivered,
+                ..
+            } => Answer::Begin(peek(tx, admit.as_ref(), *step, *redelivered).await?),
         };
         answers[i] = Some(answer);
     }
@@ -823,7 +838,10 @@ fn touched_alone(batch: &[Op]) -> Vec<bool> {
             ],
             Op::Decide { step, .. } => [Some(step.command_id.to_string()), None],
             Op::Claim { check, .. } => [Some(check.step.command_id.to_string()), None],
-            Op::Peek { step, .. } => [Some(step.command_id.to_string()), None],
+            Op::Peek { admit, step, .. } => [
+                Some(step.command_id.to_string()),
+                admit.as_ref().map(|(identity, _)| identity.clone()),
+            ],
         }
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -1069,7 +1087,6 @@ enum Answer {
     Begin(Start),
     Decide(Decided),
     Claim(Claim),
-    Peek(Option<Begin>),
 }
 
 /// Admits one identity on its own: a piece of one.
@@ -1138,17 +1155,59 @@ async fn found<E: Exec>(
     }
 }
 
-/// What [`begin`] would find of `step`, writing nothing; `None` when it was never begun.
+/// What an `Op::Begin` would find, writing nothing (see [`Journal::peek`]).
 async fn peek<E: Exec>(
     tx: &mut E,
+    admit: Option<&(String, String)>,
     step: Step,
     redelivered: bool,
-) -> Result<Option<Begin>, JournalError> {
-    let key = key_args(step);
-    if step_decision(tx, &key).await?.is_none() {
-        return Ok(None);
+) -> Result<Start, JournalError> {
+    let admission = match admit {
+        Some((identity, fingerprint)) => held(tx, identity, step.command_id, fingerprint).await?,
+        None => None,
+    };
+    if matches!(
+        admission,
+        Some(Admission::Duplicate { .. } | Admission::Conflict { .. })
+    ) {
+        return Ok(Start {
+            admission,
+            begin: None,
+        });
     }
-    found(tx, key, redelivered).await.map(Some)
+    let key = key_args(step);
+    let begin = match step_decision(tx, &key).await? {
+        None => None,
+        Some(_) => Some(found(tx, key, redelivered).await?),
+    };
+    Ok(Start { admission, begin })
+}
+
+/// What the identity (or, failing that, the id) is held as, for `command_id` asking for
+/// `fingerprint`; `None` when neither is held.
+async fn held<E: Exec>(
+    tx: &mut E,
+    identity: &str,
+    command_id: Uuid,
+    fingerprint: &str,
+) -> Result<Option<Admission>, JournalError> {
+    let id = command_id.to_string();
+    let rows = tx
+        .rows(
+            "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
+             WHERE identity = $1 OR command_id = $2",
+            &[Arg::from(identity), Arg::from(id.clone())],
+        )
+        .await?;
+    let mut by_id = None;
+    for row in &rows {
+        let held = Held::from_row(row)?;
+        if row.text(0)? == identity {
+            return Ok(Some(held.judge(command_id, fingerprint)));
+        }
+        by_id = Some(held);
+    }
+    Ok(by_id.map(|held| held.for_id(id).judge(command_id, fingerprint)))
 }
 
 /// Claims a status check: the step's row holds the highest check number claimed, raised by

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::Digest as _;
 use switchyard_core::Command;
-use switchyard_journal::{Admission, Begin, CheckNo, Claim, Decided, Journal, Retention, Step};
+use switchyard_journal::{
+    Admission, Begin, CheckNo, Claim, Decided, Journal, Retention, Start, Step,
+};
 use switchyard_testing::TestDatabase;
 use uuid::Uuid;
 
@@ -131,29 +133,75 @@ async fn a_step_is_begun_once_and_decided_once() {
 }
 
 #[tokio::test]
-async fn a_peek_tells_what_begin_would_find_and_begins_nothing() {
+async fn a_peek_tells_what_start_would_find_and_writes_nothing() {
     on_both(|url| async move {
         let j = Journal::open(&url, RETENTION).await.unwrap();
+        let key = format!("order-{}", Uuid::new_v4());
+        let first = command(Some(&key), 100);
         let step = Step {
-            command_id: Uuid::now_v7(),
+            command_id: first.id,
             run: 0,
             attempt: 1,
         };
-        assert_eq!(j.peek(step, true).await.unwrap(), None);
-        assert_eq!(j.peek(step, false).await.unwrap(), None);
-        // Peeking began nothing: the step is still this delivery's to begin.
-        assert_eq!(j.begin(step, false).await.unwrap(), Begin::Fresh);
-        assert_eq!(j.peek(step, false).await.unwrap(), Some(Begin::Repeated));
-        assert_eq!(j.peek(step, true).await.unwrap(), Some(Begin::InDoubt));
+        let nothing = Start {
+            admission: None,
+            begin: None,
+        };
+        assert_eq!(j.peek(Some(&first), step, true).await.unwrap(), nothing);
+        assert_eq!(j.peek(None, step, false).await.unwrap(), nothing);
+        // Peeking admitted and began nothing: the command is still new, its step this
+        // delivery's to begin.
+        let started = j.start(&first, step, false).await.unwrap();
+        assert_eq!(started.admission, Some(Admission::New));
+        assert_eq!(started.begin, Some(Begin::Fresh));
+        let found = |admission, begin| Start {
+            admission: Some(admission),
+            begin,
+        };
+        let same = Admission::Same { accepted: true };
+        assert_eq!(
+            j.peek(Some(&first), step, false).await.unwrap(),
+            found(same.clone(), Some(Begin::Repeated))
+        );
+        assert_eq!(
+            j.peek(None, step, true).await.unwrap().begin,
+            Some(Begin::InDoubt)
+        );
         assert_eq!(j.decide(step, "done".into()).await.unwrap(), Decided::Won);
         assert_eq!(
-            j.peek(step, true).await.unwrap(),
-            Some(Begin::Decided("done".into()))
+            j.peek(Some(&first), step, true).await.unwrap(),
+            found(same, Some(Begin::Decided("done".into())))
         );
+        // Another id with the same identity: a duplicate, or a conflict when it asks for
+        // something else; neither has a step.
+        let again = command(Some(&key), 100);
+        let again_step = Step {
+            command_id: again.id,
+            ..step
+        };
+        assert_eq!(
+            j.peek(Some(&again), again_step, true).await.unwrap(),
+            found(
+                Admission::Duplicate {
+                    original: first.id,
+                    accepted: true
+                },
+                None
+            )
+        );
+        let other = command(Some(&key), 999);
+        assert_eq!(
+            j.peek(Some(&other), again_step, true).await.unwrap(),
+            found(Admission::Conflict { original: first.id }, None)
+        );
+        // The next attempt: never begun until it is.
         let next = Step { attempt: 2, ..step };
-        assert_eq!(j.peek(next, true).await.unwrap(), None);
+        assert_eq!(j.peek(None, next, true).await.unwrap(), nothing);
         assert_eq!(j.begin(next, false).await.unwrap(), Begin::Fresh);
-        assert_eq!(j.peek(step, true).await.unwrap(), Some(Begin::Superseded));
+        assert_eq!(
+            j.peek(None, step, true).await.unwrap().begin,
+            Some(Begin::Superseded)
+        );
         j.close().await;
     })
     .await;

@@ -930,7 +930,8 @@ impl Handler {
     /// that took it under another configuration (the fleet was changing its configuration
     /// while the command was under way) began this step. Then the step goes on from where
     /// that worker left it: its decision is carried out, a call it died in is `unknown`, a
-    /// second copy changes nothing. A status check naming a provider this worker lacks is
+    /// second copy changes nothing; a duplicate or a conflict of another command's identity is
+    /// answered as one. A status check naming a provider this worker lacks is
     /// dead-lettered without an event, the wait left to the resolver: work queues are per
     /// provider, so none should arrive, but a refusal must never end a wait `failed`.
     pub(crate) async fn refuse(
@@ -967,10 +968,21 @@ impl Handler {
             run,
             attempt: previous + 1,
         };
-        let begun = match self.journal.peek(step, redelivered).await {
-            Ok(b) => b,
+        // At a run's first attempt, what its identity means too, as `begin_step` asks it.
+        let asked = (step.attempt == 1).then_some(&command);
+        let (admission, begun) = match self.journal.peek(asked, step, redelivered).await {
+            Ok(Start { admission, begin }) => (admission, begin),
             Err(e) => return e.into(),
         };
+        match admission {
+            Some(Admission::Duplicate { original, .. }) => {
+                return self.duplicate(&command, original, tp).await;
+            }
+            Some(Admission::Conflict { original }) => {
+                return self.conflict(delivery, &command, original, tp).await;
+            }
+            Some(Admission::New | Admission::Same { .. }) | None => {}
+        }
         match begun {
             None | Some(Begin::Fresh) => self.reject_invalid(delivery, invalid, previous, tp).await,
             Some(Begin::Repeated) => {

@@ -927,17 +927,36 @@ async fn admit_piece<E: Exec>(
     if refused.is_empty() {
         return Ok(found);
     }
-    let n = refused.len();
+    let mut held = holdings(tx, &refused).await?;
+    for w in refused {
+        // Refused, then gone before the look (pruned meanwhile): the batch fails, and its
+        // callers ask again.
+        let admission = held
+            .remove(&w.at)
+            .ok_or(JournalError::Db(sqlx::Error::RowNotFound))?;
+        found.insert(w.at, admission);
+    }
+    Ok(found)
+}
+
+/// What each of `wanted` is held as, with one statement: judged against the holder of its
+/// identity, else of its id; absent when neither is held.
+async fn holdings<E: Exec>(
+    tx: &mut E,
+    wanted: &[&Admit<'_>],
+) -> Result<HashMap<usize, Admission>, JournalError> {
+    let n = wanted.len();
+    let dialect = tx.dialect();
     let sql = format!(
         "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
          WHERE identity IN ({}) OR command_id IN ({})",
         dialect.list(n, 1),
         dialect.list(n, n + 1)
     );
-    let args: Vec<Arg<'_>> = refused
+    let args: Vec<Arg<'_>> = wanted
         .iter()
         .map(|w| Arg::from(w.identity))
-        .chain(refused.iter().map(|w| Arg::from(w.command_id.to_string())))
+        .chain(wanted.iter().map(|w| Arg::from(w.command_id.to_string())))
         .collect();
     let mut by_identity = HashMap::new();
     let mut by_id = HashMap::new();
@@ -946,14 +965,13 @@ async fn admit_piece<E: Exec>(
         by_id.insert(held.command_id.clone(), held.clone());
         by_identity.insert(row.text(0)?, held);
     }
-    for w in refused {
+    let mut found = HashMap::new();
+    for w in wanted {
         let id = w.command_id.to_string();
         let admission = match (by_identity.get(w.identity), by_id.get(&id)) {
             (Some(held), _) => held.judge(w.command_id, w.fingerprint),
             (None, Some(held)) => held.for_id(id).judge(w.command_id, w.fingerprint),
-            // Refused, then gone before the look (pruned meanwhile): the batch fails, and
-            // its callers ask again.
-            (None, None) => return Err(JournalError::Db(sqlx::Error::RowNotFound)),
+            (None, None) => continue,
         };
         found.insert(w.at, admission);
     }
@@ -1163,7 +1181,16 @@ async fn peek<E: Exec>(
     redelivered: bool,
 ) -> Result<Start, JournalError> {
     let admission = match admit {
-        Some((identity, fingerprint)) => held(tx, identity, step.command_id, fingerprint).await?,
+        Some((identity, fingerprint)) => {
+            let wanted = Admit {
+                at: 0,
+                identity,
+                command_id: step.command_id,
+                fingerprint,
+                accepted: false,
+            };
+            holdings(tx, &[&wanted]).await?.remove(&0)
+        }
         None => None,
     };
     if matches!(
@@ -1181,33 +1208,6 @@ async fn peek<E: Exec>(
         Some(_) => Some(found(tx, key, redelivered).await?),
     };
     Ok(Start { admission, begin })
-}
-
-/// What the identity (or, failing that, the id) is held as, for `command_id` asking for
-/// `fingerprint`; `None` when neither is held.
-async fn held<E: Exec>(
-    tx: &mut E,
-    identity: &str,
-    command_id: Uuid,
-    fingerprint: &str,
-) -> Result<Option<Admission>, JournalError> {
-    let id = command_id.to_string();
-    let rows = tx
-        .rows(
-            "SELECT identity, command_id, fingerprint, accepted FROM journal_identities \
-             WHERE identity = $1 OR command_id = $2",
-            &[Arg::from(identity), Arg::from(id.clone())],
-        )
-        .await?;
-    let mut by_id = None;
-    for row in &rows {
-        let held = Held::from_row(row)?;
-        if row.text(0)? == identity {
-            return Ok(Some(held.judge(command_id, fingerprint)));
-        }
-        by_id = Some(held);
-    }
-    Ok(by_id.map(|held| held.for_id(id).judge(command_id, fingerprint)))
 }
 
 /// Claims a status check: the step's row holds the highest check number claimed, raised by

@@ -121,7 +121,7 @@ impl Handler {
             self.count_abandoned(&Disposition::Ack, "check");
             return Disposition::Ack;
         }
-        let (command, slot) = match self.decode(delivery).map_err(|refused| *refused) {
+        let (command, slot) = match self.decode(delivery, false).map_err(|refused| *refused) {
             Ok((command, slot)) => (command, Some(slot)),
             // Readable, refused only by this configuration: its outcome is found in the journal
             // like any other's (a step begun under another configuration is carried on).

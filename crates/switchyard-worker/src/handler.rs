@@ -268,16 +268,25 @@ impl Handler {
         let traceparent = outgoing_traceparent(headers);
         let tp = traceparent.as_deref();
 
-        let (command, slot) = match self.decode(delivery) {
+        let check = Check::read(headers);
+        let (command, slot) = match self.decode(delivery, check.is_some()) {
             Ok(x) => x,
             Err(refused) => {
-                return Box::pin(self.refuse(delivery, refused, previous, redelivered, tp)).await;
+                let refusing = self.refuse(
+                    delivery,
+                    refused,
+                    previous,
+                    redelivered,
+                    check.is_some(),
+                    tp,
+                );
+                return Box::pin(refusing).await;
             }
         };
         // Shared with the provider call rather than copied for it.
         let command = Arc::new(command);
         tracing::Span::current().record("command_id", tracing::field::display(command.id));
-        if let Some(check) = Check::read(headers) {
+        if let Some(check) = check {
             return self
                 .check(delivery, &command, slot, check, redelivered, tp)
                 .await;
@@ -302,22 +311,7 @@ impl Handler {
         let in_doubt = match begun {
             Begin::Fresh => false,
             Begin::InDoubt => true,
-            Begin::Repeated | Begin::Superseded => {
-                // Another copy of this step runs (or ran) it: this one changes nothing.
-                let why = if begun == Begin::Repeated {
-                    "repeated"
-                } else {
-                    "superseded"
-                };
-                self.count_duplicate(why);
-                debug!(
-                    run,
-                    attempt = attempt_no,
-                    why,
-                    "step already taken; acknowledging"
-                );
-                return Disposition::Ack;
-            }
+            Begin::Repeated | Begin::Superseded => return self.already_taken(&begun, step),
             Begin::Decided(text) => {
                 // Redelivered after its outcome was decided: report that decision again.
                 return self
@@ -551,17 +545,51 @@ impl Handler {
                 .await
                 .map_err(Disposition::from);
         }
-        match self.journal.start(command, step, redelivered).await {
-            Err(e) => Err(e.into()),
-            Ok(Start {
-                admission: Some(Admission::Duplicate { original, .. }),
-                ..
-            }) => Err(self.duplicate(command, original, tp).await),
-            Ok(Start {
-                admission: Some(Admission::Conflict { original }),
-                ..
-            }) => Err(self.conflict(delivery, command, original, tp).await),
-            Ok(Start { begin, .. }) => Ok(begin.unwrap_or(Begin::Superseded)),
+        let Start { admission, begin } = self.journal.start(command, step, redelivered).await?;
+        match self
+            .answer_identity(delivery, command, admission.as_ref(), tp)
+            .await
+        {
+            Some(done) => Err(done),
+            None => Ok(begin.unwrap_or(Begin::Superseded)),
+        }
+    }
+
+    /// A step another copy of the delivery runs, or ran, or one a later step superseded: this
+    /// copy changes nothing.
+    fn already_taken(&self, begun: &Begin, step: Step) -> Disposition {
+        let why = if *begun == Begin::Repeated {
+            "repeated"
+        } else {
+            "superseded"
+        };
+        self.count_duplicate(why);
+        debug!(
+            run = step.run,
+            attempt = step.attempt,
+            why,
+            "step already taken; acknowledging"
+        );
+        Disposition::Ack
+    }
+
+    /// The answer to a command whose identity another command holds (a duplicate, or a
+    /// conflict); `None` when it is its own.
+    async fn answer_identity(
+        &self,
+        delivery: &Delivery,
+        command: &Command,
+        admission: Option<&Admission>,
+        tp: Option<&str>,
+    ) -> Option<Disposition> {
+        match admission? {
+            Admission::Duplicate { original, .. } => {
+                Some(self.duplicate(command, *original, tp).await)
+            }
+            Admission::Conflict { original } => {
+                Some(self.conflict(delivery, command, *original, tp).await)
+            }
+            Admission::New | Admission::Same { .. } => None,
         }
     }
 
@@ -852,9 +880,13 @@ impl Handler {
 
     /// Reads a delivery's command and checks it against this worker's configuration: its
     /// provider, the operation, the payload's schema (and, whatever the configuration, card
-    /// numbers). A status check needs only its provider: it asks about work the provider took
-    /// under whatever configuration was in force then.
-    pub(crate) fn decode(&self, delivery: &Delivery) -> Result<(Command, &Slot), Box<Refused<'_>>> {
+    /// numbers). A status check (`check`) needs only its provider: it asks about work the
+    /// provider took under whatever configuration was in force then.
+    pub(crate) fn decode(
+        &self,
+        delivery: &Delivery,
+        check: bool,
+    ) -> Result<(Command, &Slot), Box<Refused<'_>>> {
         let mut command = Command::decode(&delivery.data, delivery.routing_key.as_str())
             .map_err(Refused::unreadable)?;
         let headers = delivery.properties.headers();
@@ -868,7 +900,7 @@ impl Handler {
                 ),
             )));
         }
-        let judged = self.judge(&mut command, Check::read(headers).is_some());
+        let judged = self.judge(&mut command, check);
         // Metadata only ever goes into events: its secrets never enter one (the delivery's
         // bytes, kept for retries and dead letters, stay as sent). After the checks, which
         // must see card numbers as they were sent.
@@ -940,14 +972,14 @@ impl Handler {
         refused: Box<Refused<'_>>,
         previous: u32,
         redelivered: bool,
+        check: bool,
         tp: Option<&str>,
     ) -> Disposition {
         let Refused { invalid, readable } = *refused;
         let Some((command, slot)) = readable else {
             return self.reject_invalid(delivery, invalid, previous, tp).await;
         };
-        let headers = delivery.properties.headers();
-        if Check::read(headers).is_some() {
+        if check {
             let error = self.invalid_info(&invalid);
             warn!(
                 command_id = %command.id,
@@ -962,7 +994,7 @@ impl Handler {
                 Err(e) => e.into(),
             };
         }
-        let run = run_of(headers);
+        let run = run_of(delivery.properties.headers());
         let step = Step {
             command_id: command.id,
             run,
@@ -974,25 +1006,15 @@ impl Handler {
             Ok(Start { admission, begin }) => (admission, begin),
             Err(e) => return e.into(),
         };
-        match admission {
-            Some(Admission::Duplicate { original, .. }) => {
-                return self.duplicate(&command, original, tp).await;
-            }
-            Some(Admission::Conflict { original }) => {
-                return self.conflict(delivery, &command, original, tp).await;
-            }
-            Some(Admission::New | Admission::Same { .. }) | None => {}
+        if let Some(done) = self
+            .answer_identity(delivery, &command, admission.as_ref(), tp)
+            .await
+        {
+            return done;
         }
         match begun {
             None | Some(Begin::Fresh) => self.reject_invalid(delivery, invalid, previous, tp).await,
-            Some(Begin::Repeated) => {
-                self.count_duplicate("repeated");
-                Disposition::Ack
-            }
-            Some(Begin::Superseded) => {
-                self.count_duplicate("superseded");
-                Disposition::Ack
-            }
+            Some(taken @ (Begin::Repeated | Begin::Superseded)) => self.already_taken(&taken, step),
             Some(Begin::Decided(text)) => {
                 self.execute_stored(delivery, &command, slot, step, &text, tp)
                     .await

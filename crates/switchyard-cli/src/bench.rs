@@ -254,6 +254,15 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     result
 }
 
+/// What the measured processes used during a ceiling run, per command.
+#[derive(Debug)]
+struct Used {
+    /// CPU seconds per 1,000 commands.
+    cpu: BTreeMap<&'static str, f64>,
+    /// KiB sent to storage per command.
+    written: BTreeMap<&'static str, f64>,
+}
+
 /// One Switchyard run's figures.
 #[derive(Debug)]
 struct Phase {
@@ -267,6 +276,8 @@ struct Phase {
     /// Worker RSS by commands waiting: (waiting, KiB, ended so far, at).
     waiting_rss: Vec<(usize, u64, usize, Duration)>,
     cpu: BTreeMap<&'static str, f64>,
+    /// KiB each process sent to storage per command (`procstat::Processes::written`).
+    written: BTreeMap<&'static str, f64>,
     ledger_lag: Option<Result<Duration, String>>,
     /// Means of the worker's own histograms over the phase (`timings`).
     worker_means: BTreeMap<&'static str, f64>,
@@ -309,8 +320,10 @@ fn figures_json(figures: &BTreeMap<&'static str, f64>) -> serde_json::Value {
         .into()
 }
 
-fn cpu_line(cpu: &BTreeMap<&'static str, f64>) -> String {
-    cpu.iter()
+/// Figures by process, `name value` each, for a human line.
+fn figures_line(figures: &BTreeMap<&'static str, f64>) -> String {
+    figures
+        .iter()
         .map(|(k, v)| format!("{k} {v:.3}"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -327,6 +340,7 @@ fn phase_json(p: &Phase) -> serde_json::Value {
         "throughput_per_s": round(p.throughput(), 1),
         "latency_ms": latency_json(&p.hist),
         "cpu_s_per_1000": figures_json(&p.cpu),
+        "storage_kib_per_command": figures_json(&p.written),
         "worker_means": figures_json(&p.worker_means),
         "ledger_catch_up_s": match &p.ledger_lag {
             Some(Ok(lag)) => json!(round(lag.as_secs_f64(), 3)),
@@ -478,6 +492,7 @@ impl Driver<'_> {
             hist,
             waiting_rss,
             cpu: BTreeMap::new(),
+            written: BTreeMap::new(),
             ledger_lag: None,
             worker_means,
         })
@@ -869,28 +884,39 @@ async fn sitting(
         answer_after: opts.provider_latency.unwrap_or_default(),
         ledger_copies: with_ledger,
     };
-    let mut ceilings: Vec<(CeilingRun, BTreeMap<&'static str, f64>)> = Vec::new();
+    let mut ceilings: Vec<(CeilingRun, Used)> = Vec::new();
     let measure_ceiling = |pattern: Pattern, rate: u32| {
         let (processes, mut ceiling_opts) = (processes.clone(), ceiling_opts.clone());
         ceiling_opts.rate = rate;
         async move {
-            let before = processes.cpu();
+            let (before, written_before) = (processes.cpu(), processes.written());
             let run = ceiling::run(url, &pattern, &ceiling_opts).await?;
-            let cpu = procstat::per_thousand(&before, &processes.cpu(), run.completed);
-            let cpu: BTreeMap<_, _> = cpu
+            let ours = |(k, _): &(&'static str, f64)| matches!(*k, "broker" | "bench");
+            let used = Used {
+                cpu: procstat::per_thousand(&before, &processes.cpu(), run.completed)
+                    .into_iter()
+                    .filter(ours)
+                    .collect(),
+                written: procstat::kib_per_command(
+                    &written_before,
+                    &processes.written(),
+                    run.completed,
+                )
                 .into_iter()
-                .filter(|(k, _)| matches!(*k, "broker" | "bench"))
-                .collect();
+                .filter(ours)
+                .collect(),
+            };
             note(format!(
                 "bench: ceiling run {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
-                 CPU s per 1,000 commands: {}",
+                 CPU s per 1,000 commands: {}; KiB written to storage per command: {}",
                 run.completed as f64 / run.elapsed,
                 ms(&run.hist, 0.5),
                 ms(&run.hist, 0.99),
                 run.hist.max() as f64 / 1000.0,
-                cpu_line(&cpu)
+                figures_line(&used.cpu),
+                figures_line(&used.written)
             ));
-            anyhow::Ok((run, cpu))
+            anyhow::Ok((run, used))
         }
     };
 
@@ -903,7 +929,7 @@ async fn sitting(
     let mut phases: Vec<(&'static str, Phase)> = Vec::new();
     let mut half_ceiling = None;
     let run_switchyard = async |driver: &mut Driver<'_>, rate: u32, recorded: &mut usize| {
-        let before = processes.cpu();
+        let (before, written_before) = (processes.cpu(), processes.written());
         let mut phase = driver.drive(rate).await?;
         *recorded += phase.completed;
         let last = Instant::now();
@@ -915,6 +941,8 @@ async fn sitting(
             );
         }
         phase.cpu = procstat::per_thousand(&before, &processes.cpu(), phase.commands);
+        phase.written =
+            procstat::kib_per_command(&written_before, &processes.written(), phase.commands);
         anyhow::Ok(phase)
     };
     let main = run_switchyard(&mut driver, opts.rate, &mut recorded).await?;
@@ -1007,11 +1035,15 @@ async fn sitting(
         let mut merged = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         let mut throughput = 0.0;
         let mut cpu: BTreeMap<&'static str, f64> = BTreeMap::new();
-        for (run, c) in &ceilings {
+        let mut written: BTreeMap<&'static str, f64> = BTreeMap::new();
+        for (run, used) in &ceilings {
             merged.add(&run.hist)?;
             throughput += run.completed as f64 / run.elapsed;
-            for (k, v) in c {
+            for (k, v) in &used.cpu {
                 *cpu.entry(k).or_default() += v / ceilings.len() as f64;
+            }
+            for (k, v) in &used.written {
+                *written.entry(k).or_default() += v / ceilings.len() as f64;
             }
         }
         throughput /= ceilings.len() as f64;
@@ -1037,11 +1069,12 @@ async fn sitting(
             ratios["p99"].as_f64().unwrap_or_default(),
         ));
         doc["ceiling"] = json!({
-            "runs": ceilings.iter().map(|(run, c)| json!({
+            "runs": ceilings.iter().map(|(run, used)| json!({
                 "throughput_per_s": round(run.completed as f64 / run.elapsed, 1),
                 "elapsed_s": round(run.elapsed, 3),
                 "latency_ms": latency_json(&run.hist),
-                "cpu_s_per_1000": figures_json(c),
+                "cpu_s_per_1000": figures_json(&used.cpu),
+                "storage_kib_per_command": figures_json(&used.written),
             })).collect::<Vec<_>>(),
             "messages_per_command": pattern.messages.len() + 1,
             "worker_messages": pattern.messages.iter().map(|m| json!({
@@ -1051,6 +1084,7 @@ async fn sitting(
             "throughput_per_s": round(throughput, 1),
             "latency_ms": latency_json(&merged),
             "cpu_s_per_1000": figures_json(&cpu),
+            "storage_kib_per_command": figures_json(&written),
             "ratios": ratios,
         });
     }
@@ -1074,7 +1108,7 @@ async fn sitting(
     }
     if let Some((_, half)) = phases.get(1) {
         doc["half_rate"] = phase_json(half);
-        if let Some((run, cpu)) = &half_ceiling {
+        if let Some((run, used)) = &half_ceiling {
             let slower = |q: f64| ratio(ms(&half.hist, q), ms(&run.hist, q));
             note(format!(
                 "bench: half rate: switchyard / ceiling at the same rate: p50 latency {:.2}x, \
@@ -1085,7 +1119,8 @@ async fn sitting(
             doc["half_rate"]["ceiling"] = json!({
                 "throughput_per_s": round(run.completed as f64 / run.elapsed, 1),
                 "latency_ms": latency_json(&run.hist),
-                "cpu_s_per_1000": figures_json(cpu),
+                "cpu_s_per_1000": figures_json(&used.cpu),
+                "storage_kib_per_command": figures_json(&used.written),
                 "ratios": { "p50": slower(0.5), "p99": slower(0.99) },
             });
         }
@@ -1180,8 +1215,14 @@ fn report_phase(label: &str, p: &Phase, waiting: bool) {
     }
     note(format!(
         "bench: {label}: CPU s per 1,000 commands: {}",
-        cpu_line(&p.cpu)
+        figures_line(&p.cpu)
     ));
+    if !p.written.is_empty() {
+        note(format!(
+            "bench: {label}: KiB written to storage per command: {}",
+            figures_line(&p.written)
+        ));
+    }
     if !p.worker_means.is_empty() {
         note(format!(
             "bench: {label}: worker means: {}",

@@ -1,8 +1,9 @@
 //! CPU time and memory of the processes a bench run involves, read from /proc (Linux).
 //!
-//! CPU is the `utime + stime` of `/proc/<pid>/stat`, in clock ticks: a run takes a snapshot
-//! before and after and divides the difference by the commands it drove. Elsewhere than
-//! Linux every figure is absent, never wrong.
+//! CPU is the `utime + stime` of `/proc/<pid>/stat`, in clock ticks, and storage writes the
+//! `write_bytes` of `/proc/<pid>/io`: a run takes a snapshot before and after and divides the
+//! difference by the commands it drove. Elsewhere than Linux (or where another user's `io`
+//! file is not readable) the figure is absent, never wrong.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -37,24 +38,47 @@ pub fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
 /// child's time is in its parent's `cutime + cstime` once the parent has waited for it,
 /// which a server does; a live one's is in its own stat, so nothing is counted twice.
 pub fn tree_cpu_seconds(root: u32, ticks_per_second: f64) -> Option<f64> {
+    let ticks = tree(root)?
+        .iter()
+        .map(|(_, stat)| stat.own + stat.reaped_children)
+        .sum::<u64>();
+    Some(ticks as f64 / ticks_per_second)
+}
+
+/// `root` and every live process it started, with their stats; None when `root` is gone.
+fn tree(root: u32) -> Option<Vec<(u32, Stat)>> {
     let stats: Vec<(u32, Stat)> = pids()
         .into_iter()
         .filter_map(|pid| Some((pid, Stat::read(pid)?)))
         .collect();
-    let mut tree = vec![root];
-    let mut ticks = 0;
-    let mut found_root = false;
-    while let Some(pid) = tree.pop() {
+    let mut pending = vec![root];
+    let mut members = Vec::new();
+    while let Some(pid) = pending.pop() {
         for (child, stat) in &stats {
             if *child == pid {
-                found_root |= pid == root;
-                ticks += stat.own + stat.reaped_children;
+                members.push((pid, *stat));
             } else if stat.parent == pid {
-                tree.push(*child);
+                pending.push(*child);
             }
         }
     }
-    found_root.then(|| ticks as f64 / ticks_per_second)
+    members
+        .iter()
+        .any(|(pid, _)| *pid == root)
+        .then_some(members)
+}
+
+/// Bytes a process has sent to storage so far: `write_bytes` of `/proc/<pid>/io`, counted
+/// by the kernel when a page of the page cache turns dirty (a page written again before it
+/// reaches the disk counts once), so it is what the disk will be asked to write, not what
+/// `write` calls passed. Readable for another user's process only as root.
+pub fn written_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The figures of a `/proc/<pid>/stat` line this module uses, in clock ticks.
@@ -291,6 +315,21 @@ impl Processes {
             .filter_map(|(name, pid)| Some((*name, tree_cpu_seconds(*pid, self.ticks)?)));
         processes.chain(trees).collect()
     }
+
+    /// Bytes sent to storage so far by each watched process whose `io` file is readable; a
+    /// tree counts its live processes (what an ended one wrote is not kept by the kernel).
+    pub fn written(&self) -> BTreeMap<&'static str, f64> {
+        let processes = self
+            .pids
+            .iter()
+            .filter_map(|(name, pid)| Some((*name, written_bytes(*pid)? as f64)));
+        let trees = self.trees.iter().filter_map(|(name, root)| {
+            let members = tree(*root)?;
+            let bytes: Option<u64> = members.iter().map(|(pid, _)| written_bytes(*pid)).sum();
+            Some((*name, bytes? as f64))
+        });
+        processes.chain(trees).collect()
+    }
 }
 
 /// CPU seconds per 1,000 commands between two snapshots.
@@ -299,11 +338,30 @@ pub fn per_thousand(
     after: &BTreeMap<&'static str, f64>,
     commands: usize,
 ) -> BTreeMap<&'static str, f64> {
+    per_command(before, after, commands, 1000.0)
+}
+
+/// KiB per command between two snapshots of [`Processes::written`].
+pub fn kib_per_command(
+    before: &BTreeMap<&'static str, f64>,
+    after: &BTreeMap<&'static str, f64>,
+    commands: usize,
+) -> BTreeMap<&'static str, f64> {
+    per_command(before, after, commands, 1.0 / 1024.0)
+}
+
+/// What each process used between two snapshots, per command, times `scale`.
+fn per_command(
+    before: &BTreeMap<&'static str, f64>,
+    after: &BTreeMap<&'static str, f64>,
+    commands: usize,
+    scale: f64,
+) -> BTreeMap<&'static str, f64> {
     after
         .iter()
         .filter_map(|(name, end)| {
             let start = before.get(name)?;
-            Some((*name, (end - start) / commands.max(1) as f64 * 1000.0))
+            Some((*name, (end - start) / commands.max(1) as f64 * scale))
         })
         .collect()
 }
@@ -399,6 +457,46 @@ mod tests {
             "an ended child's CPU is still counted: {after_it_ended} s, {while_live} s while it ran"
         );
         assert!(tree_cpu_seconds(u32::MAX, ticks).is_none());
+    }
+
+    /// A child shell that writes 4 MiB to a file itself (its `printf` is a built-in; on the
+    /// disk the build is on, as a `tmpfs` has no storage to count) and stays alive is seen to
+    /// have written them, by its pid and as a member of this process's tree.
+    #[test]
+    fn storage_writes_are_read_per_process_and_per_tree() {
+        let me = std::process::id();
+        let watched = Processes::new(vec![]).with_tree("tests", me);
+        let tree_before = watched.written()["tests"];
+        let file = std::env::current_exe()
+            .expect("the test binary")
+            .with_file_name(format!("written-bytes-{me}"));
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf '%4194304s' '' > {} && echo done && sleep 5",
+                file.display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let mut done = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut done,
+        )
+        .expect("the child's line");
+        assert_eq!(done.trim(), "done");
+        let by_pid = written_bytes(child.id()).expect("the child's io file");
+        let by_tree = watched.written()["tests"] - tree_before;
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        std::fs::remove_file(&file).expect("remove");
+        assert!(by_pid >= 4 << 20, "the child wrote {by_pid} bytes");
+        assert!(
+            by_tree >= (4 << 20) as f64,
+            "the tree wrote {by_tree} bytes"
+        );
+        assert!(written_bytes(u32::MAX).is_none());
     }
 
     #[test]

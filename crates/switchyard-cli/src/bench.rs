@@ -48,6 +48,7 @@ use crate::ports::free_port;
 use crate::say;
 use crate::up::{BROKER_HELP, amqp_url, broker_reachable};
 use ceiling::{CeilingOptions, CeilingRun, Message, Pattern};
+use procstat::Used;
 pub use procstat::{peak_rss_kib, rss_kib};
 
 /// Options of `switchyard bench`.
@@ -254,15 +255,6 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     result
 }
 
-/// What the measured processes used during a ceiling run, per command.
-#[derive(Debug)]
-struct Used {
-    /// CPU seconds per 1,000 commands.
-    cpu: BTreeMap<&'static str, f64>,
-    /// KiB sent to storage per command.
-    written: BTreeMap<&'static str, f64>,
-}
-
 /// One Switchyard run's figures.
 #[derive(Debug)]
 struct Phase {
@@ -275,9 +267,8 @@ struct Phase {
     hist: Histogram<u64>,
     /// Worker RSS by commands waiting: (waiting, KiB, ended so far, at).
     waiting_rss: Vec<(usize, u64, usize, Duration)>,
-    cpu: BTreeMap<&'static str, f64>,
-    /// KiB each process sent to storage per command (`procstat::Processes::written`).
-    written: BTreeMap<&'static str, f64>,
+    /// What each process used, per command.
+    used: Used,
     ledger_lag: Option<Result<Duration, String>>,
     /// Means of the worker's own histograms over the phase (`timings`).
     worker_means: BTreeMap<&'static str, f64>,
@@ -339,8 +330,8 @@ fn phase_json(p: &Phase) -> serde_json::Value {
         "elapsed_s": round(p.elapsed, 3),
         "throughput_per_s": round(p.throughput(), 1),
         "latency_ms": latency_json(&p.hist),
-        "cpu_s_per_1000": figures_json(&p.cpu),
-        "storage_kib_per_command": figures_json(&p.written),
+        "cpu_s_per_1000": figures_json(&p.used.cpu),
+        "storage_kib_per_command": figures_json(&p.used.written),
         "worker_means": figures_json(&p.worker_means),
         "ledger_catch_up_s": match &p.ledger_lag {
             Some(Ok(lag)) => json!(round(lag.as_secs_f64(), 3)),
@@ -491,8 +482,7 @@ impl Driver<'_> {
             elapsed: last.duration_since(started).as_secs_f64().max(1e-9),
             hist,
             waiting_rss,
-            cpu: BTreeMap::new(),
-            written: BTreeMap::new(),
+            used: Used::default(),
             ledger_lag: None,
             worker_means,
         })
@@ -889,23 +879,10 @@ async fn sitting(
         let (processes, mut ceiling_opts) = (processes.clone(), ceiling_opts.clone());
         ceiling_opts.rate = rate;
         async move {
-            let (before, written_before) = (processes.cpu(), processes.written());
+            let before = processes.snapshot();
             let run = ceiling::run(url, &pattern, &ceiling_opts).await?;
-            let ours = |(k, _): &(&'static str, f64)| matches!(*k, "broker" | "bench");
-            let used = Used {
-                cpu: procstat::per_thousand(&before, &processes.cpu(), run.completed)
-                    .into_iter()
-                    .filter(ours)
-                    .collect(),
-                written: procstat::kib_per_command(
-                    &written_before,
-                    &processes.written(),
-                    run.completed,
-                )
-                .into_iter()
-                .filter(ours)
-                .collect(),
-            };
+            let used = Used::between(&before, &processes.snapshot(), run.completed)
+                .only(|name| matches!(name, "broker" | "bench"));
             note(format!(
                 "bench: ceiling run {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
                  CPU s per 1,000 commands: {}; KiB written to storage per command: {}",
@@ -929,7 +906,7 @@ async fn sitting(
     let mut phases: Vec<(&'static str, Phase)> = Vec::new();
     let mut half_ceiling = None;
     let run_switchyard = async |driver: &mut Driver<'_>, rate: u32, recorded: &mut usize| {
-        let (before, written_before) = (processes.cpu(), processes.written());
+        let before = processes.snapshot();
         let mut phase = driver.drive(rate).await?;
         *recorded += phase.completed;
         let last = Instant::now();
@@ -940,9 +917,7 @@ async fn sitting(
                     .map_err(|e| e.to_string()),
             );
         }
-        phase.cpu = procstat::per_thousand(&before, &processes.cpu(), phase.commands);
-        phase.written =
-            procstat::kib_per_command(&written_before, &processes.written(), phase.commands);
+        phase.used = Used::between(&before, &processes.snapshot(), phase.commands);
         anyhow::Ok(phase)
     };
     let main = run_switchyard(&mut driver, opts.rate, &mut recorded).await?;
@@ -1034,18 +1009,11 @@ async fn sitting(
     if let (Some(pattern), false) = (&pattern, ceilings.is_empty()) {
         let mut merged = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         let mut throughput = 0.0;
-        let mut cpu: BTreeMap<&'static str, f64> = BTreeMap::new();
-        let mut written: BTreeMap<&'static str, f64> = BTreeMap::new();
-        for (run, used) in &ceilings {
+        for (run, _) in &ceilings {
             merged.add(&run.hist)?;
             throughput += run.completed as f64 / run.elapsed;
-            for (k, v) in &used.cpu {
-                *cpu.entry(k).or_default() += v / ceilings.len() as f64;
-            }
-            for (k, v) in &used.written {
-                *written.entry(k).or_default() += v / ceilings.len() as f64;
-            }
         }
+        let used = Used::mean(ceilings.iter().map(|(_, used)| used));
         throughput /= ceilings.len() as f64;
         let ratios = json!({
             "throughput": ratio(main.throughput(), throughput),
@@ -1083,8 +1051,8 @@ async fn sitting(
             })).collect::<Vec<_>>(),
             "throughput_per_s": round(throughput, 1),
             "latency_ms": latency_json(&merged),
-            "cpu_s_per_1000": figures_json(&cpu),
-            "storage_kib_per_command": figures_json(&written),
+            "cpu_s_per_1000": figures_json(&used.cpu),
+            "storage_kib_per_command": figures_json(&used.written),
             "ratios": ratios,
         });
     }
@@ -1215,12 +1183,12 @@ fn report_phase(label: &str, p: &Phase, waiting: bool) {
     }
     note(format!(
         "bench: {label}: CPU s per 1,000 commands: {}",
-        figures_line(&p.cpu)
+        figures_line(&p.used.cpu)
     ));
-    if !p.written.is_empty() {
+    if !p.used.written.is_empty() {
         note(format!(
             "bench: {label}: KiB written to storage per command: {}",
-            figures_line(&p.written)
+            figures_line(&p.used.written)
         ));
     }
     if !p.worker_means.is_empty() {

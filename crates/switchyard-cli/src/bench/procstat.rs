@@ -33,16 +33,17 @@ pub fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
     Some(stat.own as f64 / ticks_per_second)
 }
 
-/// CPU seconds used so far by a process and every process it started, live or ended: a
-/// server that forks a process per connection (PostgreSQL) is measured whole. An ended
-/// child's time is in its parent's `cutime + cstime` once the parent has waited for it,
-/// which a server does; a live one's is in its own stat, so nothing is counted twice.
-pub fn tree_cpu_seconds(root: u32, ticks_per_second: f64) -> Option<f64> {
-    let ticks = tree(root)?
+/// CPU seconds used so far by a process and every process it started, live or ended, from
+/// the live members of its [`tree`]: a server that forks a process per connection
+/// (PostgreSQL) is measured whole. An ended child's time is in its parent's `cutime +
+/// cstime` once the parent has waited for it, which a server does; a live one's is in its
+/// own stat, so nothing is counted twice.
+fn members_cpu_seconds(members: &[(u32, Stat)], ticks_per_second: f64) -> f64 {
+    let ticks = members
         .iter()
         .map(|(_, stat)| stat.own + stat.reaped_children)
         .sum::<u64>();
-    Some(ticks as f64 / ticks_per_second)
+    ticks as f64 / ticks_per_second
 }
 
 /// `root` and every live process it started, with their stats; None when `root` is gone.
@@ -277,7 +278,7 @@ fn lone_beam() -> Option<u32> {
 #[derive(Debug, Clone)]
 pub struct Processes {
     pids: Vec<(&'static str, u32)>,
-    /// Measured with every process they start (`tree_cpu_seconds`).
+    /// Measured with every process they start (`tree`).
     trees: Vec<(&'static str, u32)>,
     ticks: f64,
 }
@@ -305,26 +306,49 @@ impl Processes {
 
     /// CPU seconds used so far by each watched process that /proc shows.
     pub fn cpu(&self) -> BTreeMap<&'static str, f64> {
+        self.cpu_with(&self.tree_members())
+    }
+
+    /// What each watched process has used so far: CPU, and storage writes where its `io`
+    /// file is readable. Each tree is walked once for both.
+    pub fn snapshot(&self) -> Snapshot {
+        let trees = self.tree_members();
+        Snapshot {
+            cpu: self.cpu_with(&trees),
+            written: self.written_with(&trees),
+        }
+    }
+
+    /// The live members of each watched tree whose root still runs.
+    fn tree_members(&self) -> Vec<(&'static str, Vec<(u32, Stat)>)> {
+        self.trees
+            .iter()
+            .filter_map(|(name, root)| Some((*name, tree(*root)?)))
+            .collect()
+    }
+
+    fn cpu_with(&self, trees: &[(&'static str, Vec<(u32, Stat)>)]) -> BTreeMap<&'static str, f64> {
         let processes = self
             .pids
             .iter()
             .filter_map(|(name, pid)| Some((*name, cpu_seconds(*pid, self.ticks)?)));
-        let trees = self
-            .trees
+        let trees = trees
             .iter()
-            .filter_map(|(name, pid)| Some((*name, tree_cpu_seconds(*pid, self.ticks)?)));
+            .map(|(name, members)| (*name, members_cpu_seconds(members, self.ticks)));
         processes.chain(trees).collect()
     }
 
-    /// Bytes sent to storage so far by each watched process whose `io` file is readable; a
-    /// tree counts its live processes (what an ended one wrote is not kept by the kernel).
-    pub fn written(&self) -> BTreeMap<&'static str, f64> {
+    /// Bytes sent to storage so far; a tree counts its live processes (what an ended one
+    /// wrote is not kept by the kernel).
+    fn written_with(
+        &self,
+        trees: &[(&'static str, Vec<(u32, Stat)>)],
+    ) -> BTreeMap<&'static str, f64> {
         let processes = self
             .pids
             .iter()
             .filter_map(|(name, pid)| Some((*name, written_bytes(*pid)? as f64)));
-        let trees = self.trees.iter().filter_map(|(name, root)| {
-            let members = tree(*root)?;
+        let trees = trees.iter().filter_map(|(name, members)| {
             let bytes: Option<u64> = members.iter().map(|(pid, _)| written_bytes(*pid)).sum();
             Some((*name, bytes? as f64))
         });
@@ -332,22 +356,53 @@ impl Processes {
     }
 }
 
-/// CPU seconds per 1,000 commands between two snapshots.
-pub fn per_thousand(
-    before: &BTreeMap<&'static str, f64>,
-    after: &BTreeMap<&'static str, f64>,
-    commands: usize,
-) -> BTreeMap<&'static str, f64> {
-    per_command(before, after, commands, 1000.0)
+/// What the watched processes had used at one moment ([`Processes::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// CPU seconds.
+    cpu: BTreeMap<&'static str, f64>,
+    /// Bytes sent to storage.
+    written: BTreeMap<&'static str, f64>,
 }
 
-/// KiB per command between two snapshots of [`Processes::written`].
-pub fn kib_per_command(
-    before: &BTreeMap<&'static str, f64>,
-    after: &BTreeMap<&'static str, f64>,
-    commands: usize,
-) -> BTreeMap<&'static str, f64> {
-    per_command(before, after, commands, 1.0 / 1024.0)
+/// What each process used during a run, per command.
+#[derive(Debug, Clone, Default)]
+pub struct Used {
+    /// CPU seconds per 1,000 commands.
+    pub cpu: BTreeMap<&'static str, f64>,
+    /// KiB sent to storage per command.
+    pub written: BTreeMap<&'static str, f64>,
+}
+
+impl Used {
+    /// What was used between two snapshots, for `commands` commands.
+    pub fn between(before: &Snapshot, after: &Snapshot, commands: usize) -> Self {
+        Self {
+            cpu: per_command(&before.cpu, &after.cpu, commands, 1000.0),
+            written: per_command(&before.written, &after.written, commands, 1.0 / 1024.0),
+        }
+    }
+
+    /// Only the processes `keep` names.
+    pub fn only(mut self, keep: impl Fn(&str) -> bool) -> Self {
+        self.cpu.retain(|name, _| keep(name));
+        self.written.retain(|name, _| keep(name));
+        self
+    }
+
+    /// The mean of several runs' figures, process by process.
+    pub fn mean<'a>(runs: impl ExactSizeIterator<Item = &'a Used>) -> Self {
+        let n = runs.len().max(1) as f64;
+        let mut mean = Self::default();
+        for run in runs {
+            for (into, from) in [(&mut mean.cpu, &run.cpu), (&mut mean.written, &run.written)] {
+                for (name, v) in from {
+                    *into.entry(name).or_default() += v / n;
+                }
+            }
+        }
+        mean
+    }
 }
 
 /// What each process used between two snapshots, per command, times `scale`.
@@ -442,7 +497,8 @@ mod tests {
         let ticks = clock_ticks_per_second();
         let me = std::process::id();
         let own = || cpu_seconds(me, ticks).expect("own");
-        let tree = || tree_cpu_seconds(me, ticks).expect("tree");
+        let watched = Processes::new(vec![]).with_tree("tests", me);
+        let tree = || watched.cpu()["tests"];
         let (own_before, tree_before) = (own(), tree());
 
         let mut live = busy(3);
@@ -456,7 +512,9 @@ mod tests {
             after_it_ended >= while_live,
             "an ended child's CPU is still counted: {after_it_ended} s, {while_live} s while it ran"
         );
-        assert!(tree_cpu_seconds(u32::MAX, ticks).is_none());
+        let gone = Processes::new(vec![]).with_tree("gone", u32::MAX);
+        assert!(!gone.cpu().contains_key("gone"));
+        assert!(!gone.snapshot().written.contains_key("gone"));
     }
 
     /// A child shell that writes 4 MiB to a file itself (its `printf` is a built-in; on the
@@ -466,7 +524,7 @@ mod tests {
     fn storage_writes_are_read_per_process_and_per_tree() {
         let me = std::process::id();
         let watched = Processes::new(vec![]).with_tree("tests", me);
-        let tree_before = watched.written()["tests"];
+        let tree_before = watched.snapshot().written["tests"];
         let file = std::env::current_exe()
             .expect("the test binary")
             .with_file_name(format!("written-bytes-{me}"));
@@ -487,7 +545,7 @@ mod tests {
         .expect("the child's line");
         assert_eq!(done.trim(), "done");
         let by_pid = written_bytes(child.id()).expect("the child's io file");
-        let by_tree = watched.written()["tests"] - tree_before;
+        let by_tree = watched.snapshot().written["tests"] - tree_before;
         child.kill().expect("kill");
         child.wait().expect("wait");
         std::fs::remove_file(&file).expect("remove");

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_amqp::lapin::options::{BasicAckOptions, QueueBindOptions, QueueDeclareOptions};
 use switchyard_amqp::lapin::types::{AMQPValue, FieldTable};
+use switchyard_amqp::topology::{LEDGER_ATTEMPTS_QUEUE, LEDGER_EVENTS_QUEUE};
 use switchyard_amqp::{Broker, BrokerSettings, ConsumeSettings, Topology, consume};
 use switchyard_core::{Event, Status};
 use switchyard_e2e::binary;
@@ -165,16 +166,21 @@ struct Proc {
     /// The series whose sum counts this process's work.
     counter: &'static str,
     only: &'static str,
+    /// Its log (stderr).
+    log: PathBuf,
 }
 
-fn spawn(name: &str, config: &Path, env: &[(&str, String)]) -> Child {
+/// Starts a fleet binary whose log (connections, consumers, warnings) goes to `log`, for the
+/// report of a process that was slow to recover.
+fn spawn(name: &str, config: &Path, log: &Path, env: &[(&str, String)]) -> Child {
+    let file = std::fs::File::create(log).unwrap();
     let mut cmd = Process::new(binary(name));
     cmd.arg("--config")
         .arg(config)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "warn,switchyard=info")
         .env_remove("SWITCHYARD_AMQP_URL")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(file)
         .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
@@ -197,6 +203,9 @@ fn counter(text: &str, metric: &str, only: &str) -> f64 {
 
 /// One process's counter over time: (time since the start, value).
 type Series = Vec<(Duration, f64)>;
+
+/// One process's failed scrapes: (time since the start, why).
+type Misses = Vec<(Duration, String)>;
 
 /// Every event of the test's own quorum-queue subscriber, by command, with arrival times.
 #[derive(Default)]
@@ -333,9 +342,11 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("switchyard.toml");
     std::fs::write(&config, &fleet.config_toml).unwrap();
+    let logs = |name: &str| dir.path().join(format!("{name}.log"));
     let mut procs = vec![Proc {
         name: "ingress".into(),
-        child: spawn("switchyard-ingress", &config, &[]),
+        child: spawn("switchyard-ingress", &config, &logs("ingress"), &[]),
+        log: logs("ingress"),
         metrics: format!("http://127.0.0.1:{}/metrics", fleet.ingress_port),
         counter: "switchyard_commands_received_total",
         only: "",
@@ -347,8 +358,10 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
             child: spawn(
                 "switchyard-payment",
                 &config,
+                &logs(&format!("payment-{i}")),
                 &[("SWITCHYARD_WORKER__LISTEN", format!("127.0.0.1:{port}"))],
             ),
+            log: logs(&format!("payment-{i}")),
             metrics: format!("http://127.0.0.1:{port}/metrics"),
             counter: "switchyard_commands_total",
             only: "status=\"completed\"",
@@ -360,8 +373,10 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
         child: spawn(
             "switchyard-ledger",
             &config,
+            &logs("ledger"),
             &[("SWITCHYARD_LEDGER__LISTEN", format!("127.0.0.1:{port}"))],
         ),
+        log: logs("ledger"),
         metrics: format!("http://127.0.0.1:{port}/metrics"),
         counter: "switchyard_ledger_ingested_total",
         only: "kind=\"events\"",
@@ -440,9 +455,16 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
     // Scrape every process's work counter once a second.
     let t0 = Instant::now();
     let samples: Arc<Mutex<Vec<Series>>> = Arc::new(Mutex::new(vec![Vec::new(); procs.len()]));
+    // Scrapes that failed, per process: (when, why), so a silent process is told from an idle one.
+    let misses: Arc<Mutex<Vec<Misses>>> = Arc::new(Mutex::new(vec![Vec::new(); procs.len()]));
     let stop_scrape = CancellationToken::new();
     let scraper = {
-        let (samples, stop, http) = (samples.clone(), stop_scrape.clone(), http.clone());
+        let (samples, misses, stop, http) = (
+            samples.clone(),
+            misses.clone(),
+            stop_scrape.clone(),
+            http.clone(),
+        );
         let targets: Vec<(String, &'static str, &'static str)> = procs
             .iter()
             .map(|p| (p.metrics.clone(), p.counter, p.only))
@@ -453,11 +475,15 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
                 tick.tick().await;
                 for (i, (url, metric, only)) in targets.iter().enumerate() {
                     let r = http.get(url).timeout(Duration::from_secs(1)).send().await;
-                    if let Ok(r) = r
-                        && let Ok(text) = r.text().await
-                    {
-                        let v = counter(&text, metric, only);
-                        samples.lock().unwrap()[i].push((t0.elapsed(), v));
+                    match r {
+                        Ok(r) => match r.text().await {
+                            Ok(text) => {
+                                let v = counter(&text, metric, only);
+                                samples.lock().unwrap()[i].push((t0.elapsed(), v));
+                            }
+                            Err(e) => misses.lock().unwrap()[i].push((t0.elapsed(), e.to_string())),
+                        },
+                        Err(e) => misses.lock().unwrap()[i].push((t0.elapsed(), e.to_string())),
                     }
                 }
             }
@@ -525,6 +551,7 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
     // The node that leads the work queue dies, and comes back.
     tokio::time::sleep_until((t0 + KILL_AT).into()).await;
     let killed_at = t0.elapsed();
+    let killed_wall = chrono::Utc::now();
     step(
         "killing the node",
         30,
@@ -545,6 +572,7 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
     })
     .await;
     let back_at = t0.elapsed();
+    let back_wall = chrono::Utc::now();
     let placed_after = connections_by_node(&http, &fleet.vhost.name).await;
     let posting_ends = Duration::from_secs_f64(n as f64 / rate);
 
@@ -756,6 +784,60 @@ async fn a_fleet_on_three_nodes_survives_the_loss_of_one() {
         (back_at + WINDOW).as_secs_f64(),
         posting_ends.as_secs_f64()
     );
+    if !slow.is_empty() {
+        // What the slow ones did: whether they still run, their counter from the kill on,
+        // the scrapes they did not answer, and their own log; and the ledger's queues as the
+        // broker saw them (consumers, ready, unacknowledged, leader).
+        let misses = misses.lock().unwrap().clone();
+        for queue in [LEDGER_EVENTS_QUEUE, LEDGER_ATTEMPTS_QUEUE] {
+            let q = management_get(&http, &format!("/api/queues/{}/{queue}", fleet.vhost.name))
+                .await
+                .unwrap_or_default();
+            eprintln!(
+                "--- {queue}: consumers {}, ready {}, unacknowledged {}, leader {}, members {}",
+                q["consumers"],
+                q["messages_ready"],
+                q["messages_unacknowledged"],
+                q["leader"],
+                q["members"]
+            );
+        }
+        for ((p, series), missed) in procs.iter_mut().zip(&samples).zip(&misses) {
+            if !slow.contains(&p.name) {
+                continue;
+            }
+            let status = p
+                .child
+                .try_wait()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_default();
+            let missed: Vec<String> = missed
+                .iter()
+                .map(|(t, e)| format!("{:.0}s: {e}", t.as_secs_f64()))
+                .collect();
+            eprintln!(
+                "--- {}: exited: {status}; {} scrapes failed: {missed:?}",
+                p.name,
+                missed.len()
+            );
+            let seen: Vec<String> = series
+                .iter()
+                .filter(|(t, _)| *t + Duration::from_secs(2) >= killed_at)
+                .map(|(t, v)| format!("{:.0}s:{v}", t.as_secs_f64()))
+                .collect();
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- {} (killed at {:.1} s, {killed_wall}; back at {:.1} s, {back_wall}): counter {}\n--- its log, last {} lines:\n{}",
+                p.name,
+                killed_at.as_secs_f64(),
+                back_at.as_secs_f64(),
+                seen.join(" "),
+                tail.len(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
     assert!(
         slow.is_empty(),
         "not back to full throughput within 10 s of the node's return: {slow:?}"

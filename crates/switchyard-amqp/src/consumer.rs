@@ -10,7 +10,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::broker::Broker;
 
@@ -144,7 +144,9 @@ async fn run<F, Fut>(
                         break;
                     }
                     None => {
-                        debug!(queue = %settings.queue, "consumer stream ended, resuming");
+                        // The broker cancelled the consumer (its queue deleted or its
+                        // leader lost) or closed the channel: rare, and worth seeing.
+                        info!(queue = %settings.queue, "consumer ended by the broker, consuming again");
                         break;
                     }
                 },
